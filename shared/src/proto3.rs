@@ -1,0 +1,201 @@
+//! The proto3 JSON mapping details IoT Core's REST API used and its tooling relies on: `bytes`
+//! as base64, 64-bit integers as decimal strings (numbers accepted on input), and base64 input
+//! in either alphabet with or without padding.
+
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::de::{self, Visitor};
+use serde::{Deserializer, Serializer};
+
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_encode_padding(true)
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
+/// Base64 text that neither alphabet decodes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("is not valid base64 (standard or URL-safe alphabet, padding optional): {0}")]
+pub struct Base64Error(String);
+
+/// Decodes base64 in the standard or the URL-safe alphabet, padded or not. Mixing the two
+/// alphabets in one value is refused.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, Base64Error> {
+    let url_safe = text.contains(['-', '_']);
+    if url_safe && text.contains(['+', '/']) {
+        return Err(Base64Error(
+            "mixes the standard (+/) and URL-safe (-_) alphabets".into(),
+        ));
+    }
+    let engine = if url_safe { &URL_SAFE } else { &STANDARD };
+    engine.decode(text).map_err(|e| Base64Error(e.to_string()))
+}
+
+/// Encodes bytes as proto3 JSON does: standard alphabet, padded.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// `#[serde(with = "bytes")]` for `Vec<u8>` fields carried as base64.
+pub mod bytes {
+    use super::*;
+
+    /// Writes standard padded base64.
+    pub fn serialize<S: Serializer>(value: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode_base64(value))
+    }
+
+    /// Reads base64 in either alphabet; `null` reads as empty.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text: Option<String> = serde::Deserialize::deserialize(d)?;
+        match text {
+            None => Ok(Vec::new()),
+            Some(text) => decode_base64(&text).map_err(de::Error::custom),
+        }
+    }
+}
+
+/// `#[serde(with = "int64")]` for `u64` fields: written as a decimal string, read from a string
+/// or a JSON number, as the proto3 JSON mapping allows.
+pub mod int64 {
+    use super::*;
+
+    /// Writes the number as a decimal string.
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    /// Reads a decimal string or a non-negative integer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(U64Visitor)
+    }
+
+    struct U64Visitor;
+
+    impl Visitor<'_> for U64Visitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative integer, as a number or a decimal string")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&v) {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(v as u64)
+            } else {
+                Err(E::custom(format!("{v} is not a non-negative integer")))
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            v.parse()
+                .map_err(|_| E::custom(format!("`{v}` is not a non-negative integer")))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<u64, E> {
+            Ok(0)
+        }
+    }
+}
+
+/// `#[serde(with = "opt_int64")]` for `Option<u64>` fields (output-only ids such as `numId`).
+pub mod opt_int64 {
+    use super::*;
+
+    /// Writes the number as a decimal string.
+    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads a decimal string, a number, or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        int64::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[test]
+    fn base64_accepts_both_alphabets_with_or_without_padding() {
+        // 0xfb 0xff encodes with characters that differ between the alphabets.
+        let table = [
+            ("+/8=", vec![0xfb, 0xff]),
+            ("+/8", vec![0xfb, 0xff]),
+            ("-_8=", vec![0xfb, 0xff]),
+            ("-_8", vec![0xfb, 0xff]),
+            ("aGVsbG8=", b"hello".to_vec()),
+            ("aGVsbG8", b"hello".to_vec()),
+            ("", vec![]),
+        ];
+        for (text, bytes) in table {
+            assert_eq!(decode_base64(text).unwrap(), bytes, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn undecodable_base64_is_refused() {
+        for bad in ["a", "aGVsbG8===", "a b", "+_8=", "héllo", "aGVsbG8=x"] {
+            assert!(decode_base64(bad).is_err(), "{bad:?}");
+        }
+        let err = decode_base64("+_8=").unwrap_err().to_string();
+        assert!(err.contains("mixes"), "{err}");
+    }
+
+    #[test]
+    fn encoding_is_standard_and_padded() {
+        assert_eq!(encode_base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Versioned {
+        #[serde(with = "int64", default)]
+        version: u64,
+        #[serde(with = "bytes", default)]
+        data: Vec<u8>,
+    }
+
+    #[test]
+    fn int64_reads_strings_and_numbers_and_writes_strings() {
+        for json in [
+            r#"{"version":"7"}"#,
+            r#"{"version":7}"#,
+            r#"{"version":7.0}"#,
+        ] {
+            let v: Versioned = serde_json::from_str(json).unwrap();
+            assert_eq!(v.version, 7, "{json}");
+        }
+        let v = Versioned {
+            version: u64::MAX,
+            data: b"hi".to_vec(),
+        };
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"version":"18446744073709551615","data":"aGk="}"#
+        );
+        for bad in [
+            r#"{"version":"-1"}"#,
+            r#"{"version":-1}"#,
+            r#"{"version":1.5}"#,
+            r#"{"version":"x"}"#,
+            r#"{"version":true}"#,
+        ] {
+            assert!(serde_json::from_str::<Versioned>(bad).is_err(), "{bad}");
+        }
+    }
+}
