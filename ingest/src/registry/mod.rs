@@ -1,0 +1,250 @@
+//! The device registry: registries, devices, their credentials, configs and states, behind one
+//! async trait. SQLite (`sqlite`) is the embedded default; a Firestore store will share the trait,
+//! so every method is one self-contained operation a remote document store can do on its own: no
+//! transaction spans two calls, partial updates name only the fields they change, and config
+//! updates carry an optimistic version check instead of a lock.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use shared::resources::{
+    Device, DeviceConfig, DeviceCredential, DeviceRegistry, DeviceState, EventNotificationConfig,
+    HttpConfig, LogLevel, MqttConfig, RpcStatus, StateNotificationConfig,
+};
+use shared::{DeviceId, DeviceRef, LocationName, NumId, RegistryName};
+
+pub mod sqlite;
+
+/// What a store call can fail with. Each variant is an outcome the admin API maps to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named registry or device does not exist; the text names it.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A registry or device with this id exists already; the text names it.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The operation needs a different state, e.g. deleting a registry that still has devices.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// `versionToUpdate` named a version that is no longer the latest.
+    #[error(
+        "the config is at version {current}, not {expected}: someone changed it since you read it; read it again and retry"
+    )]
+    VersionMismatch {
+        /// The version the caller expected to replace.
+        expected: u64,
+        /// The version the device is at now.
+        current: u64,
+    },
+    /// A page token that this store did not hand out.
+    #[error("page token is not one this server returned")]
+    BadPageToken,
+    /// The store itself failed (disk, network, corruption); the source says how.
+    #[error("registry store failure")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which page of a list to return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The most items to return; the store caps it at [`PageRequest::MAX_SIZE`], and 0 means
+    /// [`PageRequest::DEFAULT_SIZE`].
+    pub size: usize,
+    /// The `nextPageToken` of the previous page, if any.
+    pub token: Option<String>,
+}
+
+impl PageRequest {
+    /// The page size when the caller gives none.
+    pub const DEFAULT_SIZE: usize = 1000;
+    /// The largest page a store returns.
+    pub const MAX_SIZE: usize = 10_000;
+
+    /// The size to use: the default for 0, never above the maximum.
+    pub fn effective_size(&self) -> usize {
+        match self.size {
+            0 => Self::DEFAULT_SIZE,
+            n => n.min(Self::MAX_SIZE),
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items, ordered by id.
+    pub items: Vec<T>,
+    /// The token for the next page, `None` on the last one.
+    pub next_page_token: Option<String>,
+}
+
+/// Restricts a device list to the given ids or numeric ids (either matches); empty lists mean
+/// every device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Device ids to include.
+    pub ids: Vec<DeviceId>,
+    /// Numeric ids to include.
+    pub num_ids: Vec<NumId>,
+}
+
+/// The registry fields a patch may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegistryUpdate {
+    /// New telemetry routing.
+    pub event_notification_configs: Option<Vec<EventNotificationConfig>>,
+    /// New state routing (`Some(None)` clears it).
+    pub state_notification_config: Option<Option<StateNotificationConfig>>,
+    /// MQTT on or off.
+    pub mqtt_config: Option<MqttConfig>,
+    /// HTTP on or off.
+    pub http_config: Option<HttpConfig>,
+    /// Logging detail (`Some(None)` clears it).
+    pub log_level: Option<Option<LogLevel>>,
+}
+
+/// The device fields a patch may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceUpdate {
+    /// The whole new credential list (already checked by the caller).
+    pub credentials: Option<Vec<DeviceCredential>>,
+    /// Blocked or not.
+    pub blocked: Option<bool>,
+    /// The whole new metadata map.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Logging detail (`Some(None)` clears it).
+    pub log_level: Option<Option<LogLevel>>,
+}
+
+/// Device bookkeeping the bridges record; each `Some` field overwrites the stored one. Callers
+/// coalesce these, so a store sees at most one per device per minute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    /// The last MQTT PINGREQ or PUBLISH.
+    pub last_heartbeat_time: Option<Timestamp>,
+    /// The last telemetry event.
+    pub last_event_time: Option<Timestamp>,
+    /// The last state update.
+    pub last_state_time: Option<Timestamp>,
+    /// The last config acknowledgement.
+    pub last_config_ack_time: Option<Timestamp>,
+    /// The last config sent to the device.
+    pub last_config_send_time: Option<Timestamp>,
+    /// The last error and when it happened.
+    pub last_error: Option<(Timestamp, RpcStatus)>,
+}
+
+/// The registry store. Every method is one atomic operation on the store; none relies on a
+/// transaction spanning calls.
+#[async_trait]
+pub trait Registry: Send + Sync + std::fmt::Debug {
+    /// Creates a registry (its `id` is set and valid, its fields validated). Fails with
+    /// `AlreadyExists` when the id is taken in that location.
+    async fn create_registry(
+        &self,
+        parent: &LocationName,
+        registry: DeviceRegistry,
+    ) -> StoreResult<DeviceRegistry>;
+
+    /// Reads a registry, with `id` and `name` filled in.
+    async fn get_registry(&self, name: &RegistryName) -> StoreResult<DeviceRegistry>;
+
+    /// Lists the registries of a location, ordered by id.
+    async fn list_registries(
+        &self,
+        parent: &LocationName,
+        page: &PageRequest,
+    ) -> StoreResult<Page<DeviceRegistry>>;
+
+    /// Changes the named fields of a registry and returns it as stored.
+    async fn update_registry(
+        &self,
+        name: &RegistryName,
+        update: RegistryUpdate,
+    ) -> StoreResult<DeviceRegistry>;
+
+    /// Deletes an empty registry; `FailedPrecondition` when it still has devices.
+    async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()>;
+
+    /// Creates a device (its `id` set and valid, credentials checked) and allocates its numeric
+    /// id, unique across the whole store. When `device.config` carries data, that becomes config
+    /// version 1 at `now`. Returns the device as stored.
+    async fn create_device(
+        &self,
+        registry: &RegistryName,
+        device: Device,
+        now: Timestamp,
+    ) -> StoreResult<Device>;
+
+    /// Reads a device by id or numeric id, with `id`, `name`, `numId`, its latest config and
+    /// state filled in. This is the token check's one read.
+    async fn get_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<Device>;
+
+    /// Lists a registry's devices, ordered by id.
+    async fn list_devices(
+        &self,
+        registry: &RegistryName,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Device>>;
+
+    /// Changes the named fields of a device and returns it as stored.
+    async fn update_device(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        update: DeviceUpdate,
+    ) -> StoreResult<Device>;
+
+    /// Deletes a device with its configs and states.
+    async fn delete_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<()>;
+
+    /// Stores a new config version (the latest plus one) when `version_to_update` is 0 or equals
+    /// the latest version, else `VersionMismatch`. Keeps the newest 10 versions.
+    async fn modify_config(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        version_to_update: u64,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> StoreResult<DeviceConfig>;
+
+    /// The kept config versions, newest first, at most `limit` (0 means all kept).
+    async fn list_config_versions(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        limit: usize,
+    ) -> StoreResult<Vec<DeviceConfig>>;
+
+    /// Stores a state report as the latest state; keeps the newest 10.
+    async fn record_state(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> StoreResult<DeviceState>;
+
+    /// The kept states, newest first, at most `limit` (0 means all kept).
+    async fn list_states(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        limit: usize,
+    ) -> StoreResult<Vec<DeviceState>>;
+
+    /// Records bookkeeping times and the last error.
+    async fn record_activity(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        activity: Activity,
+    ) -> StoreResult<()>;
+}
