@@ -1,0 +1,46 @@
+//! The `ingest` binary: `ingest serve` runs the service; every other subcommand is the operator
+//! CLI talking to a running service's admin API.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Self-hosted Google Cloud IoT Core: device registry, token checks, admin API and CLI.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ingest",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  ingest serve\n  ingest registries create barn --project my-project\n  ingest devices create boiler-7 --registry barn --project my-project \\\n      --public-key rsa_cert.pem --format RSA_X509_PEM\n\nEach subcommand has its own --help; `ingest serve` keeps the registry in ./ingest.db\nand serves the admin API on 127.0.0.1:8081 unless told otherwise."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (admin API; device bridges in later releases).
+    Serve(ingest::config::ServeArgs),
+    #[command(flatten)]
+    Admin(ingest::cli::AdminCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            ingest::telemetry::init(args.log_format);
+            ingest::server::run(args, ingest::server::shutdown_signal())
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Admin(command) => ingest::cli::run(command).await,
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        ExitCode::FAILURE
+    })
+}
