@@ -1,0 +1,396 @@
+//! `ingest devices …`: create devices with their public keys, show, list, block, unblock and
+//! delete them, and add or clear keys later. The server checks each key against its declared
+//! format and says why one is refused; the CLI passes that on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use shared::ids::DeviceId;
+use shared::resources::{Device, DeviceCredential, ListDevicesResponse};
+
+use super::UsageError;
+use super::client::{AdminClient, AdminOptions};
+use super::keys::{KEY_FORMATS, KeyArgs};
+use super::output::{self, Output, decode, emit, print_json};
+
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  ingest devices create boiler-7 --registry barn-sensors \\
+      --public-key rsa_cert.pem --format RSA_X509_PEM
+  ingest devices create pump-2 --registry barn-sensors \\
+      --public-key ec_public.pem --format ES256_PEM --expires 2027-01-01T00:00:00Z \\
+      --public-key ec_next.pem --format ES256_PEM --metadata site=barn --metadata floor=2";
+
+/// Device subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DevicesCommand {
+    /// Create a device with up to 3 public keys
+    #[command(after_help = CREATE_EXAMPLES, after_long_help = format!("{CREATE_EXAMPLES}\n\n{KEY_FORMATS}"))]
+    Create(CreateArgs),
+    /// Show one device: keys, blocked, metadata, latest config and state, last activity
+    #[command(
+        after_help = "Example:\n  ingest devices get boiler-7 --registry barn-sensors --output json"
+    )]
+    Get(DeviceArgs),
+    /// List a registry's devices (every page)
+    #[command(after_help = "Example:\n  ingest devices list --registry barn-sensors")]
+    List(ListArgs),
+    /// Delete a device
+    #[command(after_help = "Example:\n  ingest devices delete boiler-7 --registry barn-sensors")]
+    Delete(DeviceArgs),
+    /// Block a device: every request and connection it makes is refused until unblocked
+    #[command(after_help = "Example:\n  ingest devices block boiler-7 --registry barn-sensors")]
+    Block(DeviceArgs),
+    /// Unblock a device
+    #[command(after_help = "Example:\n  ingest devices unblock boiler-7 --registry barn-sensors")]
+    Unblock(DeviceArgs),
+    /// Add or remove a device's public keys
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+}
+
+/// `devices credentials …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CredentialsCommand {
+    /// Add public keys to a device (3 at most in all), e.g. before rotating to a new key
+    #[command(
+        after_help = "Example:\n  ingest devices credentials add boiler-7 --registry barn-sensors \\\n      --public-key rsa_cert_2027.pem --format RSA_X509_PEM",
+        after_long_help = format!("Example:\n  ingest devices credentials add boiler-7 --registry barn-sensors \\\n      --public-key rsa_cert_2027.pem --format RSA_X509_PEM\n\n{KEY_FORMATS}")
+    )]
+    Add(AddKeysArgs),
+    /// Remove every public key of a device (it can no longer authenticate)
+    #[command(
+        after_help = "Example:\n  ingest devices credentials clear boiler-7 --registry barn-sensors"
+    )]
+    Clear(DeviceArgs),
+}
+
+/// `devices create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Device id: 3-255 letters, digits and - . _ + ~ %, starting with a letter, not `goog…`
+    #[arg(value_name = "DEVICE", value_parser = DeviceId::parse)]
+    device: DeviceId,
+    /// Registry id
+    #[arg(long, value_name = "REGISTRY")]
+    registry: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Operator-defined metadata (repeatable); keys are letters, digits, - and _
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_metadata)]
+    metadata: Vec<(String, String)>,
+    /// Create the device blocked: it cannot connect until `ingest devices unblock`
+    #[arg(long)]
+    blocked: bool,
+    #[command(flatten)]
+    api: AdminOptions,
+}
+
+/// `devices get|delete|block|unblock`.
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Device id, or its numeric id
+    #[arg(value_name = "DEVICE")]
+    device: String,
+    /// Registry id
+    #[arg(long, value_name = "REGISTRY")]
+    registry: String,
+    #[command(flatten)]
+    api: AdminOptions,
+}
+
+/// `devices list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Registry id
+    #[arg(long, value_name = "REGISTRY")]
+    registry: String,
+    /// Devices per request; every page is fetched and printed either way
+    #[arg(long, value_name = "N")]
+    page_size: Option<u32>,
+    #[command(flatten)]
+    api: AdminOptions,
+}
+
+/// `devices credentials add`.
+#[derive(Debug, clap::Args)]
+pub struct AddKeysArgs {
+    /// Device id, or its numeric id
+    #[arg(value_name = "DEVICE")]
+    device: String,
+    /// Registry id
+    #[arg(long, value_name = "REGISTRY")]
+    registry: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    api: AdminOptions,
+}
+
+fn parse_metadata(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or("expected KEY=VALUE, e.g. site=barn")?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Runs a device subcommand.
+pub async fn run(command: DevicesCommand) -> anyhow::Result<()> {
+    match command {
+        DevicesCommand::Create(args) => create(args).await,
+        DevicesCommand::Get(args) => get(args).await,
+        DevicesCommand::List(args) => list(args).await,
+        DevicesCommand::Delete(args) => delete(args).await,
+        DevicesCommand::Block(args) => set_blocked(args, true).await,
+        DevicesCommand::Unblock(args) => set_blocked(args, false).await,
+        DevicesCommand::Credentials(CredentialsCommand::Add(args)) => add_keys(args).await,
+        DevicesCommand::Credentials(CredentialsCommand::Clear(args)) => clear_keys(args).await,
+    }
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let credentials = args.keys.credentials()?;
+    let client = AdminClient::connect(&args.api).await?;
+    let body = Device {
+        id: Some(args.device),
+        credentials,
+        blocked: args.blocked,
+        metadata: args.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        ..Device::default()
+    };
+    let answer = client
+        .post(&["registries", &args.registry, "devices"], &body)
+        .await?;
+    show(client.output, answer, "created ")
+}
+
+async fn get(args: DeviceArgs) -> anyhow::Result<()> {
+    let client = AdminClient::connect(&args.api).await?;
+    let answer = client
+        .get(
+            &["registries", &args.registry, "devices", &args.device],
+            &[],
+        )
+        .await?;
+    show(client.output, answer, "")
+}
+
+async fn delete(args: DeviceArgs) -> anyhow::Result<()> {
+    let client = AdminClient::connect(&args.api).await?;
+    let answer = client
+        .delete(&["registries", &args.registry, "devices", &args.device])
+        .await?;
+    match client.output {
+        Output::Json => print_json(&answer),
+        Output::Text => emit(&format!(
+            "deleted device {} from registry {}\n",
+            args.device, args.registry
+        )),
+    }
+}
+
+async fn set_blocked(args: DeviceArgs, blocked: bool) -> anyhow::Result<()> {
+    let client = AdminClient::connect(&args.api).await?;
+    let body = Device {
+        blocked,
+        ..Device::default()
+    };
+    let answer = client
+        .patch(
+            &["registries", &args.registry, "devices", &args.device],
+            &["blocked"],
+            &body,
+        )
+        .await?;
+    let verb = if blocked { "blocked " } else { "unblocked " };
+    show(client.output, answer, verb)
+}
+
+/// Read, append, write: the API replaces the credential list as a whole.
+async fn add_keys(args: AddKeysArgs) -> anyhow::Result<()> {
+    let added = args.keys.credentials()?;
+    if added.is_empty() {
+        return Err(UsageError("give at least one --public-key with its --format".into()).into());
+    }
+    let client = AdminClient::connect(&args.api).await?;
+    let path = ["registries", &args.registry, "devices", &args.device];
+    let current = client
+        .get(&path, &[("fieldMask", "credentials".to_owned())])
+        .await?;
+    let mut device: Device = decode(current, "device")?;
+    device.credentials.extend(added);
+    let answer = client.patch(&path, &["credentials"], &device).await?;
+    show(client.output, answer, "updated keys of ")
+}
+
+async fn clear_keys(args: DeviceArgs) -> anyhow::Result<()> {
+    let client = AdminClient::connect(&args.api).await?;
+    let answer = client
+        .patch(
+            &["registries", &args.registry, "devices", &args.device],
+            &["credentials"],
+            &Device::default(),
+        )
+        .await?;
+    show(client.output, answer, "removed every key of ")
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let client = AdminClient::connect(&args.api).await?;
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let answer = client
+            .get(
+                &["registries", &args.registry, "devices"],
+                &list_query(args.page_size, &token),
+            )
+            .await?;
+        let page: ListDevicesResponse = decode(answer, "device list")?;
+        all.extend(page.devices);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match client.output {
+        Output::Json => print_json(&serde_json::json!({ "devices": all })),
+        Output::Text if all.is_empty() => {
+            emit(&format!("no devices in registry {}\n", args.registry))
+        }
+        Output::Text => emit(&all.iter().map(one_line).collect::<String>()),
+    }
+}
+
+/// A list shows only ids unless a field mask asks for more; `blocked` is worth a glance.
+fn list_query(page_size: Option<u32>, token: &str) -> Vec<(&'static str, String)> {
+    let mut query = vec![("fieldMask", "blocked".to_owned())];
+    if let Some(size) = page_size {
+        query.push(("pageSize", size.to_string()));
+    }
+    if !token.is_empty() {
+        query.push(("pageToken", token.to_owned()));
+    }
+    query
+}
+
+fn show(output: Output, answer: Value, verb: &str) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&answer),
+        Output::Text => emit(&describe(&decode(answer, "device")?, verb)),
+    }
+}
+
+fn one_line(device: &Device) -> String {
+    let id = device.id.as_ref().map_or("?", DeviceId::as_str);
+    let num_id = device
+        .num_id
+        .map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let blocked = if device.blocked { "blocked" } else { "" };
+    let line = format!("{id:<32} numId {num_id:<20} {blocked}");
+    format!("{}\n", line.trim_end())
+}
+
+/// A device for people: what decides whether it can connect first (blocked, keys), then what it
+/// last did.
+fn describe(device: &Device, verb: &str) -> String {
+    let id = device.id.as_ref().map_or("?", DeviceId::as_str);
+    let num_id = device
+        .num_id
+        .map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let mut text = format!("{verb}device {id} (numId {num_id})\n");
+    let field = |text: &mut String, label: &str, value: &str| {
+        let _ = writeln!(text, "  {label:<16} {value}");
+    };
+    field(&mut text, "name:", device.name.as_deref().unwrap_or("-"));
+    field(
+        &mut text,
+        "blocked:",
+        if device.blocked { "yes" } else { "no" },
+    );
+    describe_credentials(&mut text, &device.credentials);
+    for (i, (key, value)) in device.metadata.iter().enumerate() {
+        field(
+            &mut text,
+            if i == 0 { "metadata:" } else { "" },
+            &format!("{key}={value}"),
+        );
+    }
+    let config = device
+        .config
+        .as_ref()
+        .filter(|c| c.version > 0)
+        .map_or_else(
+            || "none".to_owned(),
+            |c| {
+                format!(
+                    "version {}, {}, set {}",
+                    c.version,
+                    output::bytes(c.binary_data.len()),
+                    output::time(c.cloud_update_time)
+                )
+            },
+        );
+    field(&mut text, "config:", &config);
+    let state = device.state.as_ref().map_or_else(
+        || "none".to_owned(),
+        |s| {
+            format!(
+                "{} at {}",
+                output::bytes(s.binary_data.len()),
+                output::time(s.update_time)
+            )
+        },
+    );
+    field(&mut text, "state:", &state);
+    describe_activity(&mut text, device);
+    text
+}
+
+fn describe_credentials(text: &mut String, credentials: &[DeviceCredential]) {
+    if credentials.is_empty() {
+        let _ = writeln!(
+            text,
+            "  {:<16} none (the device cannot authenticate)",
+            "keys:"
+        );
+    }
+    for (i, credential) in credentials.iter().enumerate() {
+        let label = if i == 0 { "keys:" } else { "" };
+        let expiry = credential
+            .expiration_time
+            .map_or_else(|| "never expires".to_owned(), |t| format!("expires {t}"));
+        let _ = writeln!(
+            text,
+            "  {label:<16} {}, {expiry}",
+            credential.public_key.format
+        );
+    }
+}
+
+/// Only the times that are set, so a new device's summary stays short.
+fn describe_activity(text: &mut String, device: &Device) {
+    let times = [
+        ("last heartbeat:", device.last_heartbeat_time),
+        ("last event:", device.last_event_time),
+        ("last state:", device.last_state_time),
+        ("last config ack:", device.last_config_ack_time),
+        ("last config sent:", device.last_config_send_time),
+    ];
+    for (label, time) in times {
+        if let Some(time) = time {
+            let _ = writeln!(text, "  {label:<16} {time}");
+        }
+    }
+    if let Some(status) = &device.last_error_status {
+        let _ = writeln!(
+            text,
+            "  {:<16} {} (code {}): {}",
+            "last error:",
+            output::time(device.last_error_time),
+            status.code,
+            status.message
+        );
+    }
+}
