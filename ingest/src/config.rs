@@ -1,15 +1,34 @@
 //! `ingest serve` settings: flags with environment fallbacks, parsed once at start and passed
 //! down; nothing deeper in the code reads the environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::http::admin::AdminAccess;
+use crate::telemetry::TelemetrySettings;
 
 /// Settings of `ingest serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
+    /// Which listeners to run: `all` (device bridge and admin API, the local default), or only
+    /// `device` or `admin` (two Cloud Run services from one image).
+    #[arg(long, env = "ROLE", default_value = "all", value_name = "ROLE")]
+    pub role: Role,
+
+    /// Port of the device bridge (Cloud Run sets PORT).
+    #[arg(long, env = "PORT", default_value_t = 8080, value_name = "PORT")]
+    pub port: u16,
+
+    /// Address the device bridge binds to.
+    #[arg(
+        long,
+        env = "DEVICE_HOST",
+        default_value = "0.0.0.0",
+        value_name = "IP"
+    )]
+    pub device_host: IpAddr,
+
     /// Address of the admin API. Keep it on loopback: anywhere else it needs --admin-token or
     /// --admin-trust-cloud-run-iam.
     #[arg(
@@ -44,6 +63,70 @@ pub struct ServeArgs {
     )]
     pub registry: StoreUrl,
 
+    /// Where accepted events go: `pubsub` (Google Cloud Pub/Sub, or the emulator when
+    /// PUBSUB_EMULATOR_HOST is set) or `file:PATH` (JSON lines). Default: `pubsub` when
+    /// PUBSUB_EMULATOR_HOST is set, else `file:events.jsonl`.
+    #[arg(long, env = "SINK", value_name = "SINK")]
+    pub sink: Option<SinkUrl>,
+
+    /// Host:port of a Pub/Sub emulator; Pub/Sub is then reached without credentials.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST", value_name = "HOST:PORT")]
+    pub pubsub_emulator_host: Option<String>,
+
+    /// How long a device waits for Pub/Sub to accept its message before it gets 503.
+    #[arg(
+        long,
+        env = "PUBLISH_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub publish_timeout_secs: u64,
+
+    /// Telemetry events a device may publish per minute over HTTP.
+    #[arg(
+        long,
+        env = "EVENTS_PER_MINUTE",
+        default_value_t = 6000,
+        value_name = "N"
+    )]
+    pub events_per_minute: u32,
+
+    /// How often device bookkeeping (lastEventTime and friends) is written to the registry.
+    #[arg(
+        long,
+        env = "ACTIVITY_FLUSH_SECS",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    pub activity_flush_secs: u64,
+
+    /// Most device connections served at once; more wait in the accept queue.
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Longest a request may take before it is answered with DEADLINE_EXCEEDED.
+    #[arg(
+        long,
+        env = "REQUEST_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub request_timeout_secs: u64,
+
+    /// Longest to wait for in-flight requests after SIGTERM (Cloud Run allows 10 s).
+    #[arg(
+        long,
+        env = "DRAIN_TIMEOUT_SECS",
+        default_value_t = 8,
+        value_name = "SECONDS"
+    )]
+    pub drain_timeout_secs: u64,
+
     /// How many verified device tokens to keep cached.
     #[arg(
         long,
@@ -53,7 +136,7 @@ pub struct ServeArgs {
     )]
     pub token_cache_capacity: usize,
 
-    /// Log format: `text` for people, `json` for log collectors.
+    /// Log format: `text` for people, `json` for Cloud Logging.
     #[arg(
         long,
         env = "LOG_FORMAT",
@@ -61,6 +144,48 @@ pub struct ServeArgs {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint for traces and metrics (unset: no export).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otel_endpoint: Option<String>,
+
+    /// Google Cloud project of this service, used to link log lines to traces.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT")]
+    pub google_cloud_project: Option<String>,
+}
+
+/// Which listeners `ingest serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The device bridge and the admin API.
+    All,
+    /// Only the device bridge (the public Cloud Run service).
+    Device,
+    /// Only the admin API (the IAM-guarded Cloud Run service).
+    Admin,
+}
+
+/// Where accepted device messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkUrl {
+    /// Google Cloud Pub/Sub, or the emulator.
+    PubSub,
+    /// A JSON-lines file.
+    File(PathBuf),
+}
+
+impl FromStr for SinkUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "pubsub" => Ok(SinkUrl::PubSub),
+            Some(("file", path)) if !path.is_empty() => Ok(SinkUrl::File(PathBuf::from(path))),
+            _ => Err(format!(
+                "`{s}` is not a sink; use `pubsub` or `file:PATH` (e.g. file:events.jsonl)"
+            )),
+        }
+    }
 }
 
 /// Where the registry lives.
@@ -103,6 +228,29 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// The sink to use: as given, else Pub/Sub when an emulator is named, else a local file.
+    pub fn sink(&self) -> SinkUrl {
+        match (&self.sink, &self.pubsub_emulator_host) {
+            (Some(sink), _) => sink.clone(),
+            (None, Some(_)) => SinkUrl::PubSub,
+            (None, None) => SinkUrl::File(PathBuf::from("events.jsonl")),
+        }
+    }
+
+    /// What `telemetry::init` needs.
+    pub fn telemetry_settings(&self) -> TelemetrySettings {
+        TelemetrySettings {
+            project_id: self.google_cloud_project.clone(),
+            otlp_endpoint: self.otel_endpoint.clone().filter(|e| !e.is_empty()),
+            ..TelemetrySettings::new(self.log_format)
+        }
+    }
+
+    /// Where the device bridge listens.
+    pub fn device_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.device_host, self.port)
+    }
+
     /// How admin callers are checked, refusing an exposed admin API with no protection.
     pub fn admin_access(&self) -> Result<AdminAccess, ConfigError> {
         match (&self.admin_token, self.admin_addr.ip().is_loopback()) {
@@ -150,6 +298,22 @@ mod tests {
             "--admin-trust-cloud-run-iam",
         ]);
         assert!(matches!(args.admin_access(), Ok(AdminAccess::CloudRunIam)));
+    }
+
+    #[test]
+    fn the_sink_defaults_to_a_file_unless_an_emulator_is_named() {
+        // Set the fields directly: the test command exports PUBSUB_EMULATOR_HOST, which clap
+        // would read as a default.
+        let mut args = parse(&[]);
+        (args.sink, args.pubsub_emulator_host) = (None, None);
+        assert_eq!(args.sink(), SinkUrl::File("events.jsonl".into()));
+        args.pubsub_emulator_host = Some("127.0.0.1:8085".into());
+        assert_eq!(args.sink(), SinkUrl::PubSub);
+        args.sink = Some("file:x.jsonl".parse().unwrap());
+        assert_eq!(args.sink(), SinkUrl::File("x.jsonl".into()));
+        assert_eq!("pubsub".parse::<SinkUrl>(), Ok(SinkUrl::PubSub));
+        assert!("kafka".parse::<SinkUrl>().is_err());
+        assert!("file:".parse::<SinkUrl>().is_err());
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! the command line; everything testable lives here.
 
 pub mod auth;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod registry;
 pub mod server;
+pub mod sink;
 pub mod telemetry;

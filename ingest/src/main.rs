@@ -21,8 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the service (admin API; device bridges in later releases).
-    Serve(ingest::config::ServeArgs),
+    /// Run the service: the HTTP device bridge and the admin API.
+    Serve(Box<ingest::config::ServeArgs>),
     #[command(flatten)]
     Admin(ingest::cli::AdminCommand),
 }
@@ -31,16 +31,19 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => {
-            ingest::telemetry::init(args.log_format);
-            ingest::server::run(args, ingest::server::shutdown_signal())
-                .await
-                .map(|()| ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => serve(*args).await,
         Command::Admin(command) => ingest::cli::run(command).await,
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err:#}");
         ExitCode::FAILURE
     })
+}
+
+/// Runs the service with telemetry around it, flushing traces and metrics on the way out.
+async fn serve(args: ingest::config::ServeArgs) -> anyhow::Result<ExitCode> {
+    let telemetry = ingest::telemetry::init(args.telemetry_settings())?;
+    let result = ingest::server::run(args, ingest::server::shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result.map(|()| ExitCode::SUCCESS)
 }

@@ -1,18 +1,31 @@
-//! `ingest serve`: opens the registry store, binds the admin listener and serves until the
-//! `shutdown` future resolves. The caller (main, or a test) decides when to stop.
+//! `ingest serve`: opens the registry store and the sink, binds the device bridge and the admin
+//! API (each on its own listener, as the role asks), and serves until the `shutdown` future
+//! resolves. Then it stops accepting, drains in-flight requests within a bound, writes pending
+//! device bookkeeping and flushes the Pub/Sub publishers. The caller (main, or a test) decides
+//! when to stop.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::auth::Authenticator;
-use crate::config::{ServeArgs, StoreUrl};
+use crate::bridge::{Bridge, BridgeParts, Limits, Rate};
+use crate::config::{Role, ServeArgs, SinkUrl, StoreUrl};
 use crate::http::admin::{self, AdminState};
-use crate::http::health_routes;
+use crate::http::serve::{ServeOptions, serve};
+use crate::http::{device, health_routes};
 use crate::registry::Registry;
 use crate::registry::sqlite::SqliteRegistry;
+use crate::sink::Sink;
+use crate::sink::file::FileSink;
+use crate::sink::pubsub::{PubSubSettings, PubSubSink};
+use crate::telemetry::Metrics;
 
 /// Opens the configured registry store.
 pub async fn open_registry(url: &StoreUrl) -> anyhow::Result<Arc<dyn Registry>> {
@@ -26,39 +39,142 @@ pub async fn open_registry(url: &StoreUrl) -> anyhow::Result<Arc<dyn Registry>> 
     }
 }
 
-/// Runs the service until `shutdown` resolves, then lets in-flight requests finish.
+/// Opens the configured sink.
+pub async fn open_sink(args: &ServeArgs) -> anyhow::Result<Arc<dyn Sink>> {
+    match args.sink() {
+        SinkUrl::File(path) => {
+            let sink = FileSink::open(&path)
+                .await
+                .with_context(|| format!("opening the event file {}", path.display()))?;
+            tracing::info!(path = %path.display(), "accepted events go to a local file (no Pub/Sub configured)");
+            Ok(Arc::new(sink))
+        }
+        SinkUrl::PubSub => {
+            let settings = PubSubSettings {
+                emulator_host: args.pubsub_emulator_host.clone(),
+                publish_timeout: Duration::from_secs(args.publish_timeout_secs),
+                ..PubSubSettings::default()
+            };
+            match &settings.emulator_host {
+                Some(host) => tracing::info!(%host, "accepted events go to the Pub/Sub emulator"),
+                None => tracing::info!("accepted events go to Google Cloud Pub/Sub"),
+            }
+            Ok(Arc::new(PubSubSink::new(settings).await?))
+        }
+    }
+}
+
+/// Runs the service until `shutdown` resolves, then drains and flushes.
 pub async fn run(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let access = args.admin_access()?;
+    let access = match args.role {
+        Role::Device => None,
+        Role::All | Role::Admin => Some(args.admin_access()?),
+    };
     let registry = open_registry(&args.registry).await?;
     let auth = Authenticator::new(registry.clone(), args.token_cache_capacity);
-    let listener = TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("binding the admin API to {}", args.admin_addr))?;
-    let addr = listener.local_addr().context("reading the admin address")?;
-    // Printed on stdout, not logged: scripts and tests read the bound port from this line.
-    println!("admin API listening on http://{addr}");
-    tracing::info!(%addr, access = ?access_kind(&access), "admin API listening");
-    let app = admin::router(AdminState {
-        registry,
-        auth,
-        access,
-    })
-    .merge(health_routes());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the admin API")
+    let (stop, stopped) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mut device_side = None;
+
+    if args.role != Role::Admin {
+        let sink = open_sink(&args).await?;
+        let metrics = Metrics::new();
+        let bridge = Bridge::new(BridgeParts {
+            registry: registry.clone(),
+            auth: auth.clone(),
+            sink: sink.clone(),
+            metrics: metrics.clone(),
+            limits: limits(&args),
+        });
+        let flusher = bridge.spawn_activity_flusher(
+            Duration::from_secs(args.activity_flush_secs),
+            wait_for(stopped.clone()),
+        );
+        let app = device::router(bridge).merge(health_routes());
+        let listener = bind(args.device_addr(), "device bridge").await?;
+        servers.spawn(serve(
+            listener,
+            app,
+            options(&args, Some(metrics)),
+            wait_for(stopped.clone()),
+        ));
+        device_side = Some((flusher, sink));
+    }
+    if let Some(access) = access {
+        let app = admin::router(AdminState {
+            registry,
+            auth,
+            access,
+        })
+        .merge(health_routes());
+        let listener = bind(args.admin_addr, "admin API").await?;
+        servers.spawn(serve(
+            listener,
+            app,
+            options(&args, None),
+            wait_for(stopped),
+        ));
+    }
+
+    let outcome = wait_until_stopped(&mut servers, shutdown).await;
+    let _ = stop.send(true);
+    while servers.join_next().await.is_some() {}
+    if let Some((flusher, sink)) = device_side {
+        let _ = flusher.await;
+        sink.flush().await;
+    }
+    tracing::info!("stopped");
+    outcome
 }
 
-fn access_kind(access: &admin::AdminAccess) -> &'static str {
-    match access {
-        admin::AdminAccess::Loopback => "loopback only",
-        admin::AdminAccess::Token(_) => "bearer token",
-        admin::AdminAccess::CloudRunIam => "Cloud Run IAM",
+/// Waits for the shutdown signal, or for a server to fail first.
+async fn wait_until_stopped(
+    servers: &mut JoinSet<std::io::Result<()>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        () = shutdown => Ok(()),
+        Some(ended) = servers.join_next() => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(anyhow::Error::new(err).context("a listener failed")),
+            Err(err) => Err(anyhow::Error::new(err).context("a listener task panicked")),
+        },
     }
+}
+
+fn limits(args: &ServeArgs) -> Limits {
+    Limits {
+        http_requests: Rate::per_minute(args.events_per_minute),
+        ..Limits::default()
+    }
+}
+
+fn options(args: &ServeArgs, metrics: Option<Metrics>) -> ServeOptions {
+    ServeOptions {
+        max_connections: args.max_connections,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        metrics,
+    }
+}
+
+/// Binds a listener and announces its address on stdout, where scripts and tests read the port.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} to {addr}"))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    println!("{what} listening on http://{local}");
+    tracing::info!(addr = %local, "{what} listening");
+    Ok(listener)
+}
+
+/// A future that resolves once the stop flag is raised.
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on SIGTERM (Cloud Run, systemd) or Ctrl-C.

@@ -50,6 +50,8 @@ impl Server {
         command
             .args([
                 "serve",
+                "--role",
+                "admin",
                 "--admin-addr",
                 "127.0.0.1:0",
                 "--registry",

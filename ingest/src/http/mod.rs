@@ -5,8 +5,10 @@ use axum::Router;
 use axum::routing::get;
 
 pub mod admin;
+pub mod device;
 pub mod error;
 pub mod request;
+pub mod serve;
 
 /// `/healthz` (the process is up) and `/readyz` (it can serve); both answer `ok`.
 pub fn health_routes() -> Router {

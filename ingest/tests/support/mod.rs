@@ -13,6 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+pub mod device;
+
 /// The project every test uses (the vectors' tokens are made for it).
 pub const PROJECT: &str = "demo-project";
 /// The region every test uses.
@@ -71,7 +73,7 @@ impl TestApp {
     /// Spawns the admin API with the given access rule.
     pub async fn spawn_with(access: AdminAccess) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            ingest::telemetry::init(ingest::config::LogFormat::Text);
+            let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
         }
         let dir = TempDir::new().unwrap();
         let store = SqliteRegistry::open(dir.path().join("registry.db"))

@@ -1,0 +1,435 @@
+//! The device operations every protocol shares: publish a telemetry event, report state, fetch
+//! the config. The HTTP bridge calls them now and the MQTT bridge will; each enforces IoT Core's
+//! rules (routing by subfolder, the attributes pipelines read, payload sizes, per-device rates)
+//! and answers only after Pub/Sub has the message, so nothing is acknowledged and then lost.
+//!
+//! Bookkeeping (`lastEventTime` and friends, the last error) is coalesced in memory and written by
+//! [`Bridge::spawn_activity_flusher`] at most once per device per interval; registries are read
+//! through a cache of a few seconds (see [`Limits::registry_cache_ttl`]). Every refusal is counted
+//! by reason, and one that happens after the device proved itself becomes its last error.
+
+mod activity;
+mod error;
+mod limits;
+mod rate;
+mod registries;
+mod routing;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use shared::resources::{DeviceConfig, DeviceRegistry, HttpState, RpcStatus};
+use shared::{Code, DeviceName, DeviceRef, TopicName};
+use tokio::task::JoinHandle;
+
+use self::activity::ActivityBook;
+pub use self::activity::FlushReport;
+pub use self::error::BridgeError;
+pub use self::limits::{Limits, Rate};
+use self::rate::RateLimiter;
+use self::registries::RegistryCache;
+pub use self::routing::{MAX_SUBFOLDER_BYTES, event_topic, message_attributes};
+use crate::auth::{AuthenticatedDevice, Authenticator};
+use crate::registry::{Activity, Registry};
+use crate::sink::{Message, Sink, SinkError};
+use crate::telemetry::Metrics;
+
+/// How often bookkeeping is written when the caller has no reason to choose otherwise: at most
+/// one registry write per device per minute, as the admin API documents.
+pub const DEFAULT_ACTIVITY_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a [`Bridge`] is built from.
+#[derive(Debug)]
+pub struct BridgeParts {
+    /// The registry store: devices, configs, states, bookkeeping.
+    pub registry: Arc<dyn Registry>,
+    /// The token checker (share it with the admin API so device changes invalidate tokens).
+    pub auth: Authenticator,
+    /// Where events and states are published.
+    pub sink: Arc<dyn Sink>,
+    /// The service's instruments.
+    pub metrics: Metrics,
+    /// Sizes, rates and cache lifetimes.
+    pub limits: Limits,
+}
+
+/// The shared device operations. Cheap to clone; clones share caches, limits and bookkeeping.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Arc<dyn Registry>,
+    auth: Authenticator,
+    sink: Arc<dyn Sink>,
+    metrics: Metrics,
+    limits: Limits,
+    registries: RegistryCache,
+    activity: ActivityBook,
+    http_rate: RateLimiter,
+    state_rate: RateLimiter,
+}
+
+impl Bridge {
+    /// Builds the bridge. Start [`Bridge::spawn_activity_flusher`] next, or bookkeeping is only
+    /// written by explicit [`Bridge::flush_activity`] calls.
+    pub fn new(parts: BridgeParts) -> Self {
+        let BridgeParts {
+            registry,
+            auth,
+            sink,
+            metrics,
+            limits,
+        } = parts;
+        Self {
+            inner: Arc::new(Inner {
+                registries: RegistryCache::new(limits.registry_cache_ttl),
+                activity: ActivityBook::default(),
+                http_rate: RateLimiter::new(limits.http_requests),
+                state_rate: RateLimiter::new(limits.state_updates),
+                registry,
+                auth,
+                sink,
+                metrics,
+                limits,
+            }),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Lets a device in if `token` proves it is `name` at `now` (Unix seconds).
+    pub async fn authenticate(
+        &self,
+        name: &DeviceName,
+        token: &str,
+        now: i64,
+    ) -> Result<AuthenticatedDevice, BridgeError> {
+        // The authenticator logs its refusals; only count them here.
+        self.inner
+            .auth
+            .authenticate(name, token, now)
+            .await
+            .map_err(|err| {
+                self.inner.metrics.refused(err.reason());
+                BridgeError::Auth(err)
+            })
+    }
+
+    /// Admits one HTTP request of an authenticated device: the registry must have HTTP switched
+    /// on, and the device must be within its HTTP request rate.
+    pub async fn admit_http(&self, device: &AuthenticatedDevice) -> Result<(), BridgeError> {
+        let result = self.check_http(device).await;
+        self.settle(device, None, result)
+    }
+
+    async fn check_http(&self, device: &AuthenticatedDevice) -> Result<(), BridgeError> {
+        let registry = self.registry_of(device).await?;
+        if registry.http_config.http_enabled_state == HttpState::HttpDisabled {
+            return Err(BridgeError::ProtocolDisabled {
+                protocol: "HTTP",
+                registry: device.registry.to_string(),
+                field: "httpConfig.httpEnabledState",
+                state: "HTTP_DISABLED",
+                enabled: "HTTP_ENABLED",
+            });
+        }
+        self.check_rate(&self.inner.http_rate, device, "HTTP requests")
+    }
+
+    /// Publishes a telemetry event to the topic its subfolder routes to, with IoT Core's
+    /// attributes; returns once Pub/Sub has accepted it.
+    pub async fn publish_event(
+        &self,
+        device: &AuthenticatedDevice,
+        subfolder: Option<&str>,
+        data: Vec<u8>,
+    ) -> Result<(), BridgeError> {
+        let result = self.try_publish_event(device, subfolder, data).await;
+        self.settle(device, Some("event"), result)
+    }
+
+    async fn try_publish_event(
+        &self,
+        device: &AuthenticatedDevice,
+        subfolder: Option<&str>,
+        data: Vec<u8>,
+    ) -> Result<(), BridgeError> {
+        let subfolder = checked_subfolder(subfolder)?;
+        check_size("event", data.len(), self.inner.limits.max_event_bytes)?;
+        let registry = self.registry_of(device).await?;
+        let topic = event_topic(&registry, subfolder).ok_or_else(|| BridgeError::NoRoute {
+            registry: device.registry.to_string(),
+            subfolder: subfolder.map(str::to_owned),
+        })?;
+        let message = Message {
+            data,
+            attributes: message_attributes(device, subfolder),
+        };
+        self.publish(topic, message).await?;
+        self.note(
+            device,
+            Activity {
+                last_event_time: Some(Timestamp::now()),
+                ..Activity::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Stores a state report (the registry keeps the newest 10) and, when the registry has a
+    /// state notification config, publishes it there too; returns once both are done.
+    pub async fn set_state(
+        &self,
+        device: &AuthenticatedDevice,
+        data: Vec<u8>,
+    ) -> Result<(), BridgeError> {
+        let result = self.try_set_state(device, data).await;
+        self.settle(device, Some("state"), result)
+    }
+
+    async fn try_set_state(
+        &self,
+        device: &AuthenticatedDevice,
+        data: Vec<u8>,
+    ) -> Result<(), BridgeError> {
+        check_size("state", data.len(), self.inner.limits.max_state_bytes)?;
+        self.check_rate(&self.inner.state_rate, device, "state updates")?;
+        let registry = self.registry_of(device).await?;
+        let now = Timestamp::now();
+        // Stored first: if publishing then fails the device retries, and a repeated state is
+        // harmless where a published-but-unstored one would leave the admin API behind.
+        self.inner
+            .registry
+            .record_state(&device.registry, &device_ref(device), data.clone(), now)
+            .await?;
+        if let Some(config) = &registry.state_notification_config {
+            let message = Message {
+                data,
+                attributes: message_attributes(device, None),
+            };
+            self.publish(&config.pubsub_topic_name, message).await?;
+        }
+        self.note(
+            device,
+            Activity {
+                last_state_time: Some(now),
+                ..Activity::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// The config a device should run: the latest version, whatever `local_version` it has (0
+    /// means it has none). A `local_version` above the latest is refused as out of range; a
+    /// device with no config yet gets version 0 with empty data.
+    pub async fn config(
+        &self,
+        device: &AuthenticatedDevice,
+        local_version: u64,
+    ) -> Result<DeviceConfig, BridgeError> {
+        let result = self.try_config(device, local_version).await;
+        self.settle(device, Some("config"), result)
+    }
+
+    async fn try_config(
+        &self,
+        device: &AuthenticatedDevice,
+        local_version: u64,
+    ) -> Result<DeviceConfig, BridgeError> {
+        let latest = self
+            .inner
+            .registry
+            .list_config_versions(&device.registry, &device_ref(device), 1)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        if local_version > latest.version {
+            return Err(BridgeError::ConfigVersionAhead {
+                asked: local_version,
+                latest: latest.version,
+            });
+        }
+        self.note(
+            device,
+            Activity {
+                last_config_send_time: Some(Timestamp::now()),
+                ..Activity::default()
+            },
+        );
+        Ok(latest)
+    }
+
+    /// Counts a refusal the transport made itself (a missing token, a body it could not parse)
+    /// and, when the device is known, records it as the device's last error.
+    pub fn note_refusal(
+        &self,
+        device: Option<&AuthenticatedDevice>,
+        code: Code,
+        reason: &'static str,
+        message: &str,
+    ) {
+        self.inner.metrics.refused(reason);
+        tracing::debug!(
+            device = device.map(|d| d.id.as_str()),
+            status = code.name(),
+            reason,
+            "device request refused"
+        );
+        if let Some(device) = device {
+            let status = RpcStatus {
+                code: code.rpc_code(),
+                message: message.to_owned(),
+            };
+            self.note(
+                device,
+                Activity {
+                    last_error: Some((Timestamp::now(), status)),
+                    ..Activity::default()
+                },
+            );
+        }
+    }
+
+    /// Writes all pending bookkeeping now, one registry write per device. Call it at shutdown
+    /// (the flusher task does so itself when its shutdown signal fires).
+    pub async fn flush_activity(&self) -> FlushReport {
+        self.inner
+            .activity
+            .flush(self.inner.registry.as_ref())
+            .await
+    }
+
+    /// How many devices have bookkeeping waiting for the next flush.
+    pub fn pending_activity(&self) -> usize {
+        self.inner.activity.pending()
+    }
+
+    /// Starts a task that flushes bookkeeping every `every` (see
+    /// [`DEFAULT_ACTIVITY_FLUSH_INTERVAL`]) until `shutdown` resolves, then flushes once more and
+    /// ends; await the handle to know the last flush is done.
+    pub fn spawn_activity_flusher(
+        &self,
+        every: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let bridge = self.clone();
+        // tokio's interval panics on zero; a few milliseconds is already far below any use.
+        let every = every.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        bridge.flush_activity().await;
+                    }
+                    () = &mut shutdown => break,
+                }
+            }
+            bridge.flush_activity().await;
+        })
+    }
+
+    async fn registry_of(
+        &self,
+        device: &AuthenticatedDevice,
+    ) -> Result<Arc<DeviceRegistry>, BridgeError> {
+        let inner = &self.inner;
+        Ok(inner
+            .registries
+            .get(inner.registry.as_ref(), &device.registry, Instant::now())
+            .await?)
+    }
+
+    fn check_rate(
+        &self,
+        limiter: &RateLimiter,
+        device: &AuthenticatedDevice,
+        what: &'static str,
+    ) -> Result<(), BridgeError> {
+        limiter
+            .check(device.num_id, Instant::now())
+            .map_err(|retry_after| BridgeError::RateLimited {
+                device: device.id.to_string(),
+                what,
+                rate: limiter.rate(),
+                retry_after,
+            })
+    }
+
+    /// Hands a message to the sink, timing it; `Ok` only once the destination accepted it.
+    async fn publish(&self, topic: &TopicName, message: Message) -> Result<(), BridgeError> {
+        let started = Instant::now();
+        let result = self.inner.sink.publish(topic, message).await;
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(SinkError::Unavailable { .. }) => "unavailable",
+            Err(SinkError::TopicNotFound(_) | SinkError::Rejected { .. }) => "rejected",
+        };
+        self.inner
+            .metrics
+            .publish_latency(started.elapsed().as_secs_f64(), outcome);
+        result.map_err(BridgeError::from_sink)
+    }
+
+    /// Counts the outcome of an operation: accepted by kind, or refused by reason (and kept as
+    /// the device's last error).
+    fn settle<T>(
+        &self,
+        device: &AuthenticatedDevice,
+        kind: Option<&'static str>,
+        result: Result<T, BridgeError>,
+    ) -> Result<T, BridgeError> {
+        match &result {
+            Ok(_) => {
+                if let Some(kind) = kind {
+                    self.inner.metrics.accepted(kind);
+                }
+            }
+            Err(err) => {
+                self.note_refusal(Some(device), err.code(), err.reason(), &err.to_string());
+            }
+        }
+        result
+    }
+
+    fn note(&self, device: &AuthenticatedDevice, activity: Activity) {
+        self.inner
+            .activity
+            .note(&device.registry, &device.id, activity);
+    }
+}
+
+fn device_ref(device: &AuthenticatedDevice) -> DeviceRef {
+    DeviceRef::Id(device.id.clone())
+}
+
+/// An empty subfolder is no subfolder; one too long for a Pub/Sub attribute is refused.
+fn checked_subfolder(subfolder: Option<&str>) -> Result<Option<&str>, BridgeError> {
+    match subfolder.filter(|s| !s.is_empty()) {
+        Some(s) if s.len() > MAX_SUBFOLDER_BYTES => Err(BridgeError::BadSubfolder(format!(
+            "is {} bytes; a subfolder becomes a Pub/Sub attribute, which may be at most \
+             {MAX_SUBFOLDER_BYTES} bytes",
+            s.len()
+        ))),
+        other => Ok(other),
+    }
+}
+
+fn check_size(what: &'static str, size: usize, limit: usize) -> Result<(), BridgeError> {
+    if size > limit {
+        return Err(BridgeError::TooLarge { what, size, limit });
+    }
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! The HTTP device bridge, as IoT Core's `cloudiotdevice.googleapis.com/v1` served it: devices
+//! `POST …/devices/{device}:publishEvent` and `:setState` and `GET …/devices/{device}/config`,
+//! each with `Authorization: Bearer <JWT>`. `{device}` may be the id or the numeric id; the token
+//! must prove that very device. Success is exactly `200` (`{}` for the two POSTs), and only after
+//! Pub/Sub has the message; every refusal is Google's JSON error body naming its cause.
+//!
+//! Each handler reads the path, proves the device, admits it (registry switch, rate limit), reads
+//! the body, then hands over to the [`Bridge`], which does the work every protocol shares.
+//!
+//! Answers where IoT Core left room to choose:
+//! - no or a malformed `Authorization` header: `401 UNAUTHENTICATED` saying what is missing;
+//!   token problems carry the verifier's message (expired, clock ahead, wrong key …);
+//! - a device or registry that does not exist: `404 NOT_FOUND`; a blocked device, or a registry
+//!   with `httpConfig.httpEnabledState: HTTP_DISABLED`: `403 PERMISSION_DENIED`;
+//! - a payload above its limit, or a body too big to hold one: `413` with `INVALID_ARGUMENT`, not
+//!   `RESOURCE_EXHAUSTED`, because resending the same payload can never succeed and Google's
+//!   client libraries retry `RESOURCE_EXHAUSTED`;
+//! - `Content-Type` other than `application/json` (any parameters): `415` with
+//!   `INVALID_ARGUMENT`; no `Content-Type` at all is read as JSON. `Content-Encoding` may be
+//!   `gzip` or absent, anything else is a `415`;
+//! - a device over its request or state rate: `429 RESOURCE_EXHAUSTED` with `Retry-After`;
+//! - Pub/Sub unreachable, or the registry store down: `503 UNAVAILABLE`, retry later; a topic
+//!   that does not exist: `400 FAILED_PRECONDITION`; Pub/Sub refusing the message for a lasting
+//!   reason: `500 INTERNAL` (its words go to the log, not the device);
+//! - `local_version` above the latest config: `400 OUT_OF_RANGE`; any version up to the latest
+//!   gets the latest config in full (IoT Core sent data only when newer; sending it always means
+//!   a client that applies whatever it receives never applies an empty config);
+//! - a body without `binary_data` (or `state.binary_data`): `400 INVALID_ARGUMENT`, since unknown
+//!   fields are ignored and a misspelt field would otherwise publish an empty payload;
+//! - a POST without `:publishEvent` or `:setState`, or any other path: `404 NOT_FOUND`.
+
+mod answer;
+mod body;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use shared::resources::DeviceConfig;
+use shared::{Code, DeviceName};
+
+use self::answer::{DeviceApiError, Refusal};
+use self::body::{decode_payload, read_json};
+use crate::auth::AuthenticatedDevice;
+use crate::bridge::{Bridge, Limits};
+use crate::http::request::Query;
+
+/// The device API's routes, all under `/v1`.
+pub fn router(bridge: Bridge) -> Router {
+    const DEVICE: &str =
+        "/v1/projects/{project}/locations/{location}/registries/{registry}/devices/{device}";
+    Router::new()
+        // axum cannot split a segment on ':', so `{device}:method` arrives whole.
+        .route(DEVICE, post(device_method))
+        .route(&format!("{DEVICE}/config"), get(config))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(bridge)
+}
+
+type DevicePath = Path<(String, String, String, String)>;
+
+/// The `:method` calls a device may POST.
+#[derive(Debug, Clone, Copy)]
+enum DeviceMethod {
+    PublishEvent,
+    SetState,
+}
+
+/// `{"binary_data": b64, "sub_folder": "a/b"}`, camelCase accepted too.
+#[derive(Debug, Deserialize)]
+struct PublishEventRequest {
+    #[serde(default, alias = "binaryData")]
+    binary_data: Option<String>,
+    #[serde(default, alias = "subFolder")]
+    sub_folder: Option<String>,
+}
+
+/// `{"state": {"binary_data": b64}}`, camelCase accepted too.
+#[derive(Debug, Deserialize)]
+struct SetStateRequest {
+    #[serde(default)]
+    state: Option<StatePayload>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatePayload {
+    #[serde(default, alias = "binaryData")]
+    binary_data: Option<String>,
+}
+
+/// The config answer: `{"version": "7", "cloudUpdateTime": …, "binaryData": b64}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigResponse {
+    #[serde(with = "shared::proto3::int64")]
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloud_update_time: Option<Timestamp>,
+    #[serde(with = "shared::proto3::bytes")]
+    binary_data: Vec<u8>,
+}
+
+impl From<DeviceConfig> for ConfigResponse {
+    fn from(config: DeviceConfig) -> Self {
+        Self {
+            version: config.version,
+            cloud_update_time: config.cloud_update_time,
+            binary_data: config.binary_data,
+        }
+    }
+}
+
+/// `POST …/devices/{device}:publishEvent` and `:setState`.
+async fn device_method(
+    State(bridge): State<Bridge>,
+    path: Result<DevicePath, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, DeviceApiError> {
+    let (registry, segment) = path_parts(&bridge, path)?;
+    let (device, method) = split_method(&segment).map_err(|r| r.note(&bridge, None))?;
+    let name = device_name(&bridge, &registry, device)?;
+    let device = authenticate(&bridge, &name, &headers).await?;
+    bridge.admit_http(&device).await?;
+    match method {
+        DeviceMethod::PublishEvent => publish_event(&bridge, &device, &headers, body).await?,
+        DeviceMethod::SetState => set_state(&bridge, &device, &headers, body).await?,
+    }
+    Ok(Json(json!({})))
+}
+
+async fn publish_event(
+    bridge: &Bridge,
+    device: &AuthenticatedDevice,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), DeviceApiError> {
+    let cap = Limits::http_body_cap(bridge.limits().max_event_bytes);
+    let (subfolder, data) = read_json::<PublishEventRequest>(headers, body, cap)
+        .await
+        .and_then(|request| {
+            let data = decode_payload("binary_data", request.binary_data.as_deref())?;
+            Ok((request.sub_folder, data))
+        })
+        .map_err(|r| r.note(bridge, Some(device)))?;
+    Ok(bridge
+        .publish_event(device, subfolder.as_deref(), data)
+        .await?)
+}
+
+async fn set_state(
+    bridge: &Bridge,
+    device: &AuthenticatedDevice,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), DeviceApiError> {
+    let cap = Limits::http_body_cap(bridge.limits().max_state_bytes);
+    let data = read_json::<SetStateRequest>(headers, body, cap)
+        .await
+        .and_then(|request| {
+            let state = request.state.ok_or_else(|| {
+                Refusal::invalid(
+                    "missing_field",
+                    "state: required: {\"state\": {\"binary_data\": <base64>}}",
+                )
+            })?;
+            decode_payload("state.binary_data", state.binary_data.as_deref())
+        })
+        .map_err(|r| r.note(bridge, Some(device)))?;
+    Ok(bridge.set_state(device, data).await?)
+}
+
+/// `GET …/devices/{device}/config?local_version=N`
+async fn config(
+    State(bridge): State<Bridge>,
+    path: Result<DevicePath, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<ConfigResponse>, DeviceApiError> {
+    let (registry, device) = path_parts(&bridge, path)?;
+    let name = device_name(&bridge, &registry, &device)?;
+    let device = authenticate(&bridge, &name, &headers).await?;
+    bridge.admit_http(&device).await?;
+    let local_version =
+        local_version(query.as_deref()).map_err(|r| r.note(&bridge, Some(&device)))?;
+    let config = bridge.config(&device, local_version).await?;
+    Ok(Json(config.into()))
+}
+
+/// `local_version` (or `localVersion`): absent or empty means 0, the latest.
+fn local_version(query: Option<&str>) -> Result<u64, Refusal> {
+    match Query::parse(query).get("localVersion") {
+        None | Some("") => Ok(0),
+        Some(text) => text.parse().map_err(|_| {
+            Refusal::invalid(
+                "bad_local_version",
+                format!("local_version: `{text}` is not a non-negative integer"),
+            )
+        }),
+    }
+}
+
+/// The registry's three path segments and the device segment. A segment that does not decode
+/// (bad percent-encoding, not UTF-8) is refused in Google's error shape, not axum's plain text.
+fn path_parts(
+    bridge: &Bridge,
+    path: Result<DevicePath, PathRejection>,
+) -> Result<([String; 3], String), DeviceApiError> {
+    match path {
+        Ok(Path((project, location, registry, device))) => {
+            Ok(([project, location, registry], device))
+        }
+        Err(rejection) => Err(Refusal::invalid(
+            "bad_path",
+            format!("the request path cannot be read: {}", rejection.body_text()),
+        )
+        .note(bridge, None)),
+    }
+}
+
+/// `dev-1:publishEvent` → the device segment and the call.
+fn split_method(segment: &str) -> Result<(&str, DeviceMethod), Refusal> {
+    let unknown = |what: String| {
+        Refusal::new(
+            Code::NotFound,
+            "unknown_method",
+            format!(
+                "{what}; devices POST to …/devices/{{device}}:publishEvent or \
+                 …/devices/{{device}}:setState"
+            ),
+        )
+    };
+    let Some((device, method)) = segment.split_once(':') else {
+        return Err(unknown("a POST on a device needs a `:method`".into()));
+    };
+    match method {
+        "publishEvent" => Ok((device, DeviceMethod::PublishEvent)),
+        "setState" => Ok((device, DeviceMethod::SetState)),
+        other => Err(unknown(format!(
+            "the device API has no `:{}` call",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+fn device_name(
+    bridge: &Bridge,
+    [project, location, registry]: &[String; 3],
+    device: &str,
+) -> Result<DeviceName, DeviceApiError> {
+    DeviceName::from_parts(project, location, registry, device)
+        .map_err(|err| Refusal::invalid("bad_path", err.to_string()).note(bridge, None))
+}
+
+/// Proves the device with the request's bearer token, checked against the system clock.
+async fn authenticate(
+    bridge: &Bridge,
+    name: &DeviceName,
+    headers: &HeaderMap,
+) -> Result<AuthenticatedDevice, DeviceApiError> {
+    let token = bearer_token(headers).map_err(|r| r.note(bridge, None))?;
+    let now = Timestamp::now().as_second();
+    Ok(bridge.authenticate(name, token, now).await?)
+}
+
+/// The token of `Authorization: Bearer <JWT>`; the scheme in any case. Refusals never echo the
+/// header, which may hold a token.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let unauthenticated =
+        |reason, message: &str| Refusal::new(Code::Unauthenticated, reason, message.to_owned());
+    let value = headers.get(AUTHORIZATION).ok_or_else(|| {
+        unauthenticated(
+            "missing_token",
+            "the request has no `Authorization` header; every device API call needs \
+             `Authorization: Bearer <JWT>` with a token signed by the device's private key",
+        )
+    })?;
+    let text = value.to_str().map_err(|_| {
+        unauthenticated(
+            "garbled_token",
+            "the `Authorization` header is not plain ASCII text; it must be `Bearer <JWT>`",
+        )
+    })?;
+    let text = text.trim();
+    let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthenticated(
+            "garbled_token",
+            "the `Authorization` header must be `Bearer <JWT>`; its scheme is not `Bearer`",
+        ));
+    }
+    match token.trim() {
+        "" => Err(unauthenticated(
+            "missing_token",
+            "the `Authorization` header has the `Bearer` scheme but no token after it",
+        )),
+        token => Ok(token),
+    }
+}
+
+async fn not_found(State(bridge): State<Bridge>) -> DeviceApiError {
+    Refusal::new(
+        Code::NotFound,
+        "unknown_path",
+        "no such device API path; device calls look like \
+         /v1/projects/{project}/locations/{region}/registries/{registry}/devices/{device}:publishEvent, \
+         …:setState or …/config",
+    )
+    .note(&bridge, None)
+}
+
+async fn method_not_allowed(State(bridge): State<Bridge>) -> DeviceApiError {
+    Refusal::new(
+        Code::Unimplemented,
+        "method_not_allowed",
+        "this HTTP method is not supported here: devices POST …:publishEvent and …:setState and \
+         GET …/config",
+    )
+    .with_http_status(StatusCode::METHOD_NOT_ALLOWED)
+    .note(&bridge, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, authorization.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER  abc.def.ghi ",
+        ] {
+            assert_eq!(
+                bearer_token(&headers(value)).unwrap(),
+                "abc.def.ghi",
+                "{value}"
+            );
+        }
+        for value in ["Basic dXNlcjpwYXNz", "abc.def.ghi", "Bearer", "Bearer   "] {
+            assert!(bearer_token(&headers(value)).is_err(), "{value}");
+        }
+        assert!(bearer_token(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn the_method_is_split_off_the_device_segment() {
+        assert!(matches!(
+            split_method("dev-1:publishEvent"),
+            Ok(("dev-1", DeviceMethod::PublishEvent))
+        ));
+        assert!(matches!(
+            split_method("123:setState"),
+            Ok(("123", DeviceMethod::SetState))
+        ));
+        assert!(split_method("dev-1").is_err());
+        assert!(split_method("dev-1:sendCommand").is_err());
+    }
+
+    #[test]
+    fn local_version_reads_both_spellings() {
+        assert_eq!(local_version(None).unwrap(), 0);
+        assert_eq!(local_version(Some("local_version=3")).unwrap(), 3);
+        assert_eq!(local_version(Some("localVersion=4")).unwrap(), 4);
+        assert_eq!(local_version(Some("local_version=")).unwrap(), 0);
+        assert!(local_version(Some("local_version=-1")).is_err());
+    }
+}

@@ -1,0 +1,435 @@
+//! Test helpers for the HTTP device bridge: a [`DeviceApp`] that serves the admin API and the
+//! device API on two `127.0.0.1:0` listeners over one fresh SQLite file and a `FileSink` in a
+//! temporary directory, typed helpers for the device calls, and a [`Signer`] that makes RS256 and
+//! ES256 device tokens from the vectors' private keys with chosen `iat`, `exp` and `aud`.
+//!
+//! The store is wrapped in a [`CountingRegistry`] so tests can see how many bookkeeping writes
+//! reached it. The activity flusher runs with a long interval, so a test decides when
+//! bookkeeping is written by calling `bridge.flush_activity()`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ingest::auth::Authenticator;
+use ingest::bridge::{Bridge, BridgeParts, Limits};
+use ingest::http::admin::{self, AdminAccess, AdminState};
+use ingest::registry::sqlite::SqliteRegistry;
+use ingest::registry::{
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Registry, RegistryUpdate, StoreResult,
+};
+use ingest::sink::Sink;
+use ingest::sink::file::FileSink;
+use ingest::telemetry::Metrics;
+use jiff::Timestamp;
+use reqwest::StatusCode;
+use reqwest::header::AUTHORIZATION;
+use serde_json::{Value, json};
+use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
+use shared::{DeviceRef, LocationName, RegistryName};
+use tempfile::TempDir;
+
+use super::{PROJECT, REGION, TestApp, answer, key};
+
+/// The admin API and the device API over one store and one file sink.
+pub struct DeviceApp {
+    /// The admin API (its `create_registry`, `get`, `patch` … helpers work as usual).
+    pub admin: TestApp,
+    /// `http://127.0.0.1:PORT/v1/projects/demo-project/locations/us-central1` on the device port.
+    pub device_base: String,
+    /// The bridge behind the device API.
+    pub bridge: Bridge,
+    /// Counts the store calls the bridge's bookkeeping makes.
+    pub store: Arc<CountingRegistry>,
+    /// The JSON-lines file the sink writes.
+    pub sink_path: PathBuf,
+}
+
+impl DeviceApp {
+    /// Default limits, except that registry reads are not cached, so a test sees an admin change
+    /// at once.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Limits {
+            registry_cache_ttl: Duration::ZERO,
+            ..Limits::default()
+        })
+        .await
+    }
+
+    /// Spawns both APIs with the given limits.
+    pub async fn spawn_with(limits: Limits) -> Self {
+        Self::spawn_with_sink(limits, None).await
+    }
+
+    /// Spawns both APIs with the given limits and sink (`None`: a `FileSink` at `sink_path`).
+    pub async fn spawn_with_sink(limits: Limits, sink: Option<Arc<dyn Sink>>) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
+        }
+        let dir = TempDir::new().unwrap();
+        let sqlite = SqliteRegistry::open(dir.path().join("registry.db"))
+            .await
+            .unwrap();
+        let store = Arc::new(CountingRegistry::new(Arc::new(sqlite)));
+        let registry: Arc<dyn Registry> = store.clone();
+        let auth = Authenticator::new(registry.clone(), 1000);
+        let sink_path = dir.path().join("messages.jsonl");
+        let sink = match sink {
+            Some(sink) => sink,
+            None => Arc::new(FileSink::open(&sink_path).await.unwrap()),
+        };
+        let bridge = Bridge::new(BridgeParts {
+            registry: registry.clone(),
+            auth: auth.clone(),
+            sink,
+            metrics: Metrics::default(),
+            limits,
+        });
+        bridge.spawn_activity_flusher(Duration::from_secs(3600), std::future::pending());
+        let admin_base = serve(admin::router(AdminState {
+            registry: registry.clone(),
+            auth: auth.clone(),
+            access: AdminAccess::Loopback,
+        }))
+        .await;
+        let device_base = serve(ingest::http::device::router(bridge.clone())).await;
+        let admin = TestApp {
+            base: admin_base,
+            client: reqwest::Client::new(),
+            registry,
+            auth,
+            _dir: dir,
+        };
+        Self {
+            admin,
+            device_base,
+            bridge,
+            store,
+            sink_path,
+        }
+    }
+
+    /// The device API URL of `path` (below the location, e.g. `/registries/r/devices/d:setState`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.device_base)
+    }
+
+    /// `POST {path}:publishEvent` with a JSON body.
+    pub async fn publish_event(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.post_json(token, &format!("{path}:publishEvent"), body)
+            .await
+    }
+
+    /// `POST {path}:setState` with a JSON body.
+    pub async fn set_state(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.post_json(token, &format!("{path}:setState"), body)
+            .await
+    }
+
+    /// `GET {path}/config{query}` (query with its `?`, or empty).
+    pub async fn get_config(&self, token: &str, path: &str, query: &str) -> (StatusCode, Value) {
+        let request = self
+            .admin
+            .client
+            .get(self.url(&format!("{path}/config{query}")))
+            .header(AUTHORIZATION, format!("Bearer {token}"));
+        answer(request.send().await.unwrap()).await
+    }
+
+    async fn post_json(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let request = self
+            .admin
+            .client
+            .post(self.url(path))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .json(&body);
+        answer(request.send().await.unwrap()).await
+    }
+
+    /// A POST built by the test (headers, raw body), answered as status and JSON.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        answer(request.send().await.unwrap()).await
+    }
+
+    /// A POST to `path` (with its `:method`) and nothing set yet, for tests that craft headers.
+    pub fn raw_post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.admin.client.post(self.url(path))
+    }
+
+    /// Every message the sink has written so far, in order.
+    pub fn sink_messages(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.sink_path).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// The device as the admin API shows it.
+    pub async fn device(&self, registry: &str, device: &str) -> Value {
+        let (status, body) = self
+            .admin
+            .get(&format!("/registries/{registry}/devices/{device}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Creates a registry with the given event notification configs (pairs of subfolder match
+    /// and topic id) and, if given, a state topic.
+    pub async fn create_registry_routed(
+        &self,
+        id: &str,
+        events: &[(&str, &str)],
+        state_topic: Option<&str>,
+    ) -> Value {
+        let configs: Vec<Value> = events
+            .iter()
+            .map(|(matches, topic)| {
+                json!({"subfolderMatches": matches, "pubsubTopicName": topic_name(topic)})
+            })
+            .collect();
+        let mut body = json!({"id": id, "eventNotificationConfigs": configs});
+        if let Some(topic) = state_topic {
+            body["stateNotificationConfig"] = json!({"pubsubTopicName": topic_name(topic)});
+        }
+        let (status, created) = self.admin.post("/registries", body).await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        created
+    }
+}
+
+/// `projects/demo-project/topics/{topic}`.
+pub fn topic_name(topic: &str) -> String {
+    format!("projects/{PROJECT}/topics/{topic}")
+}
+
+/// The device path below the location: `/registries/{r}/devices/{d}`.
+pub fn device_path(registry: &str, device: &str) -> String {
+    format!("/registries/{registry}/devices/{device}")
+}
+
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1/projects/{PROJECT}/locations/{REGION}")
+}
+
+/// Signs device tokens with a private key from the vectors file.
+pub enum Signer {
+    /// RS256.
+    Rsa(RsaKeyPair),
+    /// ES256 (P-256, the JWS `r||s` signature form).
+    Ec(EcdsaKeyPair),
+}
+
+impl Signer {
+    /// An RS256 signer from a PKCS#8 RSA key in the vectors (`rsa_private`, `rsa2_private`).
+    pub fn rsa(key_name: &str) -> Self {
+        Signer::Rsa(RsaKeyPair::from_pkcs8(&der(key_name)).unwrap())
+    }
+
+    /// An ES256 signer from a PKCS#8 P-256 key in the vectors (`ec_private_pkcs8`).
+    pub fn ec(key_name: &str) -> Self {
+        Signer::Ec(
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der(key_name)).unwrap(),
+        )
+    }
+
+    /// A token valid now: issued a minute ago, expiring in an hour, for the test project.
+    pub fn fresh(&self) -> String {
+        let now = Timestamp::now().as_second();
+        self.token(now - 60, now + 3600, PROJECT)
+    }
+
+    /// A token with the given claims.
+    pub fn token(&self, iat: i64, exp: i64, aud: &str) -> String {
+        let alg = match self {
+            Signer::Rsa(_) => "RS256",
+            Signer::Ec(_) => "ES256",
+        };
+        let header = json!({"alg": alg, "typ": "JWT"});
+        let claims = json!({"iat": iat, "exp": exp, "aud": aud});
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match self {
+            Signer::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .unwrap();
+                signature
+            }
+            Signer::Ec(pair) => pair.sign(&rng, message).unwrap().as_ref().to_vec(),
+        }
+    }
+}
+
+/// The DER inside a PEM key from the vectors.
+fn der(key_name: &str) -> Vec<u8> {
+    let pem = key(key_name);
+    let (label, der) = pem_rfc7468::decode_vec(pem.as_bytes()).unwrap();
+    assert_eq!(label, "PRIVATE KEY", "{key_name} is not PKCS#8");
+    der
+}
+
+/// A registry store that counts the bookkeeping writes (`record_activity`) reaching it and
+/// passes every call through to the real store.
+#[derive(Debug)]
+pub struct CountingRegistry {
+    inner: Arc<dyn Registry>,
+    activity_writes: AtomicUsize,
+}
+
+impl CountingRegistry {
+    fn new(inner: Arc<dyn Registry>) -> Self {
+        Self {
+            inner,
+            activity_writes: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many `record_activity` calls reached the store.
+    pub fn activity_writes(&self) -> usize {
+        self.activity_writes.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Registry for CountingRegistry {
+    async fn create_registry(
+        &self,
+        parent: &LocationName,
+        registry: DeviceRegistry,
+    ) -> StoreResult<DeviceRegistry> {
+        self.inner.create_registry(parent, registry).await
+    }
+
+    async fn get_registry(&self, name: &RegistryName) -> StoreResult<DeviceRegistry> {
+        self.inner.get_registry(name).await
+    }
+
+    async fn list_registries(
+        &self,
+        parent: &LocationName,
+        page: &PageRequest,
+    ) -> StoreResult<Page<DeviceRegistry>> {
+        self.inner.list_registries(parent, page).await
+    }
+
+    async fn update_registry(
+        &self,
+        name: &RegistryName,
+        update: RegistryUpdate,
+    ) -> StoreResult<DeviceRegistry> {
+        self.inner.update_registry(name, update).await
+    }
+
+    async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
+        self.inner.delete_registry(name).await
+    }
+
+    async fn create_device(
+        &self,
+        registry: &RegistryName,
+        device: Device,
+        now: Timestamp,
+    ) -> StoreResult<Device> {
+        self.inner.create_device(registry, device, now).await
+    }
+
+    async fn get_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<Device> {
+        self.inner.get_device(registry, device).await
+    }
+
+    async fn list_devices(
+        &self,
+        registry: &RegistryName,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Device>> {
+        self.inner.list_devices(registry, filter, page).await
+    }
+
+    async fn update_device(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        update: DeviceUpdate,
+    ) -> StoreResult<Device> {
+        self.inner.update_device(registry, device, update).await
+    }
+
+    async fn delete_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<()> {
+        self.inner.delete_device(registry, device).await
+    }
+
+    async fn modify_config(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        version_to_update: u64,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> StoreResult<DeviceConfig> {
+        self.inner
+            .modify_config(registry, device, version_to_update, data, now)
+            .await
+    }
+
+    async fn list_config_versions(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        limit: usize,
+    ) -> StoreResult<Vec<DeviceConfig>> {
+        self.inner
+            .list_config_versions(registry, device, limit)
+            .await
+    }
+
+    async fn record_state(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> StoreResult<DeviceState> {
+        self.inner.record_state(registry, device, data, now).await
+    }
+
+    async fn list_states(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        limit: usize,
+    ) -> StoreResult<Vec<DeviceState>> {
+        self.inner.list_states(registry, device, limit).await
+    }
+
+    async fn record_activity(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        activity: Activity,
+    ) -> StoreResult<()> {
+        self.activity_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_activity(registry, device, activity).await
+    }
+}
