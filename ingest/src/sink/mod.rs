@@ -1,0 +1,57 @@
+//! Where accepted device messages go: Google Cloud Pub/Sub (`pubsub`, real or the emulator), or,
+//! with no Pub/Sub configured, a local JSON-lines file (`file`) so the whole path works with
+//! nothing but the Rust toolchain. A device is answered `200` only after `publish` returned `Ok`:
+//! an `Err` means the message was not taken and the device must retry.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use shared::TopicName;
+
+pub mod file;
+pub mod pubsub;
+
+/// One message for a topic: the device payload and IoT Core's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The payload, exactly as the device sent it (decoded from base64).
+    pub data: Vec<u8>,
+    /// `deviceId`, `deviceNumId`, `deviceRegistryId`, `deviceRegistryLocation`, `projectId`,
+    /// and `subFolder` when there is one.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Why a message was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The destination cannot take messages right now (unreachable, timed out, overloaded);
+    /// the device should retry later.
+    #[error("the message could not be delivered to {topic} in time: {detail}")]
+    Unavailable {
+        /// The topic.
+        topic: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The topic does not exist; retrying will not help until an operator creates it.
+    #[error("Pub/Sub topic {0} does not exist; create it or fix the registry's notification config")]
+    TopicNotFound(String),
+    /// The destination refused the message for another lasting reason (permissions, size).
+    #[error("Pub/Sub refused the message for {topic}: {detail}")]
+    Rejected {
+        /// The topic.
+        topic: String,
+        /// What Pub/Sub said.
+        detail: String,
+    },
+}
+
+/// A destination for device messages.
+#[async_trait]
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Delivers one message; resolves only once the destination has accepted it (or failed).
+    async fn publish(&self, topic: &TopicName, message: Message) -> Result<(), SinkError>;
+
+    /// Sends whatever is batched and waits (bounded) for it; called once at shutdown.
+    async fn flush(&self);
+}
