@@ -34,7 +34,9 @@ pub enum SinkError {
         detail: String,
     },
     /// The topic does not exist; retrying will not help until an operator creates it.
-    #[error("Pub/Sub topic {0} does not exist; create it or fix the registry's notification config")]
+    #[error(
+        "Pub/Sub topic {0} does not exist; create it or fix the registry's notification config"
+    )]
     TopicNotFound(String),
     /// The destination refused the message for another lasting reason (permissions, size).
     #[error("Pub/Sub refused the message for {topic}: {detail}")]

@@ -3,14 +3,9 @@
 //! life of the process (the official crate's publisher runs a background task per topic, so
 //! making one per message would defeat batching). A device is answered `200` only after Pub/Sub
 //! confirmed its message, so every publish waits for that confirmation, but never longer than
-//! `publish_timeout`: the crate's own retry loop would otherwise keep a device waiting for up to
-//! ten minutes while Pub/Sub is unreachable.
-//!
-//! Known gap: that retry loop goes on in the background after `publish` gave up (measured: a
-//! message answered with `Unavailable` was still delivered when Pub/Sub came back), so during an
-//! outage unconfirmed messages pile up in memory for up to ten minutes and may arrive twice
-//! (late, and as the device's retry). Bounding it takes a retry policy from `google-cloud-gax`,
-//! which is not a direct dependency yet. Nothing acknowledged is ever lost either way.
+//! `publish_timeout`. The crate's own retry loop is bounded to just under that too (see
+//! `retry_budget`): left at its default it keeps a device waiting for up to ten minutes while
+//! Pub/Sub is unreachable, and goes on retrying after `publish` gave up.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -19,8 +14,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
+use google_cloud_gax::retry_policy::RetryPolicyExt as _;
 use google_cloud_pubsub::client::{BasePublisher, Publisher};
 use google_cloud_pubsub::error::PublishError;
+use google_cloud_pubsub::retry_policy::RetryableErrors;
 use shared::TopicName;
 
 use super::{Message, Sink, SinkError};
@@ -68,9 +65,13 @@ pub struct PubSubSink {
 
 impl PubSubSink {
     /// Makes the shared client: for the emulator when `emulator_host` is set, else for Google's
-    /// endpoint with application-default credentials (which must be found, or this fails).
+    /// endpoint with application-default credentials. Those are resolved lazily: with none to
+    /// be found this still succeeds (the crate falls back to the metadata server), and every
+    /// publish then ends `Unavailable` after `publish_timeout`.
     pub async fn new(settings: PubSubSettings) -> anyhow::Result<Self> {
-        let mut builder = BasePublisher::builder();
+        let budget = retry_budget(settings.publish_timeout, settings.batch_delay);
+        let mut builder =
+            BasePublisher::builder().with_retry_policy(RetryableErrors.with_time_limit(budget));
         if let Some(host) = &settings.emulator_host {
             // Both are needed: with an https endpoint or real credentials the crate hangs
             // against the emulator instead of failing.
@@ -115,6 +116,19 @@ impl PubSubSink {
             .unwrap_or_else(PoisonError::into_inner);
         publishers.values().cloned().collect()
     }
+}
+
+/// How long the crate may keep retrying a batch. Its default is ten minutes, and it keeps
+/// retrying after `publish` gave up and the device was told to retry (measured: such a message
+/// was delivered once Pub/Sub came back), so unconfirmed messages would pile up in memory during
+/// an outage and arrive twice. The crate stops a little before `publish` does, which also lets
+/// its own error ("connection refused") reach the log instead of a bare timeout.
+fn retry_budget(publish_timeout: Duration, batch_delay: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_millis(200);
+    // Never so little that a healthy first attempt has no time.
+    publish_timeout
+        .saturating_sub(batch_delay + MARGIN)
+        .max(publish_timeout / 2)
 }
 
 /// `HOST:PORT` as the crate wants it: an explicit `http://` (the emulator has no TLS).
@@ -198,6 +212,14 @@ mod tests {
     fn an_emulator_host_becomes_a_plain_http_endpoint() {
         assert_eq!(emulator_endpoint("127.0.0.1:8085"), "http://127.0.0.1:8085");
         assert_eq!(emulator_endpoint("http://[::1]:8085"), "http://[::1]:8085");
+    }
+
+    #[test]
+    fn the_crate_stops_retrying_just_before_publish_gives_up() {
+        let budget = retry_budget(Duration::from_secs(10), Duration::from_millis(10));
+        assert!(budget < Duration::from_secs(10) && budget > Duration::from_secs(9));
+        let tiny = retry_budget(Duration::from_millis(100), Duration::from_millis(10));
+        assert_eq!(tiny, Duration::from_millis(50));
     }
 
     #[test]
