@@ -8,19 +8,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use ingest::bridge::{Limits, Rate};
-use ingest::sink::{Message, Sink, SinkError};
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
-use shared::TopicName;
 use support::device::{DeviceApp, Signer, device_path, topic_name};
 use support::{PROJECT, REGION, assert_error};
 
@@ -352,55 +348,6 @@ async fn the_config_is_the_latest_whatever_local_version_the_device_has() {
 }
 
 // ---------------------------------------------------------------- refusals
-
-/// Pub/Sub stand-in that fails every publish the same way.
-#[derive(Debug)]
-struct FailingSink(fn(&TopicName) -> SinkError);
-
-#[async_trait]
-impl Sink for FailingSink {
-    async fn publish(&self, topic: &TopicName, _message: Message) -> Result<(), SinkError> {
-        Err((self.0)(topic))
-    }
-
-    async fn flush(&self) {}
-}
-
-async fn fleet_with_sink(make: fn(&TopicName) -> SinkError) -> Fleet {
-    let limits = Limits {
-        registry_cache_ttl: Duration::ZERO,
-        ..Limits::default()
-    };
-    let app = DeviceApp::spawn_with_sink(limits, Some(Arc::new(FailingSink(make)))).await;
-    Fleet::with_app(app).await
-}
-
-#[tokio::test]
-async fn an_event_pubsub_cannot_take_is_answered_503_never_200() {
-    let fleet = fleet_with_sink(|topic| SinkError::Unavailable {
-        topic: topic.to_string(),
-        detail: "deadline exceeded".into(),
-    })
-    .await;
-    let answer = fleet
-        .app
-        .publish_event(&fleet.a.fresh(), &a_path(), event(b"x"))
-        .await;
-    assert_error(&answer, 503, "UNAVAILABLE", &["Pub/Sub", "retry later"]);
-}
-
-#[tokio::test]
-async fn an_event_for_a_missing_topic_is_a_failed_precondition() {
-    let fleet = fleet_with_sink(|topic| SinkError::TopicNotFound(topic.to_string())).await;
-    let app = &fleet.app;
-    let answer = app
-        .publish_event(&fleet.a.fresh(), &a_path(), event(b"x"))
-        .await;
-    assert_error(&answer, 400, "FAILED_PRECONDITION", &["does not exist"]);
-    app.bridge.flush_activity().await;
-    let device = app.device(REG, "dev-a").await;
-    assert_eq!(device["lastErrorStatus"]["code"], 9, "{device}");
-}
 
 #[tokio::test]
 async fn bookkeeping_is_coalesced_into_one_write_per_flush() {
