@@ -1,7 +1,6 @@
-//! The Raspberry Pi device agent. This is a placeholder that builds, so the workspace has its final
-//! shape; keys, signed telemetry, the spool, config sync and the doctor arrive with the device issue.
+//! `iotcore-device`: the device agent's command line. Everything lives in the library; see
+//! [`device::cli`].
 
-fn main() {
-    eprintln!("iotcore-device: not implemented yet; see the project README for the roadmap");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    device::cli::main()
 }

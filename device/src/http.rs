@@ -1,0 +1,259 @@
+//! The one-shot client of the HTTP device bridge: `publishEvent`, `setState` and the config
+//! fetch, with the paths, JSON bodies and `Authorization: Bearer` header of IoT Core's HTTP
+//! protocol. Success is exactly `200`, as Google's own sample had it; anything else becomes a
+//! [`BridgeError`] carrying the server's Google-style error when it sent one. The token is only
+//! ever put in the header, never in an error or a log.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_PAD_INDIFFERENT, URL_SAFE};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::{DeviceName, ErrorBody};
+
+/// How long one request may take; a device on a bad link retries rather than waits forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failed call to the bridge.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The bridge refused with Google's JSON error body.
+    #[error("{status}: {message}")]
+    Refused {
+        /// The canonical status name, e.g. `UNAUTHENTICATED`.
+        status: &'static str,
+        /// The server's explanation.
+        message: String,
+    },
+    /// An answer other than `200` that is not Google's error shape (a proxy, a load balancer,
+    /// or a success code the protocol does not use).
+    #[error("the device bridge at {url} answered HTTP {status} instead of 200: {body}")]
+    Http {
+        /// The URL requested, without query.
+        url: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The start of the body.
+        body: String,
+    },
+    /// No connection could be made, or no answer came in time.
+    #[error("cannot reach the device bridge at {url}: {reason} (check --endpoint)")]
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// The innermost cause, e.g. "Connection refused (os error 111)".
+        reason: String,
+    },
+    /// A `200` whose body is not what the protocol says.
+    #[error("the device bridge answered 200 with an unexpected body: {detail}")]
+    BadAnswer {
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The HTTP client could not be set up (no TLS roots, …).
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+}
+
+/// The device's latest configuration, as `GET …/config` answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// The config version; 0 when the device has none yet.
+    pub version: String,
+    /// When the cloud last changed it (RFC 3339), if ever.
+    pub cloud_update_time: Option<String>,
+    /// The configuration bytes.
+    pub data: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigAnswer {
+    #[serde(default)]
+    version: Value,
+    cloud_update_time: Option<String>,
+    #[serde(alias = "binary_data")]
+    binary_data: Option<String>,
+}
+
+/// One device's view of the bridge.
+#[derive(Debug)]
+pub struct Bridge {
+    http: reqwest::Client,
+    endpoint: Url,
+    device: DeviceName,
+}
+
+impl Bridge {
+    /// A client for `device` at `endpoint` (the bridge's base URL, with or without `/v1`).
+    pub fn new(endpoint: Url, device: DeviceName) -> Result<Self, BridgeError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("iotcore-device/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| BridgeError::Setup(innermost_cause(&err)))?;
+        Ok(Self {
+            http,
+            endpoint,
+            device,
+        })
+    }
+
+    /// `POST …:publishEvent` with the payload and, if given, its subfolder.
+    pub async fn publish_event(
+        &self,
+        token: &str,
+        data: &[u8],
+        sub_folder: Option<&str>,
+    ) -> Result<(), BridgeError> {
+        let mut body = json!({ "binary_data": URL_SAFE.encode(data) });
+        if let Some(sub_folder) = sub_folder {
+            body["sub_folder"] = Value::from(sub_folder);
+        }
+        let url = self.device_url(Some("publishEvent"), &[]);
+        self.send(self.http.post(url).json(&body), token).await?;
+        Ok(())
+    }
+
+    /// `POST …:setState` with the state bytes.
+    pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), BridgeError> {
+        let body = json!({ "state": { "binary_data": URL_SAFE.encode(data) } });
+        let url = self.device_url(Some("setState"), &[]);
+        self.send(self.http.post(url).json(&body), token).await?;
+        Ok(())
+    }
+
+    /// `GET …/config?local_version=N`; 0 asks for the latest.
+    pub async fn get_config(
+        &self,
+        token: &str,
+        local_version: u64,
+    ) -> Result<DeviceConfig, BridgeError> {
+        let url = self.device_url(None, &["config"]);
+        let request = self
+            .http
+            .get(url)
+            .query(&[("local_version", local_version)]);
+        let body = self.send(request, token).await?;
+        parse_config(&body)
+    }
+
+    /// `{endpoint}/v1/projects/…/devices/{device}` with `:verb` or further segments; each id
+    /// is percent-encoded as a path segment (ids may hold `%` and `+`).
+    fn device_url(&self, verb: Option<&str>, tail: &[&str]) -> Url {
+        let name = &self.device;
+        let registry = &name.registry;
+        let device = match verb {
+            Some(verb) => format!("{}:{verb}", name.device),
+            None => name.device.to_string(),
+        };
+        let mut url = self.endpoint.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        let has_version = url.path().trim_end_matches('/').ends_with("/v1");
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            if !has_version {
+                path.push("v1");
+            }
+            path.extend(["projects", registry.project.as_str(), "locations"])
+                .extend([registry.location.as_str(), "registries"])
+                .extend([registry.registry.as_str(), "devices", device.as_str()])
+                .extend(tail);
+        }
+        url
+    }
+
+    async fn send(&self, request: RequestBuilder, token: &str) -> Result<Vec<u8>, BridgeError> {
+        let request = request
+            .bearer_auth(token)
+            .header("cache-control", "no-cache");
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        let status = response.status();
+        let url = without_query(response.url());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        if status != StatusCode::OK {
+            return Err(refusal(url, status, &body));
+        }
+        Ok(body.to_vec())
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> BridgeError {
+        let reason = if err.is_timeout() {
+            format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+        } else {
+            innermost_cause(err)
+        };
+        BridgeError::Unreachable {
+            url: without_query(&self.endpoint),
+            reason,
+        }
+    }
+}
+
+/// Google's error body when the answer is one, otherwise the status and the start of the body.
+fn refusal(url: String, status: StatusCode, body: &[u8]) -> BridgeError {
+    if let Ok(google) = serde_json::from_slice::<ErrorBody>(body) {
+        return BridgeError::Refused {
+            status: google.error.status.name(),
+            message: google.error.message,
+        };
+    }
+    let text = String::from_utf8_lossy(body);
+    BridgeError::Http {
+        url,
+        status,
+        body: text.chars().take(200).collect::<String>().trim().to_owned(),
+    }
+}
+
+fn parse_config(body: &[u8]) -> Result<DeviceConfig, BridgeError> {
+    let bad = |detail: String| BridgeError::BadAnswer { detail };
+    let answer: ConfigAnswer =
+        serde_json::from_slice(body).map_err(|err| bad(format!("not a config ({err})")))?;
+    // Either alphabet, padded or not: the bridge may answer in the standard one.
+    let text = standard_alphabet(answer.binary_data.as_deref().unwrap_or_default());
+    let data = STANDARD_PAD_INDIFFERENT
+        .decode(text)
+        .map_err(|err| bad(format!("binaryData is not base64 ({err})")))?;
+    let version = match answer.version {
+        Value::String(version) => version,
+        Value::Number(number) => number.to_string(),
+        _ => "0".to_owned(),
+    };
+    Ok(DeviceConfig {
+        version,
+        cloud_update_time: answer.cloud_update_time,
+        data,
+    })
+}
+
+fn standard_alphabet(text: &str) -> String {
+    text.replace('-', "+").replace('_', "/")
+}
+
+fn without_query(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+/// reqwest's own message is generic ("error sending request"); the root cause is what a person
+/// can act on.
+fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests;

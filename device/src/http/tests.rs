@@ -1,0 +1,207 @@
+//! The bridge client against a one-connection fake server on `127.0.0.1:0`: the request line,
+//! headers and JSON body each call sends, and how each kind of answer comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+const PATH: &str = "/v1/projects/demo-project/locations/us-central1/registries/reg-1/devices/dev-1";
+
+/// What the fake server received.
+#[derive(Debug)]
+struct Seen {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Serves one request with `status` and `body`, and hands back what it received.
+async fn serve_once(status: &'static str, body: &'static str) -> (Url, JoinHandle<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let seen = read_request(&mut stream).await;
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        seen
+    });
+    (url, task)
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Seen {
+    let mut buffer = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before the headers ended");
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+    };
+    let head = String::from_utf8(buffer[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = buffer[head_end + 4..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Seen {
+        request_line,
+        headers,
+        body,
+    }
+}
+
+fn device(name: &str) -> DeviceName {
+    DeviceName::parse(name).unwrap()
+}
+
+fn bridge(url: Url) -> Bridge {
+    Bridge::new(url, device(&PATH["/v1/".len()..])).unwrap()
+}
+
+#[tokio::test]
+async fn an_event_is_posted_as_iot_core_defined_it() {
+    let (url, server) = serve_once("200 OK", "{}").await;
+    bridge(url)
+        .publish_event("tok.en.sig", b"temp=21.5\xff", Some("sensors/a"))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("POST {PATH}:publishEvent HTTP/1.1")
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer tok.en.sig"));
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    assert_eq!(
+        seen.json(),
+        json!({"binary_data": URL_SAFE.encode(b"temp=21.5\xff"), "sub_folder": "sensors/a"})
+    );
+}
+
+#[tokio::test]
+async fn an_event_without_a_subfolder_sends_none() {
+    let (url, server) = serve_once("200 OK", "{}").await;
+    bridge(url).publish_event("t", b"x", None).await.unwrap();
+    assert_eq!(server.await.unwrap().json(), json!({"binary_data": "eA=="}));
+}
+
+#[tokio::test]
+async fn a_state_is_posted_under_state() {
+    let (url, server) = serve_once("200 OK", "{}").await;
+    bridge(url).set_state("t", b"on").await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(seen.request_line, format!("POST {PATH}:setState HTTP/1.1"));
+    assert_eq!(seen.json(), json!({"state": {"binary_data": "b24="}}));
+}
+
+#[tokio::test]
+async fn the_config_is_fetched_and_decoded() {
+    let body = r#"{"version":"7","cloudUpdateTime":"2026-01-01T00:00:00Z","binaryData":"eyJmYW4iOiJvbiJ9"}"#;
+    let (url, server) = serve_once("200 OK", body).await;
+    let config = bridge(url).get_config("t", 0).await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("GET {PATH}/config?local_version=0 HTTP/1.1")
+    );
+    assert_eq!(config.version, "7");
+    assert_eq!(config.data, br#"{"fan":"on"}"#);
+    assert_eq!(
+        config.cloud_update_time.as_deref(),
+        Some("2026-01-01T00:00:00Z")
+    );
+}
+
+#[tokio::test]
+async fn a_google_error_comes_back_as_its_status_and_message() {
+    let body = r#"{"error":{"code":401,"message":"the token expired 2 h ago","status":"UNAUTHENTICATED"}}"#;
+    let (url, _server) = serve_once("401 Unauthorized", body).await;
+    let err = bridge(url).set_state("t", b"x").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "UNAUTHENTICATED: the token expired 2 h ago"
+    );
+}
+
+#[tokio::test]
+async fn any_success_other_than_200_is_a_failure() {
+    let (url, _server) = serve_once("204 No Content", "").await;
+    let err = bridge(url).set_state("t", b"x").await.unwrap_err();
+    assert!(
+        matches!(err, BridgeError::Http { status, .. } if status == StatusCode::NO_CONTENT),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let err = bridge(url).set_state("t", b"x").await.unwrap_err();
+    assert!(matches!(err, BridgeError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains("--endpoint"), "{err}");
+}
+
+#[test]
+fn urls_keep_a_base_path_add_v1_once_and_encode_ids() {
+    let name = device("projects/demo-project/locations/us-central1/registries/r%1/devices/d+2");
+    let url = |base: &str| {
+        Bridge::new(Url::parse(base).unwrap(), name.clone())
+            .unwrap()
+            .device_url(Some("publishEvent"), &[])
+            .to_string()
+    };
+    let tail =
+        "projects/demo-project/locations/us-central1/registries/r%251/devices/d+2:publishEvent";
+    assert_eq!(url("http://h:1"), format!("http://h:1/v1/{tail}"));
+    assert_eq!(url("http://h:1/v1"), format!("http://h:1/v1/{tail}"));
+    assert_eq!(url("https://h/iot/v1/"), format!("https://h/iot/v1/{tail}"));
+    assert_eq!(url("https://h/iot?x=1"), format!("https://h/iot/v1/{tail}"));
+}
+
+#[test]
+fn a_config_answer_may_use_either_alphabet_and_may_be_empty() {
+    let config = parse_config(br#"{"version":"3","binaryData":"-_8"}"#).unwrap();
+    assert_eq!(config.data, [0xfb, 0xff]);
+    let empty = parse_config(br#"{"version":"0"}"#).unwrap();
+    assert_eq!((empty.version.as_str(), empty.data.len()), ("0", 0));
+    assert!(parse_config(b"not json").is_err());
+    assert!(parse_config(br#"{"binaryData":"!!"}"#).is_err());
+}
