@@ -5,14 +5,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use support::process::ServeProcess;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingest");
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Environment that would otherwise leak into the server or the CLI from the developer's shell.
 const FOREIGN_ENV: [&str; 10] = [
@@ -28,53 +26,17 @@ const FOREIGN_ENV: [&str; 10] = [
     "RUST_LOG",
 ];
 
-/// A running `ingest serve`, killed when dropped.
+/// A running `ingest serve` with only the admin API.
 struct Server {
-    child: Child,
+    process: ServeProcess,
     admin_url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = format!("sqlite:{}", dir.path().join("reg.db").display());
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "serve",
-                "--role",
-                "admin",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--registry",
-                &registry,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
-        for name in FOREIGN_ENV {
-            command.env_remove(name);
-        }
-        let mut child = command.spawn().expect("starting ingest serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut server = Self {
-            child,
-            admin_url: String::new(),
-            dir,
-        };
-        server.admin_url = wait_for_admin_url(stdout);
-        server
+        let process = ServeProcess::start(&["--role", "admin"]);
+        let admin_url = process.admin_url.clone().unwrap();
+        Self { process, admin_url }
     }
 
     /// Runs the CLI against this server with the test project and region.
@@ -93,7 +55,7 @@ impl Server {
 
     /// Writes a key from the vectors to a file named after it.
     fn key_file(&self, name: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("{name}.pem"));
+        let path = self.process.path(&format!("{name}.pem"));
         std::fs::write(&path, support::key(name)).unwrap();
         path
     }
@@ -123,22 +85,6 @@ impl Server {
             format,
         ])
     }
-}
-
-/// Reads the server's stdout until it names its admin URL, then keeps draining it so the child
-/// never blocks on a full pipe.
-fn wait_for_admin_url(stdout: std::process::ChildStdout) -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(url) = line.strip_prefix("admin API listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    rx.recv_timeout(STARTUP_TIMEOUT)
-        .expect("ingest serve did not print `admin API listening on …` in time")
 }
 
 /// One finished CLI run.
@@ -302,7 +248,7 @@ fn config_versions_advance_and_a_stale_version_is_refused() {
     let first = config(&["--data", "{\"fan\": \"low\"}"]);
     first.assert_success();
     assert!(first.stdout.contains("version 1"), "{first:#?}");
-    let file = server.dir.path().join("config.json");
+    let file = server.process.path("config.json");
     std::fs::write(&file, "{\"fan\": \"high\"}").unwrap();
     let second = config(&["--file", file.to_str().unwrap(), "--version-to-update", "1"]);
     second.assert_success();

@@ -8,10 +8,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use support::process::ServeProcess;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -20,12 +20,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{PROJECT, REGION};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ingest");
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/python/cloudiot_http_example.py"
 );
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 const REGISTRY: &str = "reg-1";
 const EVENT_TOPIC: &str = "projects/demo-project/topics/events";
@@ -42,61 +40,33 @@ fn python() -> PathBuf {
     PathBuf::from(path)
 }
 
-/// A running `ingest serve` with both listeners and a file sink, killed when dropped.
+/// A running `ingest serve` with both listeners and a file sink.
 struct Server {
-    child: Child,
+    /// Kept for its `Drop`, which stops the service.
+    _process: ServeProcess,
     admin_url: String,
     device_url: String,
     http: reqwest::Client,
     sink: PathBuf,
+    /// Holds the sink file and the key files the client reads.
     dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let registry = format!("sqlite:{}", dir.path().join("registry.db").display());
         let sink = dir.path().join("events.jsonl");
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--admin-addr", "127.0.0.1:0", "--port", "0"])
-            .args(["--device-host", "127.0.0.1", "--registry", &registry])
-            .arg(format!("--sink=file:{}", sink.display()))
-            // Nothing from the developer's shell (PORT, SINK, PUBSUB_EMULATOR_HOST …) leaks in.
-            .env_clear()
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
-        let mut child = command.spawn().expect("starting ingest serve");
-        let stdout = child.stdout.take().unwrap();
-        let (admin_url, device_url) = match wait_for_urls(stdout) {
-            Ok(urls) => urls,
-            Err(message) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{message}");
-            }
-        };
+        let process = ServeProcess::start(&[&format!("--sink=file:{}", sink.display())]);
         Self {
-            child,
-            admin_url,
-            device_url,
+            admin_url: process.admin_url.clone().unwrap(),
+            device_url: process.device_url.clone().unwrap(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
             sink,
             dir,
+            _process: process,
         }
     }
 
@@ -179,42 +149,6 @@ async fn ok_json(response: reqwest::Response) -> Value {
         "admin API answered {status}: {text}"
     );
     serde_json::from_str(&text).unwrap()
-}
-
-/// Reads the server's stdout until it names both listeners (in either order), then keeps
-/// draining it so the child never blocks on a full pipe.
-fn wait_for_urls(stdout: std::process::ChildStdout) -> Result<(String, String), String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            for (kind, prefix) in [
-                ("admin", "admin API listening on "),
-                ("device", "device bridge listening on "),
-            ] {
-                if let Some(url) = line.strip_prefix(prefix) {
-                    let _ = tx.send((kind, url.trim().to_owned()));
-                }
-            }
-        }
-    });
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let (mut admin, mut device) = (None, None);
-    while admin.is_none() || device.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(("admin", url)) => admin = Some(url),
-            Ok((_, url)) => device = Some(url),
-            Err(_) => {
-                return Err(format!(
-                    "ingest serve did not print both `admin API listening on …` and `device \
-                     bridge listening on …` in time (admin: {admin:?}, device: {device:?}); \
-                     does `ingest serve` have the device bridge yet?"
-                ));
-            }
-        }
-    }
-    Ok((admin.unwrap_or_default(), device.unwrap_or_default()))
 }
 
 /// One device as the Python client sees it.

@@ -1,7 +1,8 @@
 //! Where accepted device messages go: Google Cloud Pub/Sub (`pubsub`, real or the emulator), or,
 //! with no Pub/Sub configured, a local JSON-lines file (`file`) so the whole path works with
-//! nothing but the Rust toolchain. A device is answered `200` only after `publish` returned `Ok`:
-//! an `Err` means the message was not taken and the device must retry.
+//! nothing but the Rust toolchain. A device is answered `200` only after `publish` returned `Ok`.
+//! An `Err` means the message was not confirmed and the device must retry; after a timeout it may
+//! still have arrived, so consumers see at-least-once delivery, as with IoT Core itself.
 
 use std::collections::BTreeMap;
 

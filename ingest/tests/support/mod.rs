@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub mod device;
+pub mod process;
 pub mod pubsub;
 
 /// The project every test uses (the vectors' tokens are made for it).

@@ -1,0 +1,114 @@
+//! The real `ingest serve` as a child process, for tests that drive it the way an operator or a
+//! device would: over a fresh SQLite file in its own temp dir, with nothing from the developer's
+//! environment leaking in, killed when dropped. The URLs come from the lines the service prints.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the service may take to print its listening lines.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `ingest serve`.
+pub struct ServeProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of the admin API, when the role serves it.
+    pub admin_url: Option<String>,
+    /// `http://127.0.0.1:PORT` of the device bridge, when the role serves it.
+    pub device_url: Option<String>,
+    /// The service's own directory: its registry file, and room for the test's files.
+    pub dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts `ingest serve` on loopback ports chosen by the OS, with `args` added, and waits
+    /// until every listener its `--role` implies has printed its URL.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = format!(
+            "--registry=sqlite:{}",
+            dir.path().join("registry.db").display()
+        );
+        let admin_only = args.windows(2).any(|w| w == ["--role", "admin"]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .args(["serve", "--admin-addr", "127.0.0.1:0", "--port", "0"])
+            .args(["--device-host", "127.0.0.1", &registry])
+            .args(args)
+            .env_clear()
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("starting ingest serve");
+        let stdout = child.stdout.take().unwrap();
+        let wanted = if admin_only { 1 } else { 2 };
+        match read_urls(stdout, wanted) {
+            Ok((admin_url, device_url)) => Self {
+                child,
+                admin_url,
+                device_url,
+                dir,
+            },
+            Err(message) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{message}");
+            }
+        }
+    }
+
+    /// A path inside the service's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `… listening on URL` lines until `wanted` arrived, then keeps draining stdout on its
+/// thread so the child never blocks on a full pipe.
+fn read_urls(
+    stdout: ChildStdout,
+    wanted: usize,
+) -> Result<(Option<String>, Option<String>), String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            for (kind, prefix) in [
+                ("admin", "admin API listening on "),
+                ("device", "device bridge listening on "),
+            ] {
+                if let Some(url) = line.strip_prefix(prefix) {
+                    let _ = tx.send((kind, url.trim().to_owned()));
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let (mut admin, mut device) = (None, None);
+    while usize::from(admin.is_some()) + usize::from(device.is_some()) < wanted {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(("admin", url)) => admin = Some(url),
+            Ok((_, url)) => device = Some(url),
+            Err(_) => {
+                return Err(format!(
+                    "ingest serve did not print its listening lines in time \
+                     (admin: {admin:?}, device: {device:?})"
+                ));
+            }
+        }
+    }
+    Ok((admin, device))
+}
