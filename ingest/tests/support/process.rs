@@ -27,7 +27,20 @@ impl ServeProcess {
     /// Starts `ingest serve` on loopback ports chosen by the OS, with `args` added, and waits
     /// until every listener its `--role` implies has printed its URL.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`ServeProcess::start`], with these environment variables set; the service's log
+    /// (stderr) then goes to `service.log` in its directory, unless `TEST_LOG` is set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let stderr = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else if env.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::from(std::fs::File::create(dir.path().join("service.log")).unwrap())
+        };
         let registry = format!(
             "--registry=sqlite:{}",
             dir.path().join("registry.db").display()
@@ -38,12 +51,9 @@ impl ServeProcess {
             .args(["--device-host", "127.0.0.1", &registry])
             .args(args)
             .env_clear()
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .expect("starting ingest serve");
         let stdout = child.stdout.take().unwrap();
@@ -61,6 +71,14 @@ impl ServeProcess {
                 panic!("{message}");
             }
         }
+    }
+
+    /// Sends SIGTERM, as Cloud Run and systemd do, and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.child.wait().unwrap()
     }
 
     /// A path inside the service's directory.
