@@ -1,53 +1,42 @@
 //! Tokens the device agent signs must pass ingest's own verifier. Each test runs the real
 //! `iotcore-device` binary — `keygen` for fresh keys, `token` for a JWT — and checks the token
 //! with `ingest::auth::jwt::verify` against the public key or certificate as ingest parses it
-//! when an operator registers it. The device crate does not depend on ingest (layering), so the
-//! two only meet here, through the binary, as they do in the field.
+//! when an operator registers it. Only this test depends on ingest (a dev-dependency): the agent
+//! itself never does, and the two meet through the binary, as they do in the field.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use ingest::auth::credentials::parse_credential;
 use ingest::auth::jwt::{self, DeviceKey, TokenError, VerifiedToken};
 use shared::jwt::Algorithm;
 use shared::{ProjectId, PublicKeyFormat};
 
-/// The device binary, built once per test process. Cargo builds another package's binaries for
-/// its own integration tests only, so this test builds it into the same target directory.
-fn device_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // <target>/<profile>/deps/device_tokens-…: the binary goes to <target>/<profile>/.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        let profile = if profile == "debug" { "dev" } else { profile };
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "device",
-                "--bin",
-                "iotcore-device",
-            ])
-            .args(["--profile", profile, "--target-dir"])
-            .arg(target_dir)
-            .status()
-            .expect("running cargo to build iotcore-device");
-        assert!(status.success(), "building iotcore-device failed");
-        profile_dir.join(format!("iotcore-device{}", std::env::consts::EXE_SUFFIX))
-    })
+/// The project the tokens are made for.
+const PROJECT: &str = "demo-project";
+
+/// A key from the repository's JWT vectors (`IOTCORE_VECTORS` overrides the file).
+fn key(name: &str) -> String {
+    let path = std::env::var("IOTCORE_VECTORS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/vectors/jwt-vectors.json"
+        )
+        .to_owned()
+    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read the JWT vectors at {path}: {e}"));
+    let vectors: serde_json::Value = serde_json::from_str(&text).unwrap();
+    vectors["keys"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key {name} in {path}"))
+        .to_owned()
 }
 
 /// Runs `iotcore-device` with no IOTCORE_* settings from the developer's shell; returns stdout.
 fn device(args: &[&str]) -> String {
-    let output = Command::new(device_binary())
+    let output = Command::new(env!("CARGO_BIN_EXE_iotcore-device"))
         .args(args)
         .env_remove("IOTCORE_PROJECT")
         .env_remove("IOTCORE_PRIVATE_KEY")
@@ -66,7 +55,7 @@ fn token(private_key: &Path, extra: &[&str]) -> String {
     let mut args = vec![
         "token",
         "--project",
-        support::PROJECT,
+        PROJECT,
         "--private-key",
         private_key.to_str().unwrap(),
     ];
@@ -93,7 +82,7 @@ fn verify_as(
 }
 
 fn verify(token: &str, format: PublicKeyFormat, pem: &str) -> VerifiedToken {
-    verify_as(token, support::PROJECT, format, pem)
+    verify_as(token, PROJECT, format, pem)
         .unwrap_or_else(|err| panic!("ingest refused a device token ({format:?}): {err}"))
 }
 
@@ -154,9 +143,9 @@ fn tokens_signed_with_openssl_made_keys_pass_ingest_verification() {
     ];
     for (private, format, public) in cases {
         let path = dir.path().join(format!("{private}.pem"));
-        std::fs::write(&path, support::key(private)).unwrap();
+        std::fs::write(&path, key(private)).unwrap();
         let token = token(&path, &[]);
-        verify(&token, format, &support::key(public));
+        verify(&token, format, &key(public));
     }
 }
 
@@ -164,20 +153,16 @@ fn tokens_signed_with_openssl_made_keys_pass_ingest_verification() {
 fn a_token_lives_as_long_as_asked_and_names_its_project() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ec_private.pem");
-    std::fs::write(&path, support::key("ec_private")).unwrap();
+    std::fs::write(&path, key("ec_private")).unwrap();
     let token = token(&path, &["--lifetime", "20m"]);
-    let verified = verify(
-        &token,
-        PublicKeyFormat::Es256Pem,
-        &support::key("ec_public"),
-    );
+    let verified = verify(&token, PublicKeyFormat::Es256Pem, &key("ec_public"));
     assert_eq!(verified.exp - verified.iat, 20 * 60);
 
     let refused = verify_as(
         &token,
         "other-project",
         PublicKeyFormat::Es256Pem,
-        &support::key("ec_public"),
+        &key("ec_public"),
     )
     .unwrap_err();
     assert_eq!(refused.reason(), "wrong_audience", "{refused}");
@@ -187,13 +172,13 @@ fn a_token_lives_as_long_as_asked_and_names_its_project() {
 fn a_token_does_not_verify_against_another_devices_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rsa_private.pem");
-    std::fs::write(&path, support::key("rsa_private")).unwrap();
+    std::fs::write(&path, key("rsa_private")).unwrap();
     let token = token(&path, &[]);
     let refused = verify_as(
         &token,
-        support::PROJECT,
+        PROJECT,
         PublicKeyFormat::RsaPem,
-        &support::key("rsa2_public"),
+        &key("rsa2_public"),
     )
     .unwrap_err();
     assert_eq!(refused.reason(), "bad_signature", "{refused}");
