@@ -12,6 +12,7 @@ use shared::resources::{
 };
 
 use super::client::{AdminClient, AdminOptions};
+use super::devices::DeviceArgs;
 use super::output::{self, Output, decode, emit, emit_bytes, print_json};
 
 const SET_EXAMPLES: &str = "\
@@ -69,19 +70,6 @@ pub struct SetArgs {
     /// Apply only if the device's current config version is N (0: unconditionally)
     #[arg(long, value_name = "N", default_value_t = 0)]
     version_to_update: u64,
-    #[command(flatten)]
-    api: AdminOptions,
-}
-
-/// `config get`.
-#[derive(Debug, clap::Args)]
-pub struct DeviceArgs {
-    /// Device id, or its numeric id
-    #[arg(value_name = "DEVICE")]
-    device: String,
-    /// Registry id
-    #[arg(long, value_name = "REGISTRY")]
-    registry: String,
     #[command(flatten)]
     api: AdminOptions,
 }
@@ -175,25 +163,25 @@ async fn get(args: DeviceArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn versions(args: VersionsArgs) -> anyhow::Result<()> {
+/// Reads a device's `configVersions` or `states` list, asking for at most `args.num` entries.
+async fn device_history(
+    args: &VersionsArgs,
+    child: &str,
+    count_param: &str,
+) -> anyhow::Result<(AdminClient, serde_json::Value)> {
     let client = AdminClient::connect(&args.api).await?;
     let query: Vec<_> = args
         .num
-        .map(|n| ("numVersions", n.to_string()))
+        .map(|n| (count_param, n.to_string()))
         .into_iter()
         .collect();
-    let answer = client
-        .get(
-            &[
-                "registries",
-                &args.registry,
-                "devices",
-                &args.device,
-                "configVersions",
-            ],
-            &query,
-        )
-        .await?;
+    let path = ["registries", &args.registry, "devices", &args.device, child];
+    let answer = client.get(&path, &query).await?;
+    Ok((client, answer))
+}
+
+async fn versions(args: VersionsArgs) -> anyhow::Result<()> {
+    let (client, answer) = device_history(&args, "configVersions", "numVersions").await?;
     if client.output == Output::Json {
         return print_json(&answer);
     }
@@ -217,24 +205,7 @@ async fn versions(args: VersionsArgs) -> anyhow::Result<()> {
 }
 
 async fn states(args: VersionsArgs) -> anyhow::Result<()> {
-    let client = AdminClient::connect(&args.api).await?;
-    let query: Vec<_> = args
-        .num
-        .map(|n| ("numStates", n.to_string()))
-        .into_iter()
-        .collect();
-    let answer = client
-        .get(
-            &[
-                "registries",
-                &args.registry,
-                "devices",
-                &args.device,
-                "states",
-            ],
-            &query,
-        )
-        .await?;
+    let (client, answer) = device_history(&args, "states", "numStates").await?;
     if client.output == Output::Json {
         return print_json(&answer);
     }

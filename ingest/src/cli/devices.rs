@@ -87,17 +87,17 @@ pub struct CreateArgs {
     api: AdminOptions,
 }
 
-/// `devices get|delete|block|unblock`.
+/// One device: `devices get|delete|block|unblock` and `config get`.
 #[derive(Debug, clap::Args)]
 pub struct DeviceArgs {
     /// Device id, or its numeric id
     #[arg(value_name = "DEVICE")]
-    device: String,
+    pub(super) device: String,
     /// Registry id
     #[arg(long, value_name = "REGISTRY")]
-    registry: String,
+    pub(super) registry: String,
     #[command(flatten)]
-    api: AdminOptions,
+    pub(super) api: AdminOptions,
 }
 
 /// `devices list`.

@@ -10,7 +10,7 @@ use rusqlite::types::Type;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::registry::StoreError;
+use crate::registry::{Page, StoreError};
 
 /// Wraps any failure of the database itself.
 pub(super) fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
@@ -136,6 +136,25 @@ const TOKEN_PREFIX: &str = "v1.";
 /// The token that continues a list after `last_id`.
 pub(super) fn page_token(last_id: &str) -> String {
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(last_id))
+}
+
+/// Turns the `size + 1` rows a list query fetched into a page: the extra row, when there is
+/// one, only says that another page follows, whose token is the last kept id.
+pub(super) fn into_page<T>(
+    mut items: Vec<T>,
+    size: usize,
+    id: impl Fn(&T) -> Option<&str>,
+) -> Page<T> {
+    let next_page_token = if items.len() > size {
+        items.truncate(size);
+        items.last().and_then(id).map(page_token)
+    } else {
+        None
+    };
+    Page {
+        items,
+        next_page_token,
+    }
 }
 
 /// The id a page starts after: `""` (before every id) for the first page. An empty token means

@@ -11,7 +11,7 @@ use shared::resources::{Device, DeviceConfig, DeviceCredential, DeviceState, Log
 use shared::{DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
 
 use super::codec::{
-    backend, is_unique_violation, json_column, micros, opt_enum_column, opt_enum_name, page_token,
+    backend, into_page, is_unique_violation, json_column, micros, opt_enum_column, opt_enum_name,
     required_time, start_after, time_column, to_json,
 };
 use super::{history, registries};
@@ -211,20 +211,10 @@ pub(super) fn list(
         },
         |row| from_row(registry, row),
     )?;
-    let mut items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    let next_page_token = if items.len() > size {
-        items.truncate(size);
-        items
-            .last()
-            .and_then(|d| d.id.as_ref())
-            .map(|id| page_token(id.as_str()))
-    } else {
-        None
-    };
-    Ok(Page {
-        items,
-        next_page_token,
-    })
+    let items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(into_page(items, size, |d| {
+        d.id.as_ref().map(|id| id.as_str())
+    }))
 }
 
 pub(super) fn update(

@@ -8,8 +8,8 @@ use shared::resources::DeviceRegistry;
 use shared::{LocationName, RegistryId, RegistryName};
 
 use super::codec::{
-    enum_column, enum_name, is_unique_violation, json_column, micros, opt_enum_column,
-    opt_enum_name, opt_json_column, page_token, start_after, to_json,
+    enum_column, enum_name, into_page, is_unique_violation, json_column, micros, opt_enum_column,
+    opt_enum_name, opt_json_column, start_after, to_json,
 };
 use crate::registry::{Page, PageRequest, RegistryUpdate, StoreError, StoreResult};
 
@@ -110,22 +110,12 @@ pub(super) fn list(
         size as i64 + 1,
     );
     let mut stmt = tx.prepare(&sql)?;
-    let mut items = stmt
+    let items = stmt
         .query_map(params, |row| from_row(parent, row))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let next_page_token = if items.len() > size {
-        items.truncate(size);
-        items
-            .last()
-            .and_then(|r| r.id.as_ref())
-            .map(|id| page_token(id.as_str()))
-    } else {
-        None
-    };
-    Ok(Page {
-        items,
-        next_page_token,
-    })
+    Ok(into_page(items, size, |r| {
+        r.id.as_ref().map(|id| id.as_str())
+    }))
 }
 
 pub(super) fn update(
