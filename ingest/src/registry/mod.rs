@@ -1,5 +1,6 @@
 //! The device registry: registries, devices, their credentials, configs and states, behind one
-//! async trait. SQLite (`sqlite`) is the embedded default; a Firestore store will share the trait,
+//! async trait. SQLite (`sqlite`) is the embedded default; Firestore (`firestore`) is the store
+//! that many Cloud Run instances share. Both pass one test suite,
 //! so every method is one self-contained operation a remote document store can do on its own: no
 //! transaction spans two calls, partial updates name only the fields they change, and config
 //! updates carry an optimistic version check instead of a lock.
@@ -14,6 +15,8 @@ use shared::resources::{
 };
 use shared::{DeviceId, DeviceRef, LocationName, NumId, RegistryName};
 
+pub mod firestore;
+pub mod page;
 pub mod sqlite;
 
 /// What a store call can fail with. Each variant is an outcome the admin API maps to a status.
@@ -247,4 +250,18 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
         device: &DeviceRef,
         activity: Activity,
     ) -> StoreResult<()>;
+}
+
+/// A fresh numeric id candidate: uniformly random in [1, 2^53), 53 random bits with zero redrawn,
+/// so JavaScript tooling never rounds one. Stores check it is free before taking it.
+pub(crate) fn random_num_id() -> StoreResult<u64> {
+    loop {
+        let mut bytes = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut bytes)
+            .map_err(|_| StoreError::Backend("the system random number generator failed".into()))?;
+        let candidate = u64::from_le_bytes(bytes) & NumId::MAX_ALLOCATED;
+        if candidate != 0 {
+            return Ok(candidate);
+        }
+    }
 }

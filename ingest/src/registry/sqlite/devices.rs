@@ -8,12 +8,13 @@ use jiff::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, Transaction, named_params};
 use shared::resources::{Device, DeviceConfig, DeviceCredential, DeviceState, LogLevel, RpcStatus};
-use shared::{DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
+use shared::{DeviceId, DeviceName, DeviceRef, RegistryName};
 
 use super::codec::{
-    backend, into_page, is_unique_violation, json_column, micros, opt_enum_column, opt_enum_name,
-    required_time, start_after, time_column, to_json,
+    backend, is_unique_violation, json_column, micros, opt_enum_column, opt_enum_name,
+    required_time, time_column, to_json,
 };
+use crate::registry::page::{into_page, start_after};
 use super::{history, registries};
 use crate::registry::{
     Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, StoreError, StoreResult,
@@ -138,7 +139,7 @@ pub(super) fn create(
 fn allocate_num_id(tx: &Transaction<'_>) -> StoreResult<i64> {
     let mut taken = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM devices WHERE num_id = ?1)")?;
     for _ in 0..NUM_ID_ATTEMPTS {
-        let candidate = i64::try_from(random_num_id()?).expect("a 53-bit number fits in an i64");
+        let candidate = i64::try_from(crate::registry::random_num_id()?).expect("a 53-bit number fits in an i64");
         if !taken.query_row([candidate], |row| row.get::<_, bool>(0))? {
             return Ok(candidate);
         }
@@ -146,19 +147,6 @@ fn allocate_num_id(tx: &Transaction<'_>) -> StoreResult<i64> {
     Err(backend(format!(
         "no free numeric id after {NUM_ID_ATTEMPTS} random picks"
     )))
-}
-
-/// A uniformly random number in [1, 2^53): 53 random bits, zero redrawn.
-fn random_num_id() -> StoreResult<u64> {
-    loop {
-        let mut bytes = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut bytes)
-            .map_err(|_| backend("the system random number generator failed"))?;
-        let candidate = u64::from_le_bytes(bytes) & NumId::MAX_ALLOCATED;
-        if candidate != 0 {
-            return Ok(candidate);
-        }
-    }
 }
 
 pub(super) fn get(

@@ -8,9 +8,10 @@ use shared::resources::DeviceRegistry;
 use shared::{LocationName, RegistryId, RegistryName};
 
 use super::codec::{
-    enum_column, enum_name, into_page, is_unique_violation, json_column, micros, opt_enum_column,
-    opt_enum_name, opt_json_column, start_after, to_json,
+    enum_column, enum_name, is_unique_violation, json_column, micros, opt_enum_column,
+    opt_enum_name, opt_json_column, to_json,
 };
+use crate::registry::page::{into_page, start_after};
 use crate::registry::{Page, PageRequest, RegistryUpdate, StoreError, StoreResult};
 
 /// The columns [`from_row`] reads, in its order.
