@@ -54,7 +54,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ADMIN_TRUST_CLOUD_RUN_IAM")]
     pub admin_trust_cloud_run_iam: bool,
 
-    /// The registry store: `sqlite:PATH` (created if missing).
+    /// The registry store: `sqlite:PATH` (created if missing), or
+    /// `firestore:projects/PROJECT/databases/DATABASE` for Firestore in native mode (DATABASE is
+    /// `(default)` for the project's default database), which many instances can share.
     #[arg(
         long,
         env = "REGISTRY",
@@ -68,6 +70,22 @@ pub struct ServeArgs {
     /// PUBSUB_EMULATOR_HOST is set, else `file:events.jsonl`.
     #[arg(long, env = "SINK", value_name = "SINK")]
     pub sink: Option<SinkUrl>,
+
+    /// Host:port of a Firestore emulator; a Firestore registry is then reached there without
+    /// credentials.
+    #[arg(long, env = "FIRESTORE_EMULATOR_HOST", value_name = "HOST:PORT")]
+    pub firestore_emulator_host: Option<String>,
+
+    /// How long a device's verified token is trusted before the device is read from the registry
+    /// again. A device blocked or re-keyed through another instance (or another process sharing
+    /// the store) is refused here within this bound; 0 re-reads on every request.
+    #[arg(
+        long,
+        env = "REGISTRY_FRESHNESS_SECS",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub registry_freshness_secs: u64,
 
     /// Host:port of a Pub/Sub emulator; Pub/Sub is then reached without credentials.
     #[arg(long, env = "PUBSUB_EMULATOR_HOST", value_name = "HOST:PORT")]
@@ -193,6 +211,13 @@ impl FromStr for SinkUrl {
 pub enum StoreUrl {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A Firestore database in native mode.
+    Firestore {
+        /// The Google Cloud project.
+        project: String,
+        /// The database id, `(default)` for the default database.
+        database: String,
+    },
 }
 
 impl FromStr for StoreUrl {
@@ -201,11 +226,30 @@ impl FromStr for StoreUrl {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => Ok(StoreUrl::Sqlite(PathBuf::from(path))),
+            Some(("firestore", name)) => parse_firestore(name).ok_or_else(|| {
+                format!(
+                    "`{s}` is not a Firestore database; use \
+                     firestore:projects/PROJECT/databases/DATABASE \
+                     (e.g. firestore:projects/my-project/databases/(default))"
+                )
+            }),
             _ => Err(format!(
-                "`{s}` is not a registry store; use sqlite:PATH (e.g. sqlite:ingest.db)"
+                "`{s}` is not a registry store; use sqlite:PATH (e.g. sqlite:ingest.db) or \
+                 firestore:projects/PROJECT/databases/DATABASE"
             )),
         }
     }
+}
+
+/// `projects/PROJECT/databases/DATABASE`, Firestore's own name for a database.
+fn parse_firestore(name: &str) -> Option<StoreUrl> {
+    let rest = name.strip_prefix("projects/")?;
+    let (project, database) = rest.split_once("/databases/")?;
+    let plain = |part: &str| !part.is_empty() && !part.contains('/');
+    (plain(project) && plain(database)).then(|| StoreUrl::Firestore {
+        project: project.into(),
+        database: database.into(),
+    })
 }
 
 /// Log output format.
@@ -322,6 +366,22 @@ mod tests {
             "sqlite:/tmp/x.db".parse::<StoreUrl>(),
             Ok(StoreUrl::Sqlite("/tmp/x.db".into()))
         );
+        assert_eq!(
+            "firestore:projects/p-1/databases/(default)".parse::<StoreUrl>(),
+            Ok(StoreUrl::Firestore {
+                project: "p-1".into(),
+                database: "(default)".into()
+            })
+        );
+        for bad in [
+            "firestore:",
+            "firestore:p-1",
+            "firestore:projects/p-1/databases/",
+            "firestore:projects//databases/d",
+            "firestore:projects/p/databases/d/x",
+        ] {
+            assert!(bad.parse::<StoreUrl>().is_err(), "{bad}");
+        }
         assert!("postgres://x".parse::<StoreUrl>().is_err());
         assert!("sqlite:".parse::<StoreUrl>().is_err());
     }

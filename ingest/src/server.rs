@@ -21,6 +21,7 @@ use crate::http::admin::{self, AdminState};
 use crate::http::serve::{ServeOptions, serve};
 use crate::http::{device, health_routes};
 use crate::registry::Registry;
+use crate::registry::firestore::{FirestoreRegistry, FirestoreSettings};
 use crate::registry::sqlite::SqliteRegistry;
 use crate::sink::Sink;
 use crate::sink::file::FileSink;
@@ -28,12 +29,23 @@ use crate::sink::pubsub::{PubSubSettings, PubSubSink};
 use crate::telemetry::Metrics;
 
 /// Opens the configured registry store.
-pub async fn open_registry(url: &StoreUrl) -> anyhow::Result<Arc<dyn Registry>> {
-    match url {
+pub async fn open_registry(args: &ServeArgs) -> anyhow::Result<Arc<dyn Registry>> {
+    match &args.registry {
         StoreUrl::Sqlite(path) => {
             let store = SqliteRegistry::open(path)
                 .await
                 .with_context(|| format!("opening the SQLite registry at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreUrl::Firestore { project, database } => {
+            let settings = FirestoreSettings {
+                project: project.clone(),
+                database: database.clone(),
+                emulator_host: args.firestore_emulator_host.clone(),
+            };
+            let store = FirestoreRegistry::open(&settings).await.with_context(|| {
+                format!("opening the Firestore registry projects/{project}/databases/{database}")
+            })?;
             Ok(Arc::new(store))
         }
     }
@@ -73,8 +85,9 @@ pub async fn run(
         Role::Device => None,
         Role::All | Role::Admin => Some(args.admin_access()?),
     };
-    let registry = open_registry(&args.registry).await?;
-    let auth = Authenticator::new(registry.clone(), args.token_cache_capacity);
+    let registry = open_registry(&args).await?;
+    let auth = Authenticator::new(registry.clone(), args.token_cache_capacity)
+        .with_freshness(args.registry_freshness_secs);
     let (stop, stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut device_side = None;

@@ -2,14 +2,15 @@
 //! The registry store contract, as checks any store must pass. Each check is a plain
 //! `async fn` over `Arc<dyn Registry>` (or, for reopening, a [`Fixture`] that can open the same
 //! data again), and `suite!` turns the whole list into one `#[tokio::test]` per check for a
-//! store. Adding a store is one line: `suite!(firestore, firestore_fixture);` with a fixture that
-//! gives every test its own empty data set.
+//! store. Both stores run every check: SQLite on a fresh file, Firestore on a fresh database of
+//! the real Firestore emulator (`FIRESTORE_EMULATOR_HOST`, which `scripts/test` starts).
 
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ingest::registry::firestore::{FirestoreRegistry, FirestoreSettings};
 use ingest::registry::sqlite::SqliteRegistry;
 use ingest::registry::{Registry, StoreError};
 
@@ -44,6 +45,38 @@ async fn sqlite_fixture() -> Fixture {
             })
         }),
         _keep: Box::new(dir),
+    }
+}
+
+/// A fresh database of the Firestore emulator: named databases are separate, so each test's data
+/// starts empty without a wipe that would race the other tests.
+async fn firestore_fixture() -> Fixture {
+    let host = std::env::var("FIRESTORE_EMULATOR_HOST").expect(
+        "FIRESTORE_EMULATOR_HOST is not set: run scripts/test, which starts the Firestore \
+         emulator, or start one with `eval \"export $(scripts/firestore-emulator start)\"`",
+    );
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let settings = FirestoreSettings {
+        project: "registry-suite".into(),
+        database: format!("t{}-{n}-{nanos}", std::process::id()),
+        emulator_host: Some(host),
+    };
+    Fixture {
+        open: Box::new(move || {
+            let settings = settings.clone();
+            Box::pin(async move {
+                let store = FirestoreRegistry::open(&settings)
+                    .await
+                    .expect("the Firestore emulator answers");
+                Arc::new(store) as Arc<dyn Registry>
+            })
+        }),
+        _keep: Box::new(()),
     }
 }
 
@@ -107,6 +140,7 @@ macro_rules! suite {
 }
 
 suite!(sqlite, sqlite_fixture);
+suite!(firestore, firestore_fixture);
 
 // The crate root of a test resolves modules beside itself, so the folder is named explicitly.
 #[path = "registry_suite/concurrency.rs"]

@@ -1,0 +1,231 @@
+//! The registry store for Cloud Run: Firestore in native mode, which many ingest instances share,
+//! costs nothing at rest and scales with the fleet.
+//!
+//! Documents mirror resource names, so a path in the console reads like the API:
+//!
+//! ```text
+//! projects/{p}/locations/{l}/registries/{r}                  the registry, as its API JSON
+//!   …/devices/{d}                                            the device with its latest config
+//!                                                            and state inline, plus `stateSeq`
+//!   …/devices/{d}/configs/{version, 20 digits}               the kept config versions
+//!   …/devices/{d}/states/{sequence, 20 digits}               the kept state reports
+//! numIds/{n}                                                 claims numeric id n store-wide
+//! ```
+//!
+//! The hot read — a device's credentials and blocked flag — is one document read by id, or one
+//! single-result query on `numId` by numeric id. Every write is one atomic commit whose
+//! preconditions do the checking: a numeric id is claimed by creating `numIds/{n}` (a collision
+//! fails the commit, and a new id is drawn), and a config version by creating its `configs`
+//! document together with the device's `config` field, so of two updates that read the same
+//! latest version exactly one commits. Deleting a registry or a device reads what it removes in a
+//! transaction, so no write can slip in between the check and the delete.
+
+mod devices;
+mod history;
+mod registries;
+mod rpc;
+mod value;
+
+use async_trait::async_trait;
+use firestore::{FirestoreDb, FirestoreDbOptions};
+use jiff::Timestamp;
+use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
+use shared::{DeviceRef, LocationName, RegistryName};
+
+use self::rpc::Rpc;
+use super::{
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Registry, RegistryUpdate, StoreError,
+    StoreResult,
+};
+
+/// Which Firestore database to use, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirestoreSettings {
+    /// The Google Cloud project holding the database.
+    pub project: String,
+    /// The database id, `(default)` for the project's default database.
+    pub database: String,
+    /// `HOST:PORT` of a Firestore emulator; it is then reached over plain HTTP without
+    /// credentials. `None` reaches Google's service with the Application Default Credentials.
+    pub emulator_host: Option<String>,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The client could not be built (no credentials found, a bad endpoint).
+    #[error("cannot set up the Firestore client")]
+    Client(#[from] firestore::errors::FirestoreError),
+    /// The database did not answer a first read (wrong database id, no permission, unreachable).
+    #[error(
+        "Firestore database `projects/{project}/databases/{database}` did not answer a test read; \
+         check that it exists (native mode) and that the service account has roles/datastore.user"
+    )]
+    Probe {
+        /// The project.
+        project: String,
+        /// The database id.
+        database: String,
+        /// What went wrong.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The Firestore registry store. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct FirestoreRegistry {
+    rpc: Rpc,
+}
+
+impl FirestoreRegistry {
+    /// Connects to the database and checks with one read that it answers.
+    pub async fn open(settings: &FirestoreSettings) -> Result<Self, OpenError> {
+        let options = FirestoreDbOptions::new(settings.project.clone())
+            .with_database_id(settings.database.clone());
+        let db = match &settings.emulator_host {
+            // The emulator wants no credentials; looking up Google ones on a laptop would fail.
+            Some(host) => {
+                let options = options.with_firebase_api_url(format!("http://{host}"));
+                let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
+                FirestoreDb::with_options_auth(options, anonymous).await?
+            }
+            None => FirestoreDb::with_options(options).await?,
+        };
+        let store = Self { rpc: Rpc::new(db) };
+        // A document that never exists: reading it proves the database and the permissions.
+        let probe = format!("projects/{}/probe/ingest-startup", settings.project);
+        if let Err(source) = store.rpc.get(&probe, None).await {
+            return Err(OpenError::Probe {
+                project: settings.project.clone(),
+                database: settings.database.clone(),
+                source,
+            });
+        }
+        Ok(store)
+    }
+}
+
+/// Wraps any failure of Firestore itself.
+fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::Backend(error.into())
+}
+
+#[async_trait]
+impl Registry for FirestoreRegistry {
+    async fn create_registry(
+        &self,
+        parent: &LocationName,
+        registry: DeviceRegistry,
+    ) -> StoreResult<DeviceRegistry> {
+        registries::create(&self.rpc, parent, registry).await
+    }
+
+    async fn get_registry(&self, name: &RegistryName) -> StoreResult<DeviceRegistry> {
+        registries::get(&self.rpc, name).await
+    }
+
+    async fn list_registries(
+        &self,
+        parent: &LocationName,
+        page: &PageRequest,
+    ) -> StoreResult<Page<DeviceRegistry>> {
+        registries::list(&self.rpc, parent, page).await
+    }
+
+    async fn update_registry(
+        &self,
+        name: &RegistryName,
+        update: RegistryUpdate,
+    ) -> StoreResult<DeviceRegistry> {
+        registries::update(&self.rpc, name, update).await
+    }
+
+    async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
+        registries::delete(&self.rpc, name).await
+    }
+
+    async fn create_device(
+        &self,
+        registry: &RegistryName,
+        device: Device,
+        now: Timestamp,
+    ) -> StoreResult<Device> {
+        devices::create(&self.rpc, registry, device, now).await
+    }
+
+    async fn get_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<Device> {
+        let found = devices::resolve(&self.rpc, registry, device, None).await?;
+        devices::from_doc(&self.rpc, registry, found)
+    }
+
+    async fn list_devices(
+        &self,
+        registry: &RegistryName,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Device>> {
+        devices::list(&self.rpc, registry, filter, page).await
+    }
+
+    async fn update_device(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        update: DeviceUpdate,
+    ) -> StoreResult<Device> {
+        devices::update(&self.rpc, registry, device, update).await
+    }
+
+    async fn delete_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<()> {
+        devices::delete(&self.rpc, registry, device).await
+    }
+
+    async fn modify_config(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        version_to_update: u64,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> StoreResult<DeviceConfig> {
+        history::modify_config(&self.rpc, registry, device, version_to_update, data, now).await
+    }
+
+    async fn list_config_versions(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        limit: usize,
+    ) -> StoreResult<Vec<DeviceConfig>> {
+        history::list(&self.rpc, registry, device, history::Kind::Configs, limit).await
+    }
+
+    async fn record_state(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> StoreResult<DeviceState> {
+        history::record_state(&self.rpc, registry, device, data, now).await
+    }
+
+    async fn list_states(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        limit: usize,
+    ) -> StoreResult<Vec<DeviceState>> {
+        history::list(&self.rpc, registry, device, history::Kind::States, limit).await
+    }
+
+    async fn record_activity(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        activity: Activity,
+    ) -> StoreResult<()> {
+        devices::record_activity(&self.rpc, registry, device, activity).await
+    }
+}

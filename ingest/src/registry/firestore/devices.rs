@@ -1,0 +1,345 @@
+//! Device documents: `{registry}/devices/{id}`, holding the device's API JSON (credentials,
+//! blocked, metadata, bookkeeping times, and the latest config and state inline, so the token
+//! check is one read) without its id and name, plus the store's own `stateSeq` counter. The
+//! numeric id is the JSON's `numId` string, which a single-result query finds, and is claimed
+//! store-wide by a `numIds/{n}` document created in the same commit as the device.
+
+use std::collections::BTreeMap;
+
+use firestore::gcloud_sdk::google::firestore::v1::structured_query::{Projection, field_filter};
+use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, Document, Value, Write};
+use firestore::gcloud_sdk::tonic::Code;
+use jiff::Timestamp;
+use shared::resources::{Device, DeviceConfig};
+use shared::{DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
+
+use super::rpc::{self, Rpc, TxId};
+use super::{backend, registries, value};
+use crate::registry::page::{into_page, start_after};
+use crate::registry::{
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, StoreError, StoreResult,
+    random_num_id,
+};
+
+/// The store's own field: the sequence number of the latest kept state report.
+pub(super) const STATE_SEQ: &str = "stateSeq";
+
+/// Random numeric ids collide with odds of about n / 2^53; a few retries make a failure
+/// practically impossible while bounding the loop.
+const NUM_ID_ATTEMPTS: usize = 16;
+
+/// Firestore's limit on the values of one `in` filter.
+const IN_FILTER_LIMIT: usize = 30;
+
+/// How a device is named in errors: its full path, by the id or numeric id the caller used.
+pub(super) fn describe(registry: &RegistryName, device: &DeviceRef) -> String {
+    let name = DeviceName {
+        registry: registry.clone(),
+        device: device.clone(),
+    };
+    format!("device `{name}`")
+}
+
+fn path(registry: &RegistryName, id: &DeviceId) -> String {
+    format!("{registry}/devices/{id}")
+}
+
+fn num_id_path(num_id: u64) -> String {
+    format!("numIds/{num_id}")
+}
+
+/// The device's document, or `NotFound` naming it (also when its registry does not exist). By
+/// id it is one read; by numeric id, one query returning one document.
+pub(super) async fn resolve(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    device: &DeviceRef,
+    tx: Option<&TxId>,
+) -> StoreResult<Document> {
+    let found = match device {
+        DeviceRef::Id(id) => rpc.get(&path(registry, id), tx).await?,
+        DeviceRef::Num(num) => {
+            let filter = rpc::compare(
+                "numId",
+                field_filter::Operator::Equal,
+                value::string(num.0.to_string()),
+            );
+            let query = rpc::ordered("devices", Some(filter), Some(1));
+            rpc.query(&registry.to_string(), query, tx)
+                .await?
+                .into_iter()
+                .next()
+        }
+    };
+    found.ok_or_else(|| StoreError::NotFound(describe(registry, device)))
+}
+
+/// The device's document path; by id without reading it.
+pub(super) async fn resolve_path(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    device: &DeviceRef,
+) -> StoreResult<String> {
+    match device {
+        DeviceRef::Id(id) => Ok(path(registry, id)),
+        DeviceRef::Num(_) => {
+            let doc = resolve(rpc, registry, device, None).await?;
+            Ok(rpc.relative(&doc.name).to_string())
+        }
+    }
+}
+
+/// A device from its document, with its id and name from the document's path.
+pub(super) fn from_doc(rpc: &Rpc, registry: &RegistryName, doc: Document) -> StoreResult<Device> {
+    let id = DeviceId::parse(rpc::id_of(rpc.relative(&doc.name))).map_err(backend)?;
+    let mut fields = doc.fields;
+    fields.remove(STATE_SEQ);
+    let device: Device = value::decode(fields)?;
+    Ok(named(registry, &id, device))
+}
+
+fn named(registry: &RegistryName, id: &DeviceId, device: Device) -> Device {
+    Device {
+        name: Some(path(registry, id)),
+        id: Some(id.clone()),
+        ..device
+    }
+}
+
+/// Creates a device. Output-only fields of the input are ignored; config data becomes version 1.
+pub(super) async fn create(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    device: Device,
+    now: Timestamp,
+) -> StoreResult<Device> {
+    registries::get(rpc, registry).await?;
+    let id = device
+        .id
+        .clone()
+        .ok_or_else(|| StoreError::FailedPrecondition("a device to create needs an id".into()))?;
+    let device_path = path(registry, &id);
+    let config = device
+        .config
+        .as_ref()
+        .filter(|c| !c.binary_data.is_empty())
+        .map(|c| DeviceConfig {
+            version: 1,
+            cloud_update_time: Some(now),
+            device_ack_time: None,
+            binary_data: c.binary_data.clone(),
+        });
+    for _ in 0..NUM_ID_ATTEMPTS {
+        let num_id = random_num_id()?;
+        let stored = Device {
+            num_id: Some(num_id),
+            credentials: device.credentials.clone(),
+            blocked: device.blocked,
+            metadata: device.metadata.clone(),
+            log_level: device.log_level,
+            config: config.clone(),
+            ..Default::default()
+        };
+        let mut claim = value::Fields::new();
+        claim.insert("device".into(), value::string(device_path.clone()));
+        let mut writes = vec![
+            rpc.create(&device_path, value::encode(&stored)?),
+            rpc.create(&num_id_path(num_id), claim),
+            // A registry deleted since the read above fails the whole commit.
+            rpc.require(&registry.to_string()),
+        ];
+        if let Some(config) = &config {
+            writes.push(rpc.create(
+                &super::history::Kind::Configs.path(&device_path, 1),
+                value::encode(config)?,
+            ));
+        }
+        match rpc.commit(writes, None).await {
+            Ok(()) => return Ok(named(registry, &id, stored)),
+            Err(status) if status.code() == Code::AlreadyExists => {
+                // Either the device id or the numeric id was taken; only the latter is retried.
+                if rpc.get(&device_path, None).await?.is_some() {
+                    return Err(StoreError::AlreadyExists(describe(
+                        registry,
+                        &DeviceRef::Id(id),
+                    )));
+                }
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                return Err(StoreError::NotFound(registries::describe(registry)));
+            }
+            Err(status) => return Err(backend(status)),
+        }
+    }
+    Err(backend(format!(
+        "no free numeric id after {NUM_ID_ATTEMPTS} random picks"
+    )))
+}
+
+pub(super) async fn list(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    filter: &DeviceFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<Device>> {
+    registries::get(rpc, registry).await?;
+    let after = start_after(page.token.as_deref())?;
+    let size = page.effective_size();
+    let docs = if filter.ids.is_empty() && filter.num_ids.is_empty() {
+        let from = (!after.is_empty())
+            .then(|| rpc::name_after(rpc.full(&format!("{registry}/devices/{after}"))));
+        let query = rpc::ordered("devices", from, Some(size + 1));
+        rpc.query(&registry.to_string(), query, None).await?
+    } else {
+        filtered(rpc, registry, filter).await?
+    };
+    let mut devices = BTreeMap::new();
+    for doc in docs {
+        let device = from_doc(rpc, registry, doc)?;
+        let id = device.id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+        if id.as_str() > after.as_str() {
+            devices.insert(id, device);
+        }
+    }
+    let items: Vec<Device> = devices.into_values().take(size + 1).collect();
+    Ok(into_page(items, size, |d| d.id.as_ref().map(|id| id.as_str())))
+}
+
+/// The documents of the devices a filter names: by id one read each, by numeric id `in` queries
+/// of up to 30 values. Filters are short lists, so this never scans the registry.
+async fn filtered(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    filter: &DeviceFilter,
+) -> StoreResult<Vec<Document>> {
+    let mut docs = Vec::new();
+    for id in &filter.ids {
+        docs.extend(rpc.get(&path(registry, id), None).await?);
+    }
+    for chunk in filter.num_ids.chunks(IN_FILTER_LIMIT) {
+        let values = chunk
+            .iter()
+            .map(|NumId(n)| value::string(n.to_string()))
+            .collect();
+        let any_of = Value {
+            value_type: Some(
+                firestore::gcloud_sdk::google::firestore::v1::value::ValueType::ArrayValue(
+                    ArrayValue { values },
+                ),
+            ),
+        };
+        let filter = rpc::compare("numId", field_filter::Operator::In, any_of);
+        let query = rpc::ordered("devices", Some(filter), None);
+        docs.extend(rpc.query(&registry.to_string(), query, None).await?);
+    }
+    Ok(docs)
+}
+
+pub(super) async fn update(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    device: &DeviceRef,
+    update: DeviceUpdate,
+) -> StoreResult<Device> {
+    let doc = resolve(rpc, registry, device, None).await?;
+    let doc_path = rpc.relative(&doc.name).to_string();
+    let mut current = from_doc(rpc, registry, doc)?;
+    let mut mask = Vec::new();
+    if let Some(credentials) = update.credentials {
+        current.credentials = credentials;
+        mask.push("credentials");
+    }
+    if let Some(blocked) = update.blocked {
+        current.blocked = blocked;
+        mask.push("blocked");
+    }
+    if let Some(metadata) = update.metadata {
+        current.metadata = metadata;
+        mask.push("metadata");
+    }
+    if let Some(log_level) = update.log_level {
+        current.log_level = log_level;
+        mask.push("logLevel");
+    }
+    let stored = Device {
+        id: None,
+        name: None,
+        ..current.clone()
+    };
+    let write = rpc.update(&doc_path, value::encode(&stored)?, &mask);
+    commit_to_device(rpc, registry, device, vec![write]).await?;
+    Ok(current)
+}
+
+/// Deletes a device with its config and state history and its numeric id claim, in one
+/// transaction that first reads them all, so a config or state written meanwhile is either read
+/// and deleted or fails because the device is gone.
+pub(super) async fn delete(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    device: &DeviceRef,
+) -> StoreResult<()> {
+    rpc.in_transaction(|tx| async move {
+        let doc = resolve(rpc, registry, device, Some(&tx)).await?;
+        let doc_path = rpc.relative(&doc.name).to_string();
+        let num_id = from_doc(rpc, registry, doc)?.num_id;
+        let mut writes: Vec<Write> = Vec::new();
+        for kind in [super::history::Kind::Configs, super::history::Kind::States] {
+            let mut query = rpc::ordered(kind.collection(), None, None);
+            query.select = Some(Projection {
+                fields: vec![rpc::name_field()],
+            });
+            for child in rpc.query(&doc_path, query, Some(&tx)).await? {
+                writes.push(rpc.delete(rpc.relative(&child.name)));
+            }
+        }
+        if let Some(num_id) = num_id {
+            writes.push(rpc.delete(&num_id_path(num_id)));
+        }
+        writes.push(rpc.delete(&doc_path));
+        Ok(((), writes))
+    })
+    .await
+}
+
+/// Overwrites the bookkeeping fields the activity sets. By id this is one write and no read.
+pub(super) async fn record_activity(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    device: &DeviceRef,
+    activity: Activity,
+) -> StoreResult<()> {
+    let doc_path = resolve_path(rpc, registry, device).await?;
+    let (error_time, error_status) = activity.last_error.unzip();
+    let partial = Device {
+        last_heartbeat_time: activity.last_heartbeat_time,
+        last_event_time: activity.last_event_time,
+        last_state_time: activity.last_state_time,
+        last_config_ack_time: activity.last_config_ack_time,
+        last_config_send_time: activity.last_config_send_time,
+        last_error_time: error_time,
+        last_error_status: error_status,
+        ..Default::default()
+    };
+    let fields = value::encode(&partial)?;
+    // Exactly the fields the activity carries: the encoding leaves out the ones it does not.
+    let mask: Vec<&str> = fields.keys().map(String::as_str).collect();
+    let write = rpc.update(&doc_path, fields.clone(), &mask);
+    commit_to_device(rpc, registry, device, vec![write]).await
+}
+
+/// Commits writes that require the device document; its absence is `NotFound` naming it.
+pub(super) async fn commit_to_device(
+    rpc: &Rpc,
+    registry: &RegistryName,
+    device: &DeviceRef,
+    writes: Vec<Write>,
+) -> StoreResult<()> {
+    match rpc.commit(writes, None).await {
+        Ok(()) => Ok(()),
+        Err(status) if status.code() == Code::NotFound => {
+            Err(StoreError::NotFound(describe(registry, device)))
+        }
+        Err(status) => Err(backend(status)),
+    }
+}

@@ -1,0 +1,201 @@
+//! Registry documents: `projects/{p}/locations/{l}/registries/{r}`, holding the registry's API
+//! JSON without its id and name, which the path already says.
+
+use firestore::gcloud_sdk::google::firestore::v1::Document;
+use firestore::gcloud_sdk::google::firestore::v1::structured_query::Projection;
+use firestore::gcloud_sdk::tonic::Code;
+use shared::resources::DeviceRegistry;
+use shared::{LocationName, RegistryId, RegistryName};
+
+use super::rpc::{self, Rpc};
+use super::{backend, value};
+use crate::registry::page::{into_page, start_after};
+use crate::registry::{Page, PageRequest, RegistryUpdate, StoreError, StoreResult};
+
+/// The registry fields a patch writes, by their API names.
+const UPDATABLE: [&str; 5] = [
+    "eventNotificationConfigs",
+    "stateNotificationConfig",
+    "mqttConfig",
+    "httpConfig",
+    "logLevel",
+];
+
+/// How many of a registry's devices a refused delete counts before saying "more than".
+const COUNT_LIMIT: usize = 100;
+
+/// How a registry is named in errors.
+pub(super) fn describe(name: &RegistryName) -> String {
+    format!("registry `{name}`")
+}
+
+pub(super) async fn create(
+    rpc: &Rpc,
+    parent: &LocationName,
+    registry: DeviceRegistry,
+) -> StoreResult<DeviceRegistry> {
+    let id = registry
+        .id
+        .clone()
+        .ok_or_else(|| StoreError::FailedPrecondition("a registry to create needs an id".into()))?;
+    let name = RegistryName {
+        project: parent.project.clone(),
+        location: parent.location.clone(),
+        registry: id,
+    };
+    let stored = DeviceRegistry {
+        id: None,
+        name: None,
+        ..registry
+    };
+    let write = rpc.create(&name.to_string(), value::encode(&stored)?);
+    match rpc.commit(vec![write], None).await {
+        Ok(()) => Ok(named(&name, stored)),
+        Err(status) if status.code() == Code::AlreadyExists => {
+            Err(StoreError::AlreadyExists(describe(&name)))
+        }
+        Err(status) => Err(backend(status)),
+    }
+}
+
+pub(super) async fn get(rpc: &Rpc, name: &RegistryName) -> StoreResult<DeviceRegistry> {
+    let doc = rpc
+        .get(&name.to_string(), None)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(describe(name)))?;
+    Ok(named(name, value::decode(doc.fields)?))
+}
+
+pub(super) async fn list(
+    rpc: &Rpc,
+    parent: &LocationName,
+    page: &PageRequest,
+) -> StoreResult<Page<DeviceRegistry>> {
+    let after = start_after(page.token.as_deref())?;
+    let size = page.effective_size();
+    let parent_path = parent.to_string();
+    let filter = (!after.is_empty())
+        .then(|| rpc::name_after(rpc.full(&format!("{parent_path}/registries/{after}"))));
+    let query = rpc::ordered("registries", filter, Some(size + 1));
+    let items = rpc
+        .query(&parent_path, query, None)
+        .await?
+        .into_iter()
+        .map(|doc| from_doc(parent, doc))
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(into_page(items, size, |r| r.id.as_ref().map(|id| id.as_str())))
+}
+
+pub(super) async fn update(
+    rpc: &Rpc,
+    name: &RegistryName,
+    update: RegistryUpdate,
+) -> StoreResult<DeviceRegistry> {
+    let mut registry = get(rpc, name).await?;
+    let RegistryUpdate {
+        event_notification_configs,
+        state_notification_config,
+        mqtt_config,
+        http_config,
+        log_level,
+    } = update;
+    let mut mask = Vec::new();
+    let mut change = |set: bool, field: &'static str| {
+        if set {
+            mask.push(field);
+        }
+    };
+    change(event_notification_configs.is_some(), UPDATABLE[0]);
+    change(state_notification_config.is_some(), UPDATABLE[1]);
+    change(mqtt_config.is_some(), UPDATABLE[2]);
+    change(http_config.is_some(), UPDATABLE[3]);
+    change(log_level.is_some(), UPDATABLE[4]);
+    if let Some(v) = event_notification_configs {
+        registry.event_notification_configs = v;
+    }
+    if let Some(v) = state_notification_config {
+        registry.state_notification_config = v;
+    }
+    if let Some(v) = mqtt_config {
+        registry.mqtt_config = v;
+    }
+    if let Some(v) = http_config {
+        registry.http_config = v;
+    }
+    if let Some(v) = log_level {
+        registry.log_level = v;
+    }
+    let stored = DeviceRegistry {
+        id: None,
+        name: None,
+        ..registry.clone()
+    };
+    // A masked field absent from the encoding (an emptied list, a cleared level) is removed,
+    // which reads back as its default: the same as the API's omitted default.
+    let write = rpc.update(&name.to_string(), value::encode(&stored)?, &mask);
+    match rpc.commit(vec![write], None).await {
+        Ok(()) => Ok(registry),
+        Err(status) if status.code() == Code::NotFound => {
+            Err(StoreError::NotFound(describe(name)))
+        }
+        Err(status) => Err(backend(status)),
+    }
+}
+
+/// Deletes an empty registry. The devices are counted in the same transaction that deletes, and
+/// a device create requires the registry document in its commit, so a device created meanwhile
+/// either is counted or fails as "registry not found".
+pub(super) async fn delete(rpc: &Rpc, name: &RegistryName) -> StoreResult<()> {
+    let path = name.to_string();
+    rpc.in_transaction(|tx| {
+        let path = path.clone();
+        async move {
+            if rpc.get(&path, Some(&tx)).await?.is_none() {
+                return Err(StoreError::NotFound(describe(name)));
+            }
+            let mut query = rpc::ordered("devices", None, Some(COUNT_LIMIT + 1));
+            query.select = Some(Projection {
+                fields: vec![rpc::name_field()],
+            });
+            let devices = rpc.query(&path, query, Some(&tx)).await?.len();
+            if devices > 0 {
+                return Err(still_has_devices(name, devices));
+            }
+            Ok(((), vec![rpc.delete(&path)]))
+        }
+    })
+    .await
+}
+
+fn still_has_devices(name: &RegistryName, devices: usize) -> StoreError {
+    let count = if devices > COUNT_LIMIT {
+        format!("more than {COUNT_LIMIT} devices")
+    } else if devices == 1 {
+        "1 device".to_string()
+    } else {
+        format!("{devices} devices")
+    };
+    StoreError::FailedPrecondition(format!(
+        "{} still has {count}; delete them first",
+        describe(name)
+    ))
+}
+
+/// A registry from its document, with its id and name from the document's path.
+fn from_doc(parent: &LocationName, doc: Document) -> StoreResult<DeviceRegistry> {
+    let id = RegistryId::parse(rpc::id_of(&doc.name)).map_err(backend)?;
+    let name = RegistryName {
+        project: parent.project.clone(),
+        location: parent.location.clone(),
+        registry: id,
+    };
+    Ok(named(&name, value::decode(doc.fields)?))
+}
+
+fn named(name: &RegistryName, registry: DeviceRegistry) -> DeviceRegistry {
+    DeviceRegistry {
+        id: Some(name.registry.clone()),
+        name: Some(name.to_string()),
+        ..registry
+    }
+}
