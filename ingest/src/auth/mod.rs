@@ -4,7 +4,9 @@
 //! (every HTTP request, every MQTT connect) costs a hash and a map probe instead of a registry
 //! read and a signature check. [`Authenticator`] ties the three to the registry; the admin API
 //! calls [`Authenticator::invalidate_device`] after every device change so a blocked or re-keyed
-//! device is refused at once.
+//! device is refused at once. Changes made elsewhere (another instance sharing the registry) are
+//! seen within the freshness bound ([`Authenticator::with_freshness`]): a cached token is trusted
+//! only that long before the device is read again.
 
 pub mod cache;
 pub mod credentials;
@@ -105,6 +107,9 @@ impl AuthError {
 pub struct Authenticator {
     registry: Arc<dyn Registry>,
     cache: Arc<TokenCache>,
+    /// How long a verified token is trusted without reading the device again; `None` trusts it
+    /// until it expires (fine when this process is the registry's only writer).
+    freshness_secs: Option<i64>,
 }
 
 impl Authenticator {
@@ -114,7 +119,16 @@ impl Authenticator {
         Self {
             registry,
             cache: Arc::new(TokenCache::new(cache_capacity)),
+            freshness_secs: None,
         }
+    }
+
+    /// Trusts a verified token for at most `secs` seconds before the device is read again, so a
+    /// change made elsewhere (another instance, another process on the same store) takes effect
+    /// here within that bound. 0 reads the device on every request.
+    pub fn with_freshness(mut self, secs: u64) -> Self {
+        self.freshness_secs = Some(i64::try_from(secs).unwrap_or(i64::MAX));
+        self
     }
 
     /// The token cache, for metrics and tests.
@@ -181,7 +195,13 @@ impl Authenticator {
                 .ok_or_else(|| incomplete("numId"))?,
             token_exp: verified.exp,
         };
-        let valid_until = cache::valid_until(&verified);
+        let by_token = cache::valid_until(&verified);
+        let valid_until = match self.freshness_secs {
+            // Served through the last second of the bound, so `secs` whole seconds after `now`.
+            Some(secs) => by_token.min(now.saturating_add(secs).saturating_sub(1)),
+            None => by_token,
+        };
+        // A bound of 0 gives a `valid_until` before `now`, which the cache does not keep.
         self.cache
             .insert(ticket, key, authenticated.clone(), valid_until, now);
         Ok(authenticated)
