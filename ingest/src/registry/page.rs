@@ -18,11 +18,7 @@ pub fn page_token(last_id: &str) -> String {
 
 /// Turns the `size + 1` rows a list query fetched into a page: the extra row, when there is
 /// one, only says that another page follows, whose token is the last kept id.
-pub fn into_page<T>(
-    mut items: Vec<T>,
-    size: usize,
-    id: impl Fn(&T) -> Option<&str>,
-) -> Page<T> {
+pub fn into_page<T>(mut items: Vec<T>, size: usize, id: impl Fn(&T) -> Option<&str>) -> Page<T> {
     let next_page_token = if items.len() > size {
         items.truncate(size);
         items.last().and_then(id).map(page_token)

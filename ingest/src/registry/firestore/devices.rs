@@ -17,8 +17,7 @@ use super::rpc::{self, Rpc, TxId};
 use super::{backend, registries, value};
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, StoreError, StoreResult,
-    random_num_id,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, StoreError, StoreResult, random_num_id,
 };
 
 /// The store's own field: the sequence number of the latest kept state report.
@@ -196,13 +195,19 @@ pub(super) async fn list(
     let mut devices = BTreeMap::new();
     for doc in docs {
         let device = from_doc(rpc, registry, doc)?;
-        let id = device.id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+        let id = device
+            .id
+            .as_ref()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
         if id.as_str() > after.as_str() {
             devices.insert(id, device);
         }
     }
     let items: Vec<Device> = devices.into_values().take(size + 1).collect();
-    Ok(into_page(items, size, |d| d.id.as_ref().map(|id| id.as_str())))
+    Ok(into_page(items, size, |d| {
+        d.id.as_ref().map(|id| id.as_str())
+    }))
 }
 
 /// The documents of the devices a filter names: by id one read each, by numeric id `in` queries

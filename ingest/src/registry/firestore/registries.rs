@@ -83,7 +83,9 @@ pub(super) async fn list(
         .into_iter()
         .map(|doc| from_doc(parent, doc))
         .collect::<StoreResult<Vec<_>>>()?;
-    Ok(into_page(items, size, |r| r.id.as_ref().map(|id| id.as_str())))
+    Ok(into_page(items, size, |r| {
+        r.id.as_ref().map(|id| id.as_str())
+    }))
 }
 
 pub(super) async fn update(
@@ -135,9 +137,7 @@ pub(super) async fn update(
     let write = rpc.update(&name.to_string(), value::encode(&stored)?, &mask);
     match rpc.commit(vec![write], None).await {
         Ok(()) => Ok(registry),
-        Err(status) if status.code() == Code::NotFound => {
-            Err(StoreError::NotFound(describe(name)))
-        }
+        Err(status) if status.code() == Code::NotFound => Err(StoreError::NotFound(describe(name))),
         Err(status) => Err(backend(status)),
     }
 }

@@ -69,7 +69,9 @@ fn to_json(value: Value) -> Json {
         ValueType::StringValue(s) | ValueType::ReferenceValue(s) => Json::String(s),
         ValueType::BytesValue(bytes) => Json::String(STANDARD.encode(bytes)),
         ValueType::TimestampValue(t) => Json::String(t.to_string()),
-        ValueType::ArrayValue(array) => Json::Array(array.values.into_iter().map(to_json).collect()),
+        ValueType::ArrayValue(array) => {
+            Json::Array(array.values.into_iter().map(to_json).collect())
+        }
         ValueType::MapValue(map) => Json::Object(
             map.fields
                 .into_iter()

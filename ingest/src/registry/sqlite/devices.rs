@@ -14,8 +14,8 @@ use super::codec::{
     backend, is_unique_violation, json_column, micros, opt_enum_column, opt_enum_name,
     required_time, time_column, to_json,
 };
-use crate::registry::page::{into_page, start_after};
 use super::{history, registries};
+use crate::registry::page::{into_page, start_after};
 use crate::registry::{
     Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, StoreError, StoreResult,
 };
@@ -139,7 +139,8 @@ pub(super) fn create(
 fn allocate_num_id(tx: &Transaction<'_>) -> StoreResult<i64> {
     let mut taken = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM devices WHERE num_id = ?1)")?;
     for _ in 0..NUM_ID_ATTEMPTS {
-        let candidate = i64::try_from(crate::registry::random_num_id()?).expect("a 53-bit number fits in an i64");
+        let candidate = i64::try_from(crate::registry::random_num_id()?)
+            .expect("a 53-bit number fits in an i64");
         if !taken.query_row([candidate], |row| row.get::<_, bool>(0))? {
             return Ok(candidate);
         }
