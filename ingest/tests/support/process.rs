@@ -1,5 +1,5 @@
 //! The real `ingest serve` as a child process, for tests that drive it the way an operator or a
-//! device would: over a fresh SQLite file in its own temp dir, with nothing from the developer's
+//! device would: over a fresh SQLite file in its own temp dir (or the store the test names), with nothing from the developer's
 //! environment leaking in, killed when dropped. The URLs come from the lines the service prints.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,14 +41,18 @@ impl ServeProcess {
         } else {
             Stdio::from(std::fs::File::create(dir.path().join("service.log")).unwrap())
         };
-        let registry = format!(
-            "--registry=sqlite:{}",
-            dir.path().join("registry.db").display()
-        );
+        // A fresh SQLite file unless the test names its own store.
+        let registry = (!args.iter().any(|a| a.starts_with("--registry="))).then(|| {
+            format!(
+                "--registry=sqlite:{}",
+                dir.path().join("registry.db").display()
+            )
+        });
         let admin_only = args.windows(2).any(|w| w == ["--role", "admin"]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_ingest"))
             .args(["serve", "--admin-addr", "127.0.0.1:0", "--port", "0"])
-            .args(["--device-host", "127.0.0.1", &registry])
+            .args(["--device-host", "127.0.0.1"])
+            .args(registry)
             .args(args)
             .env_clear()
             .envs(env.iter().copied())
