@@ -3,13 +3,13 @@
 //! temporary directory, typed helpers for the device calls, and a [`Signer`] that makes RS256 and
 //! ES256 device tokens from the vectors' private keys with chosen `iat`, `exp` and `aud`.
 //!
-//! The store is wrapped in a [`CountingRegistry`] so tests can see how many bookkeeping writes
-//! reached it. The activity flusher runs with a long interval, so a test decides when
+//! The store (SQLite, or one the test gives) is wrapped in a [`CountingRegistry`] so tests can
+//! see which calls reached it. The activity flusher runs with a long interval, so a test decides when
 //! bookkeeping is written by calling `bridge.flush_activity()`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,16 +71,31 @@ impl DeviceApp {
 
     /// Spawns both APIs with the given limits and sink (`None`: a `FileSink` at `sink_path`).
     pub async fn spawn_with_sink(limits: Limits, sink: Option<Arc<dyn Sink>>) -> Self {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
-        }
         let dir = TempDir::new().unwrap();
         let sqlite = SqliteRegistry::open(dir.path().join("registry.db"))
             .await
             .unwrap();
-        let store = Arc::new(CountingRegistry::new(Arc::new(sqlite)));
+        Self::spawn_on(Arc::new(sqlite), limits, sink, None, dir).await
+    }
+
+    /// Spawns both APIs over `store`, trusting cached tokens for `freshness_secs` (`None`: until
+    /// they expire); `dir` holds the sink file and lives as long as the app.
+    pub async fn spawn_on(
+        store: Arc<dyn Registry>,
+        limits: Limits,
+        sink: Option<Arc<dyn Sink>>,
+        freshness_secs: Option<u64>,
+        dir: TempDir,
+    ) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
+        }
+        let store = Arc::new(CountingRegistry::new(store));
         let registry: Arc<dyn Registry> = store.clone();
-        let auth = Authenticator::new(registry.clone(), 1000);
+        let mut auth = Authenticator::new(registry.clone(), 1000);
+        if let Some(secs) = freshness_secs {
+            auth = auth.with_freshness(secs);
+        }
         let sink_path = dir.path().join("messages.jsonl");
         let sink = match sink {
             Some(sink) => sink,
@@ -289,25 +304,34 @@ fn der(key_name: &str) -> Vec<u8> {
     der
 }
 
-/// A registry store that counts the bookkeeping writes (`record_activity`) reaching it and
-/// passes every call through to the real store.
+/// A registry store that counts the calls reaching it, by method, and passes every call through
+/// to the real store.
 #[derive(Debug)]
 pub struct CountingRegistry {
     inner: Arc<dyn Registry>,
-    activity_writes: AtomicUsize,
+    calls: Mutex<BTreeMap<&'static str, usize>>,
 }
 
 impl CountingRegistry {
     fn new(inner: Arc<dyn Registry>) -> Self {
         Self {
             inner,
-            activity_writes: AtomicUsize::new(0),
+            calls: Mutex::default(),
         }
+    }
+
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+
+    /// How many calls of each method reached the store so far.
+    pub fn calls(&self) -> BTreeMap<&'static str, usize> {
+        self.calls.lock().unwrap().clone()
     }
 
     /// How many `record_activity` calls reached the store.
     pub fn activity_writes(&self) -> usize {
-        self.activity_writes.load(Ordering::SeqCst)
+        self.calls().get("record_activity").copied().unwrap_or(0)
     }
 }
 
@@ -318,10 +342,12 @@ impl Registry for CountingRegistry {
         parent: &LocationName,
         registry: DeviceRegistry,
     ) -> StoreResult<DeviceRegistry> {
+        self.count("create_registry");
         self.inner.create_registry(parent, registry).await
     }
 
     async fn get_registry(&self, name: &RegistryName) -> StoreResult<DeviceRegistry> {
+        self.count("get_registry");
         self.inner.get_registry(name).await
     }
 
@@ -330,6 +356,7 @@ impl Registry for CountingRegistry {
         parent: &LocationName,
         page: &PageRequest,
     ) -> StoreResult<Page<DeviceRegistry>> {
+        self.count("list_registries");
         self.inner.list_registries(parent, page).await
     }
 
@@ -338,10 +365,12 @@ impl Registry for CountingRegistry {
         name: &RegistryName,
         update: RegistryUpdate,
     ) -> StoreResult<DeviceRegistry> {
+        self.count("update_registry");
         self.inner.update_registry(name, update).await
     }
 
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
+        self.count("delete_registry");
         self.inner.delete_registry(name).await
     }
 
@@ -351,10 +380,12 @@ impl Registry for CountingRegistry {
         device: Device,
         now: Timestamp,
     ) -> StoreResult<Device> {
+        self.count("create_device");
         self.inner.create_device(registry, device, now).await
     }
 
     async fn get_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<Device> {
+        self.count("get_device");
         self.inner.get_device(registry, device).await
     }
 
@@ -364,6 +395,7 @@ impl Registry for CountingRegistry {
         filter: &DeviceFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Device>> {
+        self.count("list_devices");
         self.inner.list_devices(registry, filter, page).await
     }
 
@@ -373,10 +405,12 @@ impl Registry for CountingRegistry {
         device: &DeviceRef,
         update: DeviceUpdate,
     ) -> StoreResult<Device> {
+        self.count("update_device");
         self.inner.update_device(registry, device, update).await
     }
 
     async fn delete_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<()> {
+        self.count("delete_device");
         self.inner.delete_device(registry, device).await
     }
 
@@ -388,6 +422,7 @@ impl Registry for CountingRegistry {
         data: Vec<u8>,
         now: Timestamp,
     ) -> StoreResult<DeviceConfig> {
+        self.count("modify_config");
         self.inner
             .modify_config(registry, device, version_to_update, data, now)
             .await
@@ -399,6 +434,7 @@ impl Registry for CountingRegistry {
         device: &DeviceRef,
         limit: usize,
     ) -> StoreResult<Vec<DeviceConfig>> {
+        self.count("list_config_versions");
         self.inner
             .list_config_versions(registry, device, limit)
             .await
@@ -411,6 +447,7 @@ impl Registry for CountingRegistry {
         data: Vec<u8>,
         now: Timestamp,
     ) -> StoreResult<DeviceState> {
+        self.count("record_state");
         self.inner.record_state(registry, device, data, now).await
     }
 
@@ -420,6 +457,7 @@ impl Registry for CountingRegistry {
         device: &DeviceRef,
         limit: usize,
     ) -> StoreResult<Vec<DeviceState>> {
+        self.count("list_states");
         self.inner.list_states(registry, device, limit).await
     }
 
@@ -429,7 +467,7 @@ impl Registry for CountingRegistry {
         device: &DeviceRef,
         activity: Activity,
     ) -> StoreResult<()> {
-        self.activity_writes.fetch_add(1, Ordering::SeqCst);
+        self.count("record_activity");
         self.inner.record_activity(registry, device, activity).await
     }
 }
