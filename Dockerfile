@@ -3,9 +3,10 @@
 #   docker build -t ingest .
 #   docker run --rm -p 8080:8080 ingest       # device bridge on :8080, embedded SQLite registry
 # Build stage: the Rust toolchain of the workspace's rust-version or newer, on Debian 12 so the
-# binary's glibc matches the runtime image. aws-lc-sys and rusqlite's bundled SQLite compile C
-# code: on x86_64 and aarch64 Linux they need only the C compiler this image already has (no
-# cmake, nasm or clang).
+# binary's glibc matches the runtime image. aws-lc-sys, ring and rusqlite's bundled SQLite compile
+# C code: on x86_64 and aarch64 Linux they need only the C compiler this image already has
+# (aws-lc-rs wants CMake, Go or bindgen only for its FIPS build or other targets; no nasm on
+# Linux; no protoc either, the Google API crates ship generated code).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 

@@ -163,7 +163,8 @@ variable "message_retention" {
   default     = "604800s"
 
   validation {
-    condition     = can(regex("^[0-9]+s$", var.message_retention)) && tonumber(trimsuffix(var.message_retention, "s")) >= 600 && tonumber(trimsuffix(var.message_retention, "s")) <= 604800
+    # try(): Terraform evaluates both sides of &&, and tonumber fails on text that is not a number.
+    condition     = can(regex("^[0-9]+s$", var.message_retention)) && try(tonumber(trimsuffix(var.message_retention, "s")) >= 600 && tonumber(trimsuffix(var.message_retention, "s")) <= 604800, false)
     error_message = "message_retention must be between 600s and 604800s (7 days), written in seconds such as 604800s."
   }
 }
