@@ -16,8 +16,8 @@ use ingest::bridge::Limits;
 use ingest::registry::Registry;
 use ingest::registry::firestore::{FirestoreRegistry, FirestoreSettings};
 use serde_json::json;
-use support::PROJECT;
 use support::device::{DeviceApp, Signer, device_path};
+use support::{PROJECT, firestore};
 
 const DEVICES: usize = 10;
 const RUN: Duration = Duration::from_secs(12);
@@ -27,17 +27,10 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const FRESHNESS_SECS: u64 = 10;
 
 async fn firestore_store() -> Arc<dyn Registry> {
-    let host = std::env::var("FIRESTORE_EMULATOR_HOST").expect(
-        "FIRESTORE_EMULATOR_HOST is not set: run scripts/test, which starts the Firestore emulator",
-    );
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
     let settings = FirestoreSettings {
         project: "registry-cost".into(),
-        database: format!("cost-{}-{nanos}", std::process::id()),
-        emulator_host: Some(host),
+        database: firestore::unique_database("cost"),
+        emulator_host: Some(firestore::emulator_host()),
     };
     Arc::new(FirestoreRegistry::open(&settings).await.unwrap())
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::device::Signer;
 use support::process::ServeProcess;
-use support::{PROJECT, REGION};
+use support::{PROJECT, REGION, firestore};
 
 /// The bound both instances run with: short, so the test is quick.
 const FRESHNESS_SECS: u64 = 2;
@@ -99,16 +99,10 @@ fn credential(key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_or_rekey_through_one_instance_reaches_the_other_within_the_bound() {
-    let emulator = std::env::var("FIRESTORE_EMULATOR_HOST").expect(
-        "FIRESTORE_EMULATOR_HOST is not set: run scripts/test, which starts the Firestore emulator",
-    );
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let emulator = firestore::emulator_host();
     let store = format!(
-        "firestore:projects/{PROJECT}/databases/fresh-{}-{nanos}",
-        std::process::id()
+        "firestore:projects/{PROJECT}/databases/{}",
+        firestore::unique_database("fresh")
     );
     let (a, b) = (
         Instance::start(&store, &emulator),

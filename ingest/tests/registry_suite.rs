@@ -51,20 +51,10 @@ async fn sqlite_fixture() -> Fixture {
 /// A fresh database of the Firestore emulator: named databases are separate, so each test's data
 /// starts empty without a wipe that would race the other tests.
 async fn firestore_fixture() -> Fixture {
-    let host = std::env::var("FIRESTORE_EMULATOR_HOST").expect(
-        "FIRESTORE_EMULATOR_HOST is not set: run scripts/test, which starts the Firestore \
-         emulator, or start one with `eval \"export $(scripts/firestore-emulator start)\"`",
-    );
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
     let settings = FirestoreSettings {
         project: "registry-suite".into(),
-        database: format!("t{}-{n}-{nanos}", std::process::id()),
-        emulator_host: Some(host),
+        database: emulator::unique_database("suite"),
+        emulator_host: Some(emulator::emulator_host()),
     };
     Fixture {
         open: Box::new(move || {
@@ -141,6 +131,9 @@ macro_rules! suite {
 
 suite!(sqlite, sqlite_fixture);
 suite!(firestore, firestore_fixture);
+
+#[path = "support/firestore.rs"]
+mod emulator;
 
 // The crate root of a test resolves modules beside itself, so the folder is named explicitly.
 #[path = "registry_suite/concurrency.rs"]

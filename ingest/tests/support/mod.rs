@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub mod device;
+pub mod firestore;
 pub mod process;
 pub mod pubsub;
 
