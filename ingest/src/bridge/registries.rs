@@ -1,8 +1,10 @@
 //! A short-lived cache of registries, so that routing an event, finding the state topic and
 //! checking the protocol switches cost a map probe instead of a registry read per message. An
 //! entry is reused for the configured TTL (5 s by default), which is therefore how long a change
-//! to a registry's topics or switches may take to reach devices. Concurrent misses may each read
-//! the store once; that is bounded by the TTL and not worth a lock across the read.
+//! to a registry's topics or switches may take to reach devices. When an entry lapses under load,
+//! the requests that miss together wait for one read rather than each reading the store: on
+//! Firestore every read is billed, and an instance serving many devices of one registry would
+//! otherwise pay a burst of reads every TTL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +24,8 @@ const SWEEP_ABOVE: usize = 1024;
 pub(crate) struct RegistryCache {
     ttl: Duration,
     entries: Mutex<HashMap<RegistryName, Entry>>,
+    /// One gate per registry being read: misses queue on it and find the entry on their turn.
+    reading: Mutex<HashMap<RegistryName, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +40,7 @@ impl RegistryCache {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashMap::new()),
         }
     }
 
@@ -49,11 +54,29 @@ impl RegistryCache {
         if let Some(fresh) = self.fresh(name, now) {
             return Ok(fresh);
         }
-        let registry = Arc::new(store.get_registry(name).await?);
-        if !self.ttl.is_zero() {
-            self.insert(name, Arc::clone(&registry), now);
+        if self.ttl.is_zero() {
+            return Ok(Arc::new(store.get_registry(name).await?));
         }
+        let gate = self.gate(name);
+        let _turn = gate.lock().await;
+        // Whoever held the gate before may have read it for us.
+        if let Some(fresh) = self.fresh(name, now) {
+            return Ok(fresh);
+        }
+        let read = store.get_registry(name).await;
+        self.reading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        let registry = Arc::new(read?);
+        self.insert(name, Arc::clone(&registry), now);
         Ok(registry)
+    }
+
+    /// The gate for reading `name`, shared by everyone who misses it meanwhile.
+    fn gate(&self, name: &RegistryName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(reading.entry(name.clone()).or_default())
     }
 
     fn fresh(&self, name: &RegistryName, now: Instant) -> Option<Arc<DeviceRegistry>> {
