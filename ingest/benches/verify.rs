@@ -150,7 +150,12 @@ fn cached(c: &mut Criterion, vectors: &Vectors) {
     let mut group = c.benchmark_group("cached");
     group.bench_function("token_cache_get", |b| {
         let cache = auth.cache();
-        b.iter(|| cache.get(&TokenKey::of(black_box(&case.token)), case.now))
+        b.iter(|| {
+            cache.get(
+                &TokenKey::for_device(&name, black_box(&case.token)),
+                case.now,
+            )
+        })
     });
     group.bench_function("authenticate_hit", |b| {
         b.iter(|| authenticate_without_awaiting(&auth, &name, black_box(&case.token), case.now))

@@ -711,3 +711,29 @@ async fn the_flusher_writes_on_its_interval_and_once_more_at_shutdown() {
         "shutdown flushed what was pending"
     );
 }
+
+/// A fleet provisioned with one key pair signs identical tokens when its devices wake in the same
+/// second; each device's token must still be cached for that device, or every request would read
+/// the registry and check the signature again.
+#[tokio::test]
+async fn devices_sharing_a_key_and_a_token_each_stay_cached() {
+    let app = DeviceApp::spawn().await;
+    app.admin.create_registry(REG).await;
+    for id in ["dev-x", "dev-y"] {
+        app.admin
+            .create_device(REG, id, "RSA_PEM", "rsa_public")
+            .await;
+    }
+    let token = Signer::rsa("rsa_private").fresh();
+    let reads_before = app.store.calls().get("get_device").copied().unwrap_or(0);
+    for _ in 0..5 {
+        for id in ["dev-x", "dev-y"] {
+            let answer = app
+                .publish_event(&token, &device_path(REG, id), event(b"x"))
+                .await;
+            ok_empty(&answer);
+        }
+    }
+    let reads = app.store.calls().get("get_device").copied().unwrap_or(0) - reads_before;
+    assert_eq!(reads, 2, "one registry read per device, then the cache");
+}

@@ -2,7 +2,8 @@
 //! device presents the same token on every HTTP request (and MQTT reconnect) until it expires, so
 //! after the first check a lookup is one SHA-256 and one map probe.
 //!
-//! Entries are keyed by the SHA-256 of the token (the token itself is never stored), remember the
+//! Entries are keyed by the SHA-256 of the device name and the token (the token itself is never
+//! stored), remember the
 //! device the token proved, and lapse at the token's `exp` plus the allowed clock skew, or earlier
 //! when the credential that verified it expires. The cache holds at most `capacity` entries; when
 //! full it first drops lapsed entries, then evicts the entry that would lapse soonest (it has the
@@ -17,9 +18,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::digest::{Context, Digest, SHA256, digest};
 use shared::jwt::MAX_CLOCK_SKEW_SECS;
-use shared::{DeviceId, RegistryName};
+use shared::{DeviceId, DeviceName, DeviceRef, RegistryName};
 
 use super::AuthenticatedDevice;
 use super::jwt::VerifiedToken;
@@ -31,7 +32,36 @@ pub struct TokenKey([u8; 32]);
 impl TokenKey {
     /// Hashes a token.
     pub fn of(token: &str) -> Self {
-        let hash = digest(&SHA256, token.as_bytes());
+        Self::from_digest(digest(&SHA256, token.as_bytes()))
+    }
+
+    /// Hashes a token together with the device it is presented for. Devices that share a key
+    /// (a fleet provisioned with one key pair) and sign in the same second present the very
+    /// same token; keyed by the token alone they would evict each other on every request.
+    pub fn for_device(device: &DeviceName, token: &str) -> Self {
+        let mut context = Context::new(&SHA256);
+        // Ids never contain '/', so the separators keep the parts apart.
+        for part in [
+            device.registry.project.as_str(),
+            device.registry.location.as_str(),
+            device.registry.registry.as_str(),
+        ] {
+            context.update(part.as_bytes());
+            context.update(b"/");
+        }
+        match &device.device {
+            DeviceRef::Id(id) => context.update(id.as_str().as_bytes()),
+            DeviceRef::Num(num) => {
+                context.update(b"#");
+                context.update(&num.0.to_be_bytes());
+            }
+        }
+        context.update(b"/");
+        context.update(token.as_bytes());
+        Self::from_digest(context.finish())
+    }
+
+    fn from_digest(hash: Digest) -> Self {
         let mut key = [0; 32];
         key.copy_from_slice(hash.as_ref());
         Self(key)

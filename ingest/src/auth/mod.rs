@@ -145,7 +145,7 @@ impl Authenticator {
         token: &str,
         now: i64,
     ) -> Result<AuthenticatedDevice, AuthError> {
-        let key = TokenKey::of(token);
+        let key = TokenKey::for_device(device, token);
         if let Some(hit) = self.cache.get(&key, now).filter(|hit| hit.is(device)) {
             return Ok(AuthenticatedDevice::clone(&hit));
         }
