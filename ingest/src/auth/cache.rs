@@ -3,9 +3,9 @@
 //! after the first check a lookup is one SHA-256 and one map probe.
 //!
 //! Entries are keyed by the SHA-256 of the device name and the token (the token itself is never
-//! stored), remember the
-//! device the token proved, and lapse at the token's `exp` plus the allowed clock skew, or earlier
-//! when the credential that verified it expires. The cache holds at most `capacity` entries; when
+//! stored), remember the device the token proved, and lapse at the token's `exp` plus the allowed
+//! clock skew, or earlier when the credential that verified it expires (or when the caller's
+//! freshness bound ends). The cache holds at most `capacity` entries; when
 //! full it first drops lapsed entries, then evicts the entry that would lapse soonest (it has the
 //! least verification work left to save), both in O(log n) through an expiry-ordered index.
 //! `invalidate_device` drops a device's entries through a per-device index, in O(its entries).
