@@ -18,7 +18,8 @@
 //! fails the commit, and a new id is drawn), and a config version by creating its `configs`
 //! document together with the device's `config` field, so of two updates that read the same
 //! latest version exactly one commits. Deleting a registry or a device reads what it removes in a
-//! transaction, so no write can slip in between the check and the delete.
+//! transaction, and creating a device reads its registry in one, so no write can slip in between
+//! a check and the change it guards.
 
 mod devices;
 mod history;

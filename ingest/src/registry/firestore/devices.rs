@@ -112,7 +112,6 @@ pub(super) async fn create(
     device: Device,
     now: Timestamp,
 ) -> StoreResult<Device> {
-    registries::get(rpc, registry).await?;
     let id = device
         .id
         .clone()
@@ -144,8 +143,6 @@ pub(super) async fn create(
         let mut writes = vec![
             rpc.create(&device_path, value::encode(&stored)?),
             rpc.create(&num_id_path(num_id), claim),
-            // A registry deleted since the read above fails the whole commit.
-            rpc.require(&registry.to_string()),
         ];
         if let Some(config) = &config {
             writes.push(rpc.create(
@@ -153,7 +150,20 @@ pub(super) async fn create(
                 value::encode(config)?,
             ));
         }
-        match rpc.commit(writes, None).await {
+        // The registry is read in the transaction, so a registry delete cannot slip in between.
+        let registry_path = registry.to_string();
+        let committed = rpc
+            .in_transaction(|tx| {
+                let (registry_path, writes) = (registry_path.clone(), writes.clone());
+                async move {
+                    match rpc.get(&registry_path, Some(&tx)).await? {
+                        Some(_) => Ok(((), writes)),
+                        None => Err(StoreError::NotFound(registries::describe(registry))),
+                    }
+                }
+            })
+            .await?;
+        match committed {
             Ok(()) => return Ok(named(registry, &id, stored)),
             Err(status) if status.code() == Code::AlreadyExists => {
                 // Either the device id or the numeric id was taken; only the latter is retried.
@@ -163,9 +173,6 @@ pub(super) async fn create(
                         &DeviceRef::Id(id),
                     )));
                 }
-            }
-            Err(status) if status.code() == Code::NotFound => {
-                return Err(StoreError::NotFound(registries::describe(registry)));
             }
             Err(status) => return Err(backend(status)),
         }
@@ -304,7 +311,8 @@ pub(super) async fn delete(
         writes.push(rpc.delete(&doc_path));
         Ok(((), writes))
     })
-    .await
+    .await?
+    .map_err(backend)
 }
 
 /// Overwrites the bookkeeping fields the activity sets. By id this is one write and no read.

@@ -143,7 +143,7 @@ pub(super) async fn update(
 }
 
 /// Deletes an empty registry. The devices are counted in the same transaction that deletes, and
-/// a device create requires the registry document in its commit, so a device created meanwhile
+/// a device create reads the registry in its own transaction, so a device created meanwhile
 /// either is counted or fails as "registry not found".
 pub(super) async fn delete(rpc: &Rpc, name: &RegistryName) -> StoreResult<()> {
     let path = name.to_string();
@@ -164,7 +164,8 @@ pub(super) async fn delete(rpc: &Rpc, name: &RegistryName) -> StoreResult<()> {
             Ok(((), vec![rpc.delete(&path)]))
         }
     })
-    .await
+    .await?
+    .map_err(backend)
 }
 
 fn still_has_devices(name: &RegistryName, devices: usize) -> StoreError {

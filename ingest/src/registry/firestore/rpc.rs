@@ -133,8 +133,10 @@ impl Rpc {
 
     /// Runs `body` in a read-write transaction: its reads (given the transaction id) lock what
     /// they read, and the writes it returns commit only if nothing it read changed meanwhile.
-    /// Firestore aborts a transaction that lost a race; it is then run again, a few times.
-    pub(super) async fn in_transaction<T, F, Fut>(&self, body: F) -> StoreResult<T>
+    /// Firestore aborts a transaction that lost a race; it is then run again, a few times. A
+    /// commit refused for another reason (a failed precondition) is the inner `Err`, for the
+    /// caller to interpret.
+    pub(super) async fn in_transaction<T, F, Fut>(&self, body: F) -> StoreResult<Result<T, Status>>
     where
         F: Fn(TxId) -> Fut,
         Fut: Future<Output = StoreResult<(T, Vec<Write>)>>,
@@ -150,9 +152,9 @@ impl Rpc {
                 }
             };
             match self.commit(writes, Some(id)).await {
-                Ok(()) => return Ok(out),
+                Ok(()) => return Ok(Ok(out)),
                 Err(status) if status.code() == Code::Aborted => last = Some(status),
-                Err(status) => return Err(backend(status)),
+                Err(status) => return Ok(Err(status)),
             }
         }
         Err(backend(last.map_or_else(
@@ -207,12 +209,6 @@ impl Rpc {
             field_paths: mask.iter().map(|f| f.to_string()).collect(),
         };
         self.put(path, fields, Some(mask), Some(true))
-    }
-
-    /// A write that changes nothing but fails with `NOT_FOUND` if `path` is gone: it makes a
-    /// commit conditional on a document it does not otherwise touch.
-    pub(super) fn require(&self, path: &str) -> Write {
-        self.update(path, Fields::new(), &[])
     }
 
     /// A write deleting `path` if it exists.
