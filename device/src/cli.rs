@@ -354,11 +354,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// One request needs no thread pool: a current-thread runtime keeps a Pi Zero's footprint small.
 fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    Ok(runtime()?.block_on(future))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    Ok(runtime.block_on(future))
+        .context("starting the async runtime")
 }
 
 fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
@@ -366,7 +369,12 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
     let (path, explicit) = args.agent.config_path();
     let file = settings::read_file(&path, explicit)?;
     let settings = Settings::resolve(file, args.agent.overrides(args.stdin))?;
-    block_on(agent::run(settings, shutdown_signal()))?
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(agent::run(settings, shutdown_signal()));
+    // Not a plain drop: a read of standard input may still block a thread, and dropping the
+    // runtime would wait for it forever.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
 }
 
 fn doctor(args: &AgentArgs) -> anyhow::Result<()> {

@@ -97,6 +97,8 @@ struct Inner {
     ack_log: BufWriter<File>,
     /// Read position: segment (by first seq), byte offset.
     cursor: (u64, u64),
+    /// The segment the cursor reads, open.
+    reader: Option<(u64, File)>,
     /// Files written since the last sync.
     unsynced: Vec<File>,
     dir_dirty: bool,
@@ -157,6 +159,7 @@ impl Spool {
                 claimed: HashSet::new(),
                 ack_log,
                 cursor,
+                reader: None,
                 unsynced: Vec::new(),
                 dir_dirty: true,
                 dropped: 0,
@@ -255,7 +258,14 @@ impl Spool {
                     None => return Ok(None),
                 }
             }
-            let (seq, bytes) = read_record(&segment.path, offset)?;
+            let path = segment.path.clone();
+            let reader = match inner.reader.take() {
+                Some((open, file)) if open == first => file,
+                _ => File::open(&path).map_err(io(&path))?,
+            };
+            let record = read_record(&reader, &path, offset);
+            inner.reader = Some((first, reader));
+            let (seq, bytes) = record?;
             inner.cursor.1 = offset + (HEADER + bytes.len()) as u64;
             if inner.is_done(seq) || !inner.claimed.insert(seq) {
                 continue;
@@ -438,8 +448,7 @@ fn header(bytes: &[u8; HEADER]) -> (usize, u32, u64) {
     )
 }
 
-fn read_record(path: &Path, offset: u64) -> Result<(u64, Vec<u8>), SpoolError> {
-    let file = File::open(path).map_err(io(path))?;
+fn read_record(file: &File, path: &Path, offset: u64) -> Result<(u64, Vec<u8>), SpoolError> {
     let mut head = [0u8; HEADER];
     file.read_exact_at(&mut head, offset).map_err(io(path))?;
     let (len, _, seq) = header(&head);

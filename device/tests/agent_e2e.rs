@@ -154,11 +154,20 @@ async fn readings_acknowledged_before_a_sigkill_arrive_after_the_restart() {
     );
 
     let mut restarted = Agent::start(&settings, &[], &no_env(), files.path("agent2.log"));
-    let numbers = eventually("every acknowledged reading after the restart", || {
+    let deadline = std::time::Instant::now() + support::PATIENCE * 3;
+    let numbers = loop {
         let (numbers, _) = numbers_and_ids(&file_events(&events));
-        (numbers.len() as u64 == TOTAL).then_some(numbers)
-    })
-    .await;
+        if numbers.len() as u64 == TOTAL {
+            break numbers;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {TOTAL} readings after the restart\n{}",
+            numbers.len(),
+            restarted.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(numbers, (0..TOTAL).collect());
     assert!(restarted.terminate());
 }

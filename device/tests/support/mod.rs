@@ -119,6 +119,10 @@ impl Ingest {
             registry,
             "--activity-flush-secs".into(),
             "1".into(),
+            // The default per-device limit (6,000/min, IoT Core's) would make a backlog drain
+            // take minutes; the agent's handling of 429 is tested beside its backoff.
+            "--events-per-minute".into(),
+            "100000000".into(),
         ];
         match &self.sink {
             SinkKind::File => {
@@ -499,7 +503,17 @@ impl Agent {
     pub fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap().success()
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
