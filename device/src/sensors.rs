@@ -11,6 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::readings::Intake;
 
+/// One sensor: its value, or `None` where this machine lacks it.
+type Reader = fn(&Sensors) -> Option<Value>;
+
 /// Reads the sensors found under a root and remembers which ones were missing.
 #[derive(Debug)]
 pub struct Sensors {
@@ -32,7 +35,7 @@ impl Sensors {
     /// One reading of every sensor present.
     pub fn read(&mut self) -> Map<String, Value> {
         let mut values = Map::new();
-        let readers: [(&'static str, fn(&Self) -> Option<Value>); 6] = [
+        let readers: [(&'static str, Reader); 6] = [
             ("cpu_temp_c", Self::cpu_temp),
             ("load", Self::load),
             ("memory", Self::memory),
