@@ -173,7 +173,7 @@ fn check_key(report: &mut Report, settings: &Settings) -> Option<DeviceKey> {
         Ok(key) => {
             report.pass(
                 &what,
-                &format!("readable, owner-only, a {} key", key.algorithm().as_str()),
+                &format!("readable, owner-only, an {} key", key.algorithm().as_str()),
             );
             Some(key)
         }
@@ -313,12 +313,8 @@ async fn check_service(
             &format!("{device} fetched its config (version {})", config.version),
         ),
         Err(failure) => {
-            report.fail(
-                "token accepted",
-                &failure.to_string(),
-                "register this key for the device (`ingest devices create` / `devices \
-                 credentials`), check project/region/registry/device, and the clock",
-            );
+            let reason = failure.to_string();
+            report.fail("token accepted", &reason, token_fix(&reason));
             return report.skip("test event accepted", "the token was refused");
         }
     }
@@ -337,5 +333,23 @@ async fn check_service(
             &failure.to_string(),
             "the registry needs an event topic matching the subfolder; ask its operator",
         ),
+    }
+}
+
+/// The fix for a refused token, by what the service said.
+fn token_fix(reason: &str) -> &'static str {
+    let has = |word: &str| reason.contains(word);
+    if has("clock") || has("future") || has("token expired") {
+        "set the device clock right (see the clock check above), then try again"
+    } else if has("signature") || has("credential") {
+        "this key is not registered for the device: have the operator add its public key \
+         (`ingest devices create … --public-key public.pem --format ES256_PEM`, or RSA_PEM), \
+         or point private_key at the key that is registered"
+    } else if has("blocked") {
+        "the device is blocked in the registry: ask its operator to unblock it"
+    } else if has("NOT_FOUND") || has("unknown") || has("audience") {
+        "check project, region, registry and device in the settings against the registry"
+    } else {
+        "check the settings against the registry, and the service's log"
     }
 }

@@ -86,6 +86,7 @@ async fn doctor_names_a_clock_twenty_minutes_ahead() {
         "{out}"
     );
     assert!(out.contains("in the future"), "{out}");
+    assert!(out.contains("fix: set the device clock right"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +113,7 @@ async fn doctor_names_a_key_the_registry_does_not_know_and_one_others_can_read()
         "{out}"
     );
     assert!(
-        out.contains("fix: register this key for the device"),
+        out.contains("fix: this key is not registered for the device"),
         "{out}"
     );
     assert!(out.contains("[skip] test event accepted"), "{out}");
