@@ -278,3 +278,34 @@ async fn a_clock_twenty_minutes_ahead_is_named_in_the_log_and_nothing_is_lost() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_rate_limit_waits_as_told_and_loses_nothing() {
+    // 120 a minute: a burst of 120, then 2 a second, each refusal a 429 with Retry-After.
+    let ingest = Ingest::start_limited(SinkKind::File, 120).await;
+    let files = DeviceFiles::new();
+    let topic = format!("projects/{PROJECT}/topics/events");
+    ingest
+        .register(&files.registry, &topic, &files.device, &files.public_key())
+        .await;
+    let settings = files.write_settings(&ingest.device_url(), "[readings]\nsensors = false\n");
+    let mut agent = Agent::start(&settings, &["--stdin"], &no_env(), files.path("agent.log"));
+    agent.feed(0..130);
+    let events = ingest.events_path();
+    let (numbers, ids) = eventually("every reading despite the rate limit", || {
+        let (numbers, ids) = numbers_and_ids(&file_events(&events));
+        (numbers.len() == 130).then_some((numbers, ids))
+    })
+    .await;
+    assert_eq!(numbers, (0..130).collect());
+    assert_eq!(ids, 130);
+    let log = agent.log_text();
+    assert!(
+        log.contains("RESOURCE_EXHAUSTED"),
+        "the 429 was seen and logged:\n{log}"
+    );
+    assert!(
+        !log.contains("dropping it"),
+        "no reading was given up:\n{log}"
+    );
+}

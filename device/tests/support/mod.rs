@@ -81,6 +81,7 @@ pub struct Ingest {
     pub port: u16,
     pub admin_port: u16,
     sink: SinkKind,
+    events_per_minute: u32,
     running: Option<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
@@ -88,13 +89,21 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// With a per-device limit so high that it never slows a test: the default (6,000/min,
+    /// IoT Core's) would make a backlog drain take minutes.
     pub async fn start(sink: SinkKind) -> Self {
+        Self::start_limited(sink, 100_000_000).await
+    }
+
+    /// With the service's per-device limit of HTTP publishes a minute.
+    pub async fn start_limited(sink: SinkKind, events_per_minute: u32) -> Self {
         device::tls::install_provider();
         let mut ingest = Self {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             admin_port: free_port(),
             sink,
+            events_per_minute,
             running: None,
         };
         ingest.resume().await;
@@ -119,10 +128,8 @@ impl Ingest {
             registry,
             "--activity-flush-secs".into(),
             "1".into(),
-            // The default per-device limit (6,000/min, IoT Core's) would make a backlog drain
-            // take minutes; the agent's handling of 429 is tested beside its backoff.
             "--events-per-minute".into(),
-            "100000000".into(),
+            self.events_per_minute.to_string(),
         ];
         match &self.sink {
             SinkKind::File => {
