@@ -12,11 +12,27 @@ use std::time::Duration;
 
 use support::{
     Agent, DeviceFiles, Ingest, PROJECT, PubSub, REGION, SinkKind, emulator_host, eventually,
-    file_events, numbers_and_ids,
+    file_events, new_device, numbers_and_ids,
 };
 
 fn no_env() -> HashMap<&'static str, String> {
     HashMap::new()
+}
+
+/// `ingest config set DEVICE --registry REGISTRY --data DATA`, the operator's way.
+async fn set_config(ingest: &Ingest, files: &DeviceFiles, data: &str) {
+    let (device, registry) = (files.device.as_str(), files.registry.as_str());
+    ingest
+        .cli(&[
+            "config",
+            "set",
+            device,
+            "--registry",
+            registry,
+            "--data",
+            data,
+        ])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,10 +41,7 @@ async fn readings_arrive_in_pubsub_with_iot_core_attributes() {
     let pubsub = PubSub::new(&host);
     let (topic, subscription) = pubsub.topic().await;
     let ingest = Ingest::start(SinkKind::PubSub(host)).await;
-    let files = DeviceFiles::new();
-    ingest
-        .register(&files.registry, &topic, &files.device, &files.public_key())
-        .await;
+    let files = new_device(&ingest, Some(&topic)).await;
     let settings = files.write_settings(
         &ingest.device_url(),
         "[readings]\nsensors = true\ninterval = \"1s\"\nsub_folder = \"pi\"\n",
@@ -89,11 +102,7 @@ async fn readings_arrive_in_pubsub_with_iot_core_attributes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reading_is_lost_while_ingest_is_stopped_and_restarted() {
     let mut ingest = Ingest::start(SinkKind::File).await;
-    let files = DeviceFiles::new();
-    let topic = format!("projects/{PROJECT}/topics/events");
-    ingest
-        .register(&files.registry, &topic, &files.device, &files.public_key())
-        .await;
+    let files = new_device(&ingest, None).await;
     let settings = files.write_settings(&ingest.device_url(), "[readings]\nsensors = false\n");
     let mut agent = Agent::start(&settings, &["--stdin"], &no_env(), files.path("agent.log"));
     let events = ingest.events_path();
@@ -124,11 +133,7 @@ async fn no_reading_is_lost_while_ingest_is_stopped_and_restarted() {
 async fn readings_acknowledged_before_a_sigkill_arrive_after_the_restart() {
     const TOTAL: u64 = 20_000;
     let mut ingest = Ingest::start(SinkKind::File).await;
-    let files = DeviceFiles::new();
-    let topic = format!("projects/{PROJECT}/topics/events");
-    ingest
-        .register(&files.registry, &topic, &files.device, &files.public_key())
-        .await;
+    let files = new_device(&ingest, None).await;
     ingest.stop().await;
     let settings = files.write_settings(&ingest.device_url(), "[readings]\nsensors = false\n");
     let mut agent = Agent::start(&settings, &["--stdin"], &no_env(), files.path("agent.log"));
@@ -175,11 +180,7 @@ async fn readings_acknowledged_before_a_sigkill_arrive_after_the_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_set_with_the_cli_reaches_the_file_and_hook_and_the_state_the_registry() {
     let ingest = Ingest::start(SinkKind::File).await;
-    let files = DeviceFiles::new();
-    let topic = format!("projects/{PROJECT}/topics/events");
-    ingest
-        .register(&files.registry, &topic, &files.device, &files.public_key())
-        .await;
+    let files = new_device(&ingest, None).await;
     let config_file = files.path("device-config.json");
     let hook_log = files.path("hook.log");
     let extra = format!(
@@ -191,17 +192,7 @@ async fn a_config_set_with_the_cli_reaches_the_file_and_hook_and_the_state_the_r
     let settings = files.write_settings(&ingest.device_url(), &extra);
     let agent = Agent::start(&settings, &[], &no_env(), files.path("agent.log"));
 
-    ingest
-        .cli(&[
-            "config",
-            "set",
-            &files.device,
-            "--registry",
-            &files.registry,
-            "--data",
-            r#"{"fan":"on"}"#,
-        ])
-        .await;
+    set_config(&ingest, &files, r#"{"fan":"on"}"#).await;
     eventually("the config in the device's file", || {
         (std::fs::read(&config_file).ok()? == br#"{"fan":"on"}"#).then_some(())
     })
@@ -209,17 +200,7 @@ async fn a_config_set_with_the_cli_reaches_the_file_and_hook_and_the_state_the_r
     let hook = eventually("the hook's run", || std::fs::read_to_string(&hook_log).ok()).await;
     assert_eq!(hook.trim(), r#"1 {"fan":"on"}"#);
 
-    ingest
-        .cli(&[
-            "config",
-            "set",
-            &files.device,
-            "--registry",
-            &files.registry,
-            "--data",
-            r#"{"fan":"off"}"#,
-        ])
-        .await;
+    set_config(&ingest, &files, r#"{"fan":"off"}"#).await;
     let mut state = serde_json::Value::Null;
     let deadline = std::time::Instant::now() + support::PATIENCE;
     while state["config_version"] != 2 {
@@ -258,11 +239,7 @@ async fn a_config_set_with_the_cli_reaches_the_file_and_hook_and_the_state_the_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_twenty_minutes_ahead_is_named_in_the_log_and_nothing_is_lost() {
     let ingest = Ingest::start(SinkKind::File).await;
-    let files = DeviceFiles::new();
-    let topic = format!("projects/{PROJECT}/topics/events");
-    ingest
-        .register(&files.registry, &topic, &files.device, &files.public_key())
-        .await;
+    let files = new_device(&ingest, None).await;
     let settings = files.write_settings(&ingest.device_url(), "[readings]\nsensors = false\n");
     let ahead = HashMap::from([("IOTCORE_CLOCK_OFFSET_SECS", "1200".to_owned())]);
     let mut agent = Agent::start(&settings, &["--stdin"], &ahead, files.path("agent.log"));
@@ -283,11 +260,7 @@ async fn a_clock_twenty_minutes_ahead_is_named_in_the_log_and_nothing_is_lost() 
 async fn a_device_over_its_rate_limit_waits_as_told_and_loses_nothing() {
     // 120 a minute: a burst of 120, then 2 a second, each refusal a 429 with Retry-After.
     let ingest = Ingest::start_limited(SinkKind::File, 120).await;
-    let files = DeviceFiles::new();
-    let topic = format!("projects/{PROJECT}/topics/events");
-    ingest
-        .register(&files.registry, &topic, &files.device, &files.public_key())
-        .await;
+    let files = new_device(&ingest, None).await;
     let settings = files.write_settings(&ingest.device_url(), "[readings]\nsensors = false\n");
     let mut agent = Agent::start(&settings, &["--stdin"], &no_env(), files.path("agent.log"));
     agent.feed(0..130);

@@ -8,7 +8,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{DeviceFiles, Ingest, PROJECT, SinkKind, device_command, file_events, free_port};
+use support::{DeviceFiles, Ingest, SinkKind, device_command, file_events, free_port, new_device};
 
 /// Runs doctor; returns (exit code, stdout).
 fn doctor(settings: &Path, env: &[(&str, &str)]) -> (i32, String) {
@@ -27,11 +27,7 @@ fn doctor(settings: &Path, env: &[(&str, &str)]) -> (i32, String) {
 
 async fn registered() -> (Ingest, DeviceFiles) {
     let ingest = Ingest::start(SinkKind::File).await;
-    let files = DeviceFiles::new();
-    let topic = format!("projects/{PROJECT}/topics/events");
-    ingest
-        .register(&files.registry, &topic, &files.device, &files.public_key())
-        .await;
+    let files = new_device(&ingest, None).await;
     (ingest, files)
 }
 

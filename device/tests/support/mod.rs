@@ -429,6 +429,18 @@ impl DeviceFiles {
     }
 }
 
+/// A new device with fresh keys, registered in `ingest` in a registry of its own whose events go
+/// to `topic` (with the file sink any topic name will do).
+pub async fn new_device(ingest: &Ingest, topic: Option<&str>) -> DeviceFiles {
+    let files = DeviceFiles::new();
+    let default_topic = format!("projects/{PROJECT}/topics/events");
+    let topic = topic.unwrap_or(&default_topic);
+    ingest
+        .register(&files.registry, topic, &files.device, &files.public_key())
+        .await;
+    files
+}
+
 /// `iotcore-device` with nothing from the developer's environment that could change it.
 pub fn device_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_iotcore-device"));
