@@ -1,6 +1,7 @@
 //! Group commit in front of the [`Spool`]: producers hand records to one writer task, which
 //! writes each batch at once (so it survives `kill -9` from then on) and fsyncs at most once per
-//! `window` (so an SD card sees one sync per window however fast readings come). A producer's
+//! `window` (so an SD card sees one sync per window however fast readings come), or sooner once
+//! thousands of readings wait (a backlog piped in at once). A producer's
 //! [`Committer::append`] returns only after the fsync that covers its record: that is the moment
 //! a reading counts as accepted, and the longest it waits is one window plus one fsync.
 //!
@@ -17,6 +18,9 @@ use super::{Entry, Spool, SpoolError};
 
 /// Readings taken from producers in one write.
 const BATCH: usize = 512;
+/// Readings waiting for their fsync that start one at once, window or not: a fast producer
+/// (a backlog piped into stdin) is then limited by the disk, not by the window.
+const COMMIT_EARLY: usize = 512;
 
 type Reply = oneshot::Sender<Result<u64, SpoolError>>;
 
@@ -85,6 +89,10 @@ async fn writer(
                 }
                 write_batch(&spool, batch, &mut waiting, &fresh);
                 written.send_modify(|n| *n += 1);
+                if waiting.len() >= COMMIT_EARLY {
+                    sync_and_answer(&spool, &mut waiting).await;
+                    last_sync = Instant::now();
+                }
             }
             () = tokio::time::sleep_until(deadline), if !waiting.is_empty() => {
                 sync_and_answer(&spool, &mut waiting).await;
