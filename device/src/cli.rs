@@ -19,7 +19,9 @@ use shared::{DeviceName, ProjectId};
 
 use crate::http::{Bridge, BridgeError};
 use crate::keys::DeviceKey;
+use crate::settings::{self, Overrides, Settings};
 use crate::token::{self, Lifetime};
+use crate::{agent, doctor};
 
 mod files;
 
@@ -52,6 +54,10 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Run the agent: read sensors, spool every reading, send them, keep the config in sync
+    Run(RunArgs),
+    /// Check the settings, key, clock and network one by one, and say how to fix what fails
+    Doctor(AgentArgs),
     /// Make a key pair (and a self-signed certificate) for a new device, and print the command
     /// that registers it
     Keygen(KeygenArgs),
@@ -233,6 +239,78 @@ struct TokenArgs {
     key: KeyArgs,
 }
 
+/// The settings file and the overrides `run` and `doctor` take; each flag beats the file.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Settings")]
+struct AgentArgs {
+    /// The settings file (TOML)
+    #[arg(long, env = "IOTCORE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Base URL of the device bridge
+    #[arg(long, env = "IOTCORE_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
+    /// Google Cloud project id
+    #[arg(long, env = "IOTCORE_PROJECT", value_name = "PROJECT_ID")]
+    project: Option<String>,
+    /// Region of the registry
+    #[arg(long, env = "IOTCORE_REGION", value_name = "REGION")]
+    region: Option<String>,
+    /// Registry id
+    #[arg(long, env = "IOTCORE_REGISTRY", value_name = "REGISTRY_ID")]
+    registry: Option<String>,
+    /// Device id
+    #[arg(long, env = "IOTCORE_DEVICE", value_name = "DEVICE_ID")]
+    device: Option<String>,
+    /// The device's private key (PEM)
+    #[arg(long, env = "IOTCORE_PRIVATE_KEY", value_name = "PEM_FILE")]
+    private_key: Option<PathBuf>,
+    /// Directory of the spool and the config file
+    #[arg(long, env = "IOTCORE_SPOOL_DIR", value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Shift the agent's clock (tests, reproducing a skewed Pi)
+    #[arg(
+        long,
+        hide = true,
+        env = "IOTCORE_CLOCK_OFFSET_SECS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    clock_offset_secs: i64,
+}
+
+impl AgentArgs {
+    /// The settings file's path and whether it was named (a named file must exist).
+    fn config_path(&self) -> (PathBuf, bool) {
+        match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(settings::DEFAULT_PATH), false),
+        }
+    }
+
+    fn overrides(&self, stdin: bool) -> Overrides {
+        Overrides {
+            endpoint: self.endpoint.clone(),
+            project: self.project.clone(),
+            region: self.region.clone(),
+            registry: self.registry.clone(),
+            device: self.device.clone(),
+            private_key: self.private_key.clone(),
+            spool_dir: self.spool_dir.clone(),
+            stdin,
+            clock_offset_secs: self.clock_offset_secs,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Also take readings from standard input, one JSON document per line
+    #[arg(long)]
+    stdin: bool,
+}
+
 /// A mistake in how the command was called that clap cannot see (an id breaking IoT Core's
 /// rules); exits with 2 like clap's own usage errors.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +331,8 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run(args) => run_agent(&args),
+        Command::Doctor(args) => doctor(&args),
         Command::Keygen(args) => keygen(&args),
         Command::Send(args) => block_on(send(args))?,
         Command::Config(args) => block_on(config(args))?,
@@ -274,11 +354,68 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// One request needs no thread pool: a current-thread runtime keeps a Pi Zero's footprint small.
 fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    Ok(runtime()?.block_on(future))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    Ok(runtime.block_on(future))
+        .context("starting the async runtime")
+}
+
+fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
+    init_logs();
+    let (path, explicit) = args.agent.config_path();
+    let file = settings::read_file(&path, explicit)?;
+    let settings = Settings::resolve(file, args.agent.overrides(args.stdin))?;
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(agent::run(settings, shutdown_signal()));
+    // Not a plain drop: a read of standard input may still block a thread, and dropping the
+    // runtime would wait for it forever.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}
+
+fn doctor(args: &AgentArgs) -> anyhow::Result<()> {
+    let (path, explicit) = args.config_path();
+    let report = block_on(doctor::run(&path, explicit, args.overrides(false)))?;
+    print!("{}", report.text());
+    if report.failed() {
+        anyhow::bail!("some checks failed; fix them in order, the first one first");
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+/// Logs to stderr (the journal, under systemd); `RUST_LOG` picks the level, `info` by default.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Resolves on SIGTERM (systemd's stop) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {

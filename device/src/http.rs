@@ -27,6 +27,10 @@ pub enum BridgeError {
         status: &'static str,
         /// The server's explanation.
         message: String,
+        /// The HTTP status (`413` says more than its canonical name).
+        http: StatusCode,
+        /// The server's `Retry-After`, if it sent one (429, 503).
+        retry_after: Option<Duration>,
     },
     /// An answer other than `200` that is not Google's error shape (a proxy, a load balancer,
     /// or a success code the protocol does not use).
@@ -38,6 +42,8 @@ pub enum BridgeError {
         status: StatusCode,
         /// The start of the body.
         body: String,
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
     },
     /// No connection could be made, or no answer came in time.
     #[error("cannot reach the device bridge at {url}: {reason} (check --endpoint)")]
@@ -88,19 +94,58 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// A client for `device` at `endpoint` (the bridge's base URL, with or without `/v1`).
+    /// A client for `device` at `endpoint` (the bridge's base URL, with or without `/v1`),
+    /// trusting the system's CA roots.
     pub fn new(endpoint: Url, device: DeviceName) -> Result<Self, BridgeError> {
-        let http = reqwest::Client::builder()
+        Self::with_ca(endpoint, device, None)
+    }
+
+    /// As [`Bridge::new`]; with `ca_pem`, only that CA bundle is trusted.
+    pub fn with_ca(
+        endpoint: Url,
+        device: DeviceName,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, BridgeError> {
+        let setup = |err: reqwest::Error| BridgeError::Setup(innermost_cause(&err));
+        crate::tls::install_provider();
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("iotcore-device/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| BridgeError::Setup(innermost_cause(&err)))?;
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("iotcore-device/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(setup)?;
+            if certs.is_empty() {
+                return Err(BridgeError::Setup(
+                    "the CA file holds no PEM certificate".to_owned(),
+                ));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(setup)?;
         Ok(Self {
             http,
             endpoint,
             device,
         })
+    }
+
+    /// The server's `Date` header from a plain `GET` of the endpoint (any answer will do), as
+    /// Unix seconds: the doctor compares it with the device clock.
+    pub async fn server_date(&self) -> Result<Option<i64>, BridgeError> {
+        let response = self
+            .http
+            .get(self.endpoint.clone())
+            .send()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|text| jiff::fmt::rfc2822::parse(text).ok())
+            .map(|zoned| zoned.timestamp().as_second());
+        Ok(date)
     }
 
     /// `POST …:publishEvent` with the payload and, if given, its subfolder.
@@ -175,12 +220,13 @@ impl Bridge {
         let response = request.send().await.map_err(|err| self.unreachable(&err))?;
         let status = response.status();
         let url = without_query(response.url());
+        let retry_after = retry_after(response.headers());
         let body = response
             .bytes()
             .await
             .map_err(|err| self.unreachable(&err))?;
         if status != StatusCode::OK {
-            return Err(refusal(url, status, &body));
+            return Err(refusal(url, status, &body, retry_after));
         }
         Ok(body.to_vec())
     }
@@ -199,11 +245,18 @@ impl Bridge {
 }
 
 /// Google's error body when the answer is one, otherwise the status and the start of the body.
-fn refusal(url: String, status: StatusCode, body: &[u8]) -> BridgeError {
+fn refusal(
+    url: String,
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> BridgeError {
     if let Ok(google) = serde_json::from_slice::<ErrorBody>(body) {
         return BridgeError::Refused {
             status: google.error.status.name(),
             message: google.error.message,
+            http: status,
+            retry_after,
         };
     }
     let text = String::from_utf8_lossy(body);
@@ -211,7 +264,15 @@ fn refusal(url: String, status: StatusCode, body: &[u8]) -> BridgeError {
         url,
         status,
         body: text.chars().take(200).collect::<String>().trim().to_owned(),
+        retry_after,
     }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by the bridge, and a proxy sending
+/// one just gets the ordinary backoff).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn parse_config(body: &[u8]) -> Result<DeviceConfig, BridgeError> {

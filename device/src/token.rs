@@ -1,8 +1,10 @@
 //! The device token: a compact JWS over IoT Core's three claims (`iat`, `exp`, `aud` = the
 //! project id), signed with the device's own key, exactly as IoT Core's samples made them with
 //! PyJWT — header `{"alg":…,"typ":"JWT"}`, URL-safe base64 without padding, ES256 signatures as
-//! the 64-byte `r||s` pair. Time is a parameter: the caller passes `now`.
+//! the 64-byte `r||s` pair. Time is a parameter: the caller passes `now`. [`TokenSource`] keeps
+//! the long-running agent's token fresh.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -10,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use shared::jwt::{Claims, MAX_TOKEN_LIFETIME_SECS};
 
+use crate::clock::Clock;
 use crate::keys::{DeviceKey, KeyError};
 
 /// The lifetime IoT Core's samples gave their tokens, and ours by default.
@@ -101,6 +104,59 @@ fn segment(value: &impl Serialize) -> Result<String, TokenError> {
         detail: err.to_string(),
     })?;
     Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+/// The agent's current token: signed on first use, renewed once 75 % of its lifetime has passed
+/// (so no request ever leaves with a token about to expire), and at once when the server says
+/// it has expired. Clones share the token.
+#[derive(Debug, Clone)]
+pub struct TokenSource {
+    key: Arc<DeviceKey>,
+    project: String,
+    lifetime: Lifetime,
+    clock: Clock,
+    current: Arc<Mutex<Option<(String, i64)>>>,
+}
+
+impl TokenSource {
+    /// Tokens for `project`, signed with `key`, on `clock`.
+    pub fn new(key: DeviceKey, project: &str, lifetime: Lifetime, clock: Clock) -> Self {
+        Self {
+            key: Arc::new(key),
+            project: project.to_owned(),
+            lifetime,
+            clock,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A token good for at least a quarter of its lifetime more.
+    pub fn token(&self) -> Result<String, TokenError> {
+        let now = self.clock.now();
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((token, issued)) = current.as_ref()
+            && !self.due(*issued, now)
+        {
+            return Ok(token.clone());
+        }
+        let token = sign(&self.key, &self.project, now, self.lifetime)?;
+        *current = Some((token.clone(), now));
+        Ok(token)
+    }
+
+    /// Forgets `token` (the server refused it as expired), so the next call signs anew.
+    pub fn expired(&self, token: &str) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(t, _)| t == token) {
+            *current = None;
+        }
+    }
+
+    /// Renewal is due at 75 % of the lifetime, or when the clock went back before `issued`.
+    fn due(&self, issued: i64, now: i64) -> bool {
+        let renew_after = i64::try_from(self.lifetime.as_secs() * 3 / 4).unwrap_or(i64::MAX);
+        now < issued || now - issued >= renew_after
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,8 @@ fn refusals_exit_1_and_unreachable_bridges_exit_2() {
     let refused = anyhow::Error::new(BridgeError::Refused {
         status: "UNAUTHENTICATED",
         message: "expired".into(),
+        http: reqwest::StatusCode::UNAUTHORIZED,
+        retry_after: None,
     });
     assert_eq!(exit_code(&refused), 1);
     assert_eq!(format!("{refused:#}"), "UNAUTHENTICATED: expired");

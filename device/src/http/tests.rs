@@ -205,3 +205,51 @@ fn a_config_answer_may_use_either_alphabet_and_may_be_empty() {
     assert!(parse_config(b"not json").is_err());
     assert!(parse_config(br#"{"binaryData":"!!"}"#).is_err());
 }
+
+#[tokio::test]
+async fn a_429_carries_the_servers_retry_after() {
+    let body = r#"{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED"}}"#;
+    // The extra header rides in after the status line.
+    let (url, _server) = serve_once("429 Too Many Requests\r\nretry-after: 7", body).await;
+    let err = bridge(url)
+        .publish_event("t", b"x", None)
+        .await
+        .unwrap_err();
+    match err {
+        BridgeError::Refused {
+            status,
+            http,
+            retry_after,
+            ..
+        } => {
+            assert_eq!(status, "RESOURCE_EXHAUSTED");
+            assert_eq!(http, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(retry_after, Some(Duration::from_secs(7)));
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_servers_date_header_is_read_for_the_clock_check() {
+    let (url, _server) =
+        serve_once("404 Not Found\r\ndate: Thu, 26 Nov 2026 00:44:51 GMT", "").await;
+    let date = bridge(url).server_date().await.unwrap();
+    let expected: jiff::Timestamp = "2026-11-26T00:44:51Z".parse().unwrap();
+    assert_eq!(date, Some(expected.as_second()));
+}
+
+#[test]
+fn a_ca_file_must_hold_a_certificate() {
+    let url = Url::parse("https://iot.example.com").unwrap();
+    let err = Bridge::with_ca(
+        url.clone(),
+        device(&PATH["/v1/".len()..]),
+        Some(b"not a certificate"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, BridgeError::Setup(_)), "{err}");
+    let key = crate::keys::DeviceKey::generate(shared::jwt::Algorithm::ES256).unwrap();
+    let cert = key.self_signed_certificate_pem(1_767_225_600).unwrap();
+    Bridge::with_ca(url, device(&PATH["/v1/".len()..]), Some(cert.as_bytes())).unwrap();
+}

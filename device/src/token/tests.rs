@@ -105,3 +105,28 @@ fn the_lifetime_sets_exp_and_may_be_at_most_24_hours() {
         1
     );
 }
+
+#[test]
+fn the_agent_renews_its_token_at_three_quarters_of_the_lifetime() {
+    let device_key = DeviceKey::from_pem(&key("ec_private")).unwrap();
+    let hour = Lifetime::new(Duration::from_secs(3600)).unwrap();
+    let source = TokenSource::new(device_key, "demo-project", hour, Clock::default());
+    assert!(!source.due(NOW, NOW + 2699));
+    assert!(source.due(NOW, NOW + 2700), "renewed at 45 of 60 minutes");
+    assert!(source.due(NOW, NOW - 1), "renewed when the clock went back");
+
+    let first = source.token().unwrap();
+    assert_eq!(source.token().unwrap(), first, "reused while fresh");
+    source.expired("some other token");
+    assert!(source.current.lock().unwrap().is_some());
+    source.expired(&first);
+    assert!(
+        source.current.lock().unwrap().is_none(),
+        "forgotten once refused"
+    );
+    let renewed = decode(&source.token().unwrap());
+    assert_eq!(
+        renewed.claims["exp"].as_i64().unwrap() - renewed.claims["iat"].as_i64().unwrap(),
+        3600
+    );
+}

@@ -1,0 +1,145 @@
+//! `iotcore-device run`: the long-running agent. It opens the spool, starts the group commit,
+//! the sender, the config sync and the readings' producers (sensors, a command, stdin), and
+//! runs until the `shutdown` future resolves (SIGTERM from systemd, Ctrl-C). Then the producers
+//! stop, the last readings are fsynced, and whatever was not yet sent stays in the spool for the
+//! next start.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shared::jwt::Algorithm;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::configsync::ConfigSync;
+use crate::http::Bridge;
+use crate::keys::DeviceKey;
+use crate::readings::{self, Intake};
+use crate::sender::{Health, Sender};
+use crate::sensors;
+use crate::settings::Settings;
+use crate::spool::Spool;
+use crate::spool::commit::Committer;
+use crate::token::TokenSource;
+use crate::transport::Transport;
+
+/// How long in-flight work may take to wind down after the stop signal.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let clock = Clock::with_offset(settings.clock_offset_secs);
+    let key = load_key(&settings.private_key, settings.algorithm)?;
+    let tokens = TokenSource::new(key, &settings.project, settings.token_lifetime, clock);
+    let transport = Arc::new(Transport::Https(bridge(&settings)?));
+    let spool_dir = settings.spool_dir.join("spool");
+    let spool = Arc::new(
+        Spool::open(&spool_dir, settings.spool_max_bytes)
+            .with_context(|| format!("opening the spool in {}", spool_dir.display()))?,
+    );
+    tracing::info!(
+        device = %settings.device,
+        endpoint = %settings.endpoint,
+        backlog = spool.stats().pending,
+        "agent started"
+    );
+    let (committer, signals, writer) = Committer::start(spool.clone(), settings.sync_interval);
+    let (stop, stopped) = watch::channel(false);
+    let mut services = JoinSet::new();
+    let sender = Sender {
+        spool: spool.clone(),
+        transport: transport.clone(),
+        tokens: tokens.clone(),
+        max_backoff: settings.max_backoff,
+        health: Arc::new(Health::default()),
+    };
+    services.spawn(sender.run(signals, settings.concurrency, stopped.clone()));
+    if let Some(interval) = settings.config_poll {
+        let sync = ConfigSync {
+            transport,
+            tokens,
+            file: settings.config_file.clone(),
+            hook: settings.config_hook.clone(),
+            interval,
+            spool: spool.clone(),
+        };
+        services.spawn(sync.run(stopped));
+    }
+    let intake = Intake {
+        committer,
+        sub_folder: settings.sub_folder.clone(),
+        clock,
+    };
+    let producers = start_producers(&settings, intake);
+
+    shutdown.await;
+    tracing::info!("stopping");
+    drop(producers);
+    let _ = stop.send(true);
+    let wind_down = async {
+        let _ = writer.await;
+        while services.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(STOP_TIMEOUT, wind_down).await.is_err() {
+        tracing::warn!("stopped without waiting longer for requests in flight");
+    }
+    tracing::info!(backlog = spool.stats().pending, "stopped");
+    Ok(())
+}
+
+/// Starts each configured producer; dropping the set stops them, and with them the spool's
+/// writer once the last reading is fsynced.
+fn start_producers(settings: &Settings, intake: Intake) -> JoinSet<()> {
+    let mut producers = JoinSet::new();
+    if settings.sensors {
+        let sensors = sensors::of_this_machine(&settings.spool_dir);
+        producers.spawn(sensors::run(intake.clone(), sensors, settings.interval));
+    }
+    if let Some(command) = &settings.command {
+        producers.spawn(readings::from_command(
+            intake.clone(),
+            command.clone(),
+            settings.command_interval,
+        ));
+    }
+    if settings.stdin {
+        producers.spawn(async move {
+            match readings::from_stdin(intake).await {
+                Ok(count) => tracing::info!(
+                    count,
+                    "standard input closed; all its readings are in the spool"
+                ),
+                Err(err) => tracing::error!(error = %err, "reading standard input failed"),
+            }
+        });
+    }
+    producers
+}
+
+/// The private key at `path`, checked against the algorithm the settings ask for.
+pub fn load_key(path: &Path, algorithm: Option<Algorithm>) -> anyhow::Result<DeviceKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading private key file {}", path.display()))?;
+    let key = DeviceKey::from_pem(&text)
+        .with_context(|| format!("private key file {}", path.display()))?;
+    key.check_algorithm(algorithm)?;
+    Ok(key)
+}
+
+/// The HTTPS bridge client, with the settings' CA file if any.
+pub fn bridge(settings: &Settings) -> anyhow::Result<Bridge> {
+    let ca = match &settings.ca_file {
+        Some(path) => Some(
+            std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Bridge::with_ca(
+        settings.endpoint.clone(),
+        settings.device.clone(),
+        ca.as_deref(),
+    )?)
+}

@@ -1,0 +1,94 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../packaging/config.toml");
+
+#[test]
+fn the_packaged_example_parses_and_names_every_field() {
+    let file = parse(EXAMPLE).unwrap();
+    let settings = Settings::resolve(file, Overrides::default()).unwrap();
+    assert_eq!(settings.endpoint.as_str(), "https://iot.example.com/");
+    assert_eq!(
+        settings.device.to_string(),
+        "projects/my-project/locations/us-central1/registries/barn/devices/boiler-7"
+    );
+    assert_eq!(settings.sync_interval, Duration::from_secs(1));
+    assert_eq!(settings.config_poll, Some(Duration::from_secs(60)));
+    assert_eq!(settings.spool_max_bytes, 64 * 1024 * 1024);
+    assert_eq!(settings.token_lifetime.as_secs(), 3600);
+    // Every field of the file struct appears in the example, commented out or not.
+    for field in [
+        "algorithm",
+        "ca_file",
+        "max_bytes",
+        "sync_interval",
+        "concurrency",
+        "max_backoff",
+        "sensors",
+        "interval",
+        "command",
+        "command_interval",
+        "stdin",
+        "sub_folder",
+        "poll_interval",
+        "file",
+        "hook",
+    ] {
+        assert!(
+            EXAMPLE.contains(&format!("{field} = ")),
+            "{field} is not documented"
+        );
+    }
+}
+
+#[test]
+fn flags_and_environment_beat_the_file() {
+    let file = parse(EXAMPLE).unwrap();
+    let over = Overrides {
+        endpoint: Some("http://127.0.0.1:9".into()),
+        device: Some("other-device".into()),
+        spool_dir: Some("/tmp/spool".into()),
+        stdin: true,
+        clock_offset_secs: 1200,
+        ..Overrides::default()
+    };
+    let settings = Settings::resolve(file, over).unwrap();
+    assert_eq!(settings.endpoint.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(settings.device.device.to_string(), "other-device");
+    assert_eq!(settings.spool_dir, PathBuf::from("/tmp/spool"));
+    assert!(settings.stdin);
+    assert_eq!(settings.clock_offset_secs, 1200);
+}
+
+#[test]
+fn a_missing_field_names_its_flag_and_variable() {
+    let err = Settings::resolve(FileSettings::default(), Overrides::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`endpoint` is not set: put it in the settings file or pass --endpoint (or IOTCORE_ENDPOINT)"
+    );
+}
+
+#[test]
+fn typos_and_bad_values_are_refused_with_the_field_named() {
+    let err = parse("endpoint = \"x\"\nsensor = true\n").unwrap_err();
+    assert!(err.contains("unknown field `sensor`"), "{err}");
+    let file =
+        parse(&EXAMPLE.replace("token_lifetime = \"1h\"", "token_lifetime = \"25h\"")).unwrap();
+    let err = Settings::resolve(file, Overrides::default()).unwrap_err();
+    assert!(
+        err.to_string().starts_with("`token_lifetime` = \"25h\""),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at most 24 h"), "{err}");
+}
+
+#[test]
+fn a_missing_default_file_is_no_error_but_a_named_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    assert!(read_file(&path, false).is_ok());
+    assert!(matches!(
+        read_file(&path, true),
+        Err(SettingsError::Read { .. })
+    ));
+}

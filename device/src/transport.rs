@@ -1,0 +1,169 @@
+//! How the agent reaches the service: today HTTPS (the [`Bridge`]), with MQTT next. An enum
+//! rather than a trait object: there is one implementation yet, the set is closed (IoT Core had
+//! exactly two device protocols), and an enum needs no boxed futures. Adding MQTT is a variant
+//! and one arm per method. Every failure is sorted into a [`Failure`] that tells the sender what
+//! to do, the same way for both protocols.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::http::{Bridge, BridgeError, DeviceConfig};
+
+/// The connection to the service.
+#[derive(Debug)]
+pub enum Transport {
+    /// IoT Core's HTTP bridge protocol.
+    Https(Bridge),
+}
+
+/// What a failed call means for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// Network trouble, 5xx or 429: retry later, no sooner than `after` if the server said so.
+    #[error("{reason}")]
+    Transient {
+        /// What happened.
+        reason: String,
+        /// The server's `Retry-After`.
+        after: Option<Duration>,
+    },
+    /// The token was refused as expired: sign a new one and retry at once.
+    #[error("{reason}")]
+    TokenExpired {
+        /// The server's message.
+        reason: String,
+    },
+    /// This one message can never be accepted (malformed, too large): give it up.
+    #[error("{reason}")]
+    Rejected {
+        /// The server's message.
+        reason: String,
+    },
+    /// The device itself is refused (unknown, blocked, bad key, no topic): retrying cannot help
+    /// until the owner or the operator fixes something.
+    #[error("{reason}")]
+    Refused {
+        /// The server's message.
+        reason: String,
+    },
+}
+
+impl Transport {
+    /// Publishes one telemetry event.
+    pub async fn publish_event(
+        &self,
+        token: &str,
+        data: &[u8],
+        sub_folder: Option<&str>,
+    ) -> Result<(), Failure> {
+        match self {
+            Self::Https(bridge) => bridge.publish_event(token, data, sub_folder).await,
+        }
+        .map_err(classify)
+    }
+
+    /// Reports the device state.
+    pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), Failure> {
+        match self {
+            Self::Https(bridge) => bridge.set_state(token, data).await,
+        }
+        .map_err(classify)
+    }
+
+    /// Fetches the latest config, given the version the device has.
+    pub async fn get_config(&self, token: &str, local: u64) -> Result<DeviceConfig, Failure> {
+        match self {
+            Self::Https(bridge) => bridge.get_config(token, local).await,
+        }
+        .map_err(classify)
+    }
+}
+
+/// Sorts a bridge error by what retrying can do about it.
+pub fn classify(err: BridgeError) -> Failure {
+    let reason = err.to_string();
+    match err {
+        BridgeError::Unreachable { .. } | BridgeError::BadAnswer { .. } => Failure::Transient {
+            reason,
+            after: None,
+        },
+        BridgeError::Setup(_) => Failure::Refused { reason },
+        BridgeError::Refused {
+            status,
+            message,
+            http,
+            retry_after,
+        } => {
+            if status == "UNAUTHENTICATED" && message.contains("token expired") {
+                return Failure::TokenExpired { reason };
+            }
+            by_status(http, reason, retry_after)
+        }
+        BridgeError::Http {
+            status,
+            retry_after,
+            ..
+        } => by_status(status, reason, retry_after),
+    }
+}
+
+fn by_status(status: StatusCode, reason: String, after: Option<Duration>) -> Failure {
+    match status.as_u16() {
+        408 | 429 | 500..=599 => Failure::Transient { reason, after },
+        400 | 413 | 415 => Failure::Rejected { reason },
+        401 | 403 | 404 | 409 | 412 => Failure::Refused { reason },
+        _ => Failure::Transient { reason, after },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(http: u16, status: &'static str, message: &str) -> Failure {
+        classify(BridgeError::Refused {
+            status,
+            message: message.to_owned(),
+            http: StatusCode::from_u16(http).unwrap(),
+            retry_after: Some(Duration::from_secs(3)),
+        })
+    }
+
+    #[test]
+    fn failures_are_sorted_by_what_retrying_can_do() {
+        let busy = refused(429, "RESOURCE_EXHAUSTED", "slow down");
+        assert_eq!(
+            busy,
+            Failure::Transient {
+                reason: "RESOURCE_EXHAUSTED: slow down".into(),
+                after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(matches!(
+            refused(503, "UNAVAILABLE", "pubsub down"),
+            Failure::Transient { .. }
+        ));
+        assert!(matches!(
+            refused(401, "UNAUTHENTICATED", "the token expired 14 min ago"),
+            Failure::TokenExpired { .. }
+        ));
+        assert!(matches!(
+            refused(401, "UNAUTHENTICATED", "bad signature"),
+            Failure::Refused { .. }
+        ));
+        assert!(matches!(
+            refused(413, "INVALID_ARGUMENT", "too large"),
+            Failure::Rejected { .. }
+        ));
+        assert!(matches!(
+            refused(412, "FAILED_PRECONDITION", "no topic"),
+            Failure::Refused { .. }
+        ));
+        let down = classify(BridgeError::Unreachable {
+            url: "http://x".into(),
+            reason: "refused".into(),
+        });
+        assert!(matches!(down, Failure::Transient { after: None, .. }));
+    }
+}
