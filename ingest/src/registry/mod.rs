@@ -13,7 +13,7 @@ use shared::resources::{
     Device, DeviceConfig, DeviceCredential, DeviceRegistry, DeviceState, EventNotificationConfig,
     HttpConfig, LogLevel, MqttConfig, RpcStatus, StateNotificationConfig,
 };
-use shared::{DeviceId, DeviceRef, LocationName, NumId, RegistryName};
+use shared::{DeviceId, DeviceRef, LocationName, NumId, RegistryId, RegistryName};
 
 pub mod firestore;
 pub mod page;
@@ -250,6 +250,27 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
         device: &DeviceRef,
         activity: Activity,
     ) -> StoreResult<()>;
+}
+
+/// The name of registry `id` in `parent`.
+pub(crate) fn registry_in(parent: &LocationName, id: RegistryId) -> RegistryName {
+    RegistryName {
+        project: parent.project.clone(),
+        location: parent.location.clone(),
+        registry: id,
+    }
+}
+
+/// The name a registry to create gets: its parent and its id, which the caller must have set.
+pub(crate) fn name_to_create(
+    parent: &LocationName,
+    registry: &DeviceRegistry,
+) -> StoreResult<RegistryName> {
+    let id = registry
+        .id
+        .clone()
+        .ok_or_else(|| StoreError::FailedPrecondition("a registry to create needs an id".into()))?;
+    Ok(registry_in(parent, id))
 }
 
 /// A fresh numeric id candidate: uniformly random in [1, 2^53), 53 random bits with zero redrawn,

@@ -334,10 +334,8 @@ pub(super) async fn record_activity(
         last_error_status: error_status,
         ..Default::default()
     };
-    let fields = value::encode(&partial)?;
     // Exactly the fields the activity carries: the encoding leaves out the ones it does not.
-    let mask: Vec<&str> = fields.keys().map(String::as_str).collect();
-    let write = rpc.update(&doc_path, fields.clone(), &mask);
+    let write = rpc.patch(&doc_path, value::encode(&partial)?);
     commit_to_device(rpc, registry, device, vec![write]).await
 }
 

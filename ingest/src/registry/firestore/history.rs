@@ -88,7 +88,7 @@ pub(super) async fn modify_config(
         );
         let writes = append(rpc, Kind::Configs, &device_path, config.version, &config)?
             .into_iter()
-            .chain([rpc.update(&device_path, latest, &["config"])])
+            .chain([rpc.patch(&device_path, latest)])
             .collect();
         if claimed(rpc, registry, device, writes).await? {
             return Ok(config);
@@ -124,7 +124,7 @@ pub(super) async fn record_state(
         );
         let writes = append(rpc, Kind::States, &device_path, seq, &state)?
             .into_iter()
-            .chain([rpc.update(&device_path, latest, &["state", STATE_SEQ])])
+            .chain([rpc.patch(&device_path, latest)])
             .collect();
         if claimed(rpc, registry, device, writes).await? {
             return Ok(state);

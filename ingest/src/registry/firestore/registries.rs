@@ -10,16 +10,9 @@ use shared::{LocationName, RegistryId, RegistryName};
 use super::rpc::{self, Rpc};
 use super::{backend, value};
 use crate::registry::page::{into_page, start_after};
-use crate::registry::{Page, PageRequest, RegistryUpdate, StoreError, StoreResult};
-
-/// The registry fields a patch writes, by their API names.
-const UPDATABLE: [&str; 5] = [
-    "eventNotificationConfigs",
-    "stateNotificationConfig",
-    "mqttConfig",
-    "httpConfig",
-    "logLevel",
-];
+use crate::registry::{
+    Page, PageRequest, RegistryUpdate, StoreError, StoreResult, name_to_create, registry_in,
+};
 
 /// How many of a registry's devices a refused delete counts before saying "more than".
 const COUNT_LIMIT: usize = 100;
@@ -34,15 +27,7 @@ pub(super) async fn create(
     parent: &LocationName,
     registry: DeviceRegistry,
 ) -> StoreResult<DeviceRegistry> {
-    let id = registry
-        .id
-        .clone()
-        .ok_or_else(|| StoreError::FailedPrecondition("a registry to create needs an id".into()))?;
-    let name = RegistryName {
-        project: parent.project.clone(),
-        location: parent.location.clone(),
-        registry: id,
-    };
+    let name = name_to_create(parent, &registry)?;
     let stored = DeviceRegistry {
         id: None,
         name: None,
@@ -94,38 +79,26 @@ pub(super) async fn update(
     update: RegistryUpdate,
 ) -> StoreResult<DeviceRegistry> {
     let mut registry = get(rpc, name).await?;
-    let RegistryUpdate {
-        event_notification_configs,
-        state_notification_config,
-        mqtt_config,
-        http_config,
-        log_level,
-    } = update;
     let mut mask = Vec::new();
-    let mut change = |set: bool, field: &'static str| {
-        if set {
-            mask.push(field);
-        }
-    };
-    change(event_notification_configs.is_some(), UPDATABLE[0]);
-    change(state_notification_config.is_some(), UPDATABLE[1]);
-    change(mqtt_config.is_some(), UPDATABLE[2]);
-    change(http_config.is_some(), UPDATABLE[3]);
-    change(log_level.is_some(), UPDATABLE[4]);
-    if let Some(v) = event_notification_configs {
+    if let Some(v) = update.event_notification_configs {
         registry.event_notification_configs = v;
+        mask.push("eventNotificationConfigs");
     }
-    if let Some(v) = state_notification_config {
+    if let Some(v) = update.state_notification_config {
         registry.state_notification_config = v;
+        mask.push("stateNotificationConfig");
     }
-    if let Some(v) = mqtt_config {
+    if let Some(v) = update.mqtt_config {
         registry.mqtt_config = v;
+        mask.push("mqttConfig");
     }
-    if let Some(v) = http_config {
+    if let Some(v) = update.http_config {
         registry.http_config = v;
+        mask.push("httpConfig");
     }
-    if let Some(v) = log_level {
+    if let Some(v) = update.log_level {
         registry.log_level = v;
+        mask.push("logLevel");
     }
     let stored = DeviceRegistry {
         id: None,
@@ -185,11 +158,7 @@ fn still_has_devices(name: &RegistryName, devices: usize) -> StoreError {
 /// A registry from its document, with its id and name from the document's path.
 fn from_doc(parent: &LocationName, doc: Document) -> StoreResult<DeviceRegistry> {
     let id = RegistryId::parse(rpc::id_of(&doc.name)).map_err(backend)?;
-    let name = RegistryName {
-        project: parent.project.clone(),
-        location: parent.location.clone(),
-        registry: id,
-    };
+    let name = registry_in(parent, id);
     Ok(named(&name, value::decode(doc.fields)?))
 }
 

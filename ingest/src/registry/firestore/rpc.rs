@@ -211,6 +211,15 @@ impl Rpc {
         self.put(path, fields, Some(mask), Some(true))
     }
 
+    /// A write setting exactly the given fields of an existing `path`, failing with `NOT_FOUND`
+    /// if the document is gone.
+    pub(super) fn patch(&self, path: &str, fields: Fields) -> Write {
+        let mask = DocumentMask {
+            field_paths: fields.keys().cloned().collect(),
+        };
+        self.put(path, fields, Some(mask), Some(true))
+    }
+
     /// A write deleting `path` if it exists.
     pub(super) fn delete(&self, path: &str) -> Write {
         Write {

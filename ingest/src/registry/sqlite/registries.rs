@@ -12,7 +12,7 @@ use super::codec::{
     opt_enum_name, opt_json_column, to_json,
 };
 use crate::registry::page::{into_page, start_after};
-use crate::registry::{Page, PageRequest, RegistryUpdate, StoreError, StoreResult};
+use crate::registry::{Page, PageRequest, RegistryUpdate, StoreError, StoreResult, name_to_create};
 
 /// The columns [`from_row`] reads, in its order.
 const COLUMNS: &str = "id, event_notification_configs, state_notification_config, \
@@ -44,15 +44,7 @@ pub(super) fn create(
     registry: &DeviceRegistry,
     now: Timestamp,
 ) -> StoreResult<DeviceRegistry> {
-    let id = registry
-        .id
-        .clone()
-        .ok_or_else(|| StoreError::FailedPrecondition("a registry to create needs an id".into()))?;
-    let name = RegistryName {
-        project: parent.project.clone(),
-        location: parent.location.clone(),
-        registry: id,
-    };
+    let name = name_to_create(parent, registry)?;
     let inserted = tx.execute(
         "INSERT INTO registries (project, location, id, event_notification_configs, \
              state_notification_config, mqtt_enabled_state, http_enabled_state, log_level, \
