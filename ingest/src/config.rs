@@ -170,6 +170,114 @@ pub struct ServeArgs {
     /// Google Cloud project of this service, used to link log lines to traces.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT")]
     pub google_cloud_project: Option<String>,
+
+    /// The MQTT bridge's listeners and limits.
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+}
+
+/// Settings of the MQTT bridge (served with `--role all` or `device`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MqttArgs {
+    /// Where MQTT over TLS listens (IoT Core used 8883 and 443), or `off`.
+    #[arg(
+        long,
+        env = "MQTT_ADDR",
+        default_value = "0.0.0.0:8883",
+        value_name = "ADDR:PORT|off"
+    )]
+    pub mqtt_addr: Listen,
+
+    /// Where plain-TCP MQTT listens (off unless set): behind a TLS-terminating load balancer,
+    /// or for tests. Devices on a network should use TLS.
+    #[arg(long, env = "MQTT_PLAIN_ADDR", value_name = "ADDR:PORT")]
+    pub mqtt_plain_addr: Option<SocketAddr>,
+
+    /// PEM certificate chain for the TLS listener (re-read when it changes). Without it, a local
+    /// CA and a certificate for localhost are made in --mqtt-tls-dir.
+    #[arg(long, env = "MQTT_TLS_CERT", value_name = "PATH", requires = "mqtt_tls_key")]
+    pub mqtt_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --mqtt-tls-cert (re-read when it changes).
+    #[arg(long, env = "MQTT_TLS_KEY", value_name = "PATH", requires = "mqtt_tls_cert")]
+    pub mqtt_tls_key: Option<PathBuf>,
+
+    /// Where the local CA (ca.pem, which devices trust) and server certificate are made and kept
+    /// when no --mqtt-tls-cert is given.
+    #[arg(
+        long,
+        env = "MQTT_TLS_DIR",
+        default_value = "mqtt-tls",
+        value_name = "DIR"
+    )]
+    pub mqtt_tls_dir: PathBuf,
+
+    /// MQTT connections (TLS, plain and WebSocket together) served at once.
+    #[arg(
+        long,
+        env = "MQTT_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub mqtt_max_connections: usize,
+
+    /// Messages one MQTT connection may publish per second (IoT Core: 100); more are refused.
+    #[arg(
+        long,
+        env = "MQTT_MESSAGES_PER_SECOND",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub mqtt_messages_per_second: u32,
+
+    /// Time a new MQTT connection has for its TLS handshake and CONNECT.
+    #[arg(
+        long,
+        env = "MQTT_CONNECT_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub mqtt_connect_timeout_secs: u64,
+
+    /// An MQTT connection with nothing heard for this long is closed (IoT Core: 20 minutes).
+    #[arg(
+        long,
+        env = "MQTT_IDLE_TIMEOUT_SECS",
+        default_value_t = 1200,
+        value_name = "SECONDS"
+    )]
+    pub mqtt_idle_timeout_secs: u64,
+
+    /// How long a config sent at QoS 1 waits for its PUBACK before it is sent again.
+    #[arg(
+        long,
+        env = "MQTT_CONFIG_RESEND_SECS",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub mqtt_config_resend_secs: u64,
+}
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Not served.
+    Off,
+    /// Served here.
+    At(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") || s.is_empty() {
+            return Ok(Listen::Off);
+        }
+        s.parse().map(Listen::At).map_err(|_| {
+            format!("`{s}` is not an address; use ADDR:PORT (e.g. 0.0.0.0:8883) or `off`")
+        })
+    }
 }
 
 /// Which listeners `ingest serve` runs.

@@ -16,7 +16,10 @@ use tokio::task::JoinSet;
 
 use crate::auth::Authenticator;
 use crate::bridge::{Bridge, BridgeParts, Limits, Rate};
-use crate::config::{Role, ServeArgs, SinkUrl, StoreUrl};
+use crate::c2d::Delivery;
+use crate::config::{Listen, Role, ServeArgs, SinkUrl, StoreUrl};
+use crate::mqtt::tls::{self, TlsSource};
+use crate::mqtt::{MqttBridge, MqttSettings, websocket};
 use crate::http::admin::{self, AdminState};
 use crate::http::serve::{ServeOptions, serve};
 use crate::http::{device, health_routes};
@@ -91,6 +94,8 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut device_side = None;
+    // The admin API reaches devices' MQTT connections through this (same process).
+    let delivery = Delivery::default();
 
     if args.role != Role::Admin {
         let sink = open_sink(&args).await?;
@@ -106,24 +111,35 @@ pub async fn run(
             Duration::from_secs(args.activity_flush_secs),
             wait_for(stopped.clone()),
         );
-        let app = device::router(bridge).merge(health_routes());
-        let listener = bind(args.device_addr(), "device bridge").await?;
+        let mqtt = MqttBridge::new(
+            bridge.clone(),
+            delivery.clone(),
+            mqtt_settings(&args),
+            metrics.clone(),
+            stopped.clone(),
+        );
+        let app = device::router(bridge)
+            .merge(websocket::router(mqtt.clone()))
+            .merge(health_routes());
+        let listener = bind(args.device_addr(), "device bridge", "http").await?;
         servers.spawn(serve(
             listener,
             app,
             options(&args, Some(metrics)),
             wait_for(stopped.clone()),
         ));
-        device_side = Some((flusher, sink));
+        spawn_mqtt_listeners(&args, &mqtt, &mut servers).await?;
+        device_side = Some((flusher, sink, mqtt));
     }
     if let Some(access) = access {
         let app = admin::router(AdminState {
             registry,
             auth,
             access,
+            delivery,
         })
         .merge(health_routes());
-        let listener = bind(args.admin_addr, "admin API").await?;
+        let listener = bind(args.admin_addr, "admin API", "http").await?;
         servers.spawn(serve(
             listener,
             app,
@@ -135,7 +151,10 @@ pub async fn run(
     let outcome = wait_until_stopped(&mut servers, shutdown).await;
     let _ = stop.send(true);
     while servers.join_next().await.is_some() {}
-    if let Some((flusher, sink)) = device_side {
+    if let Some((flusher, sink, mqtt)) = device_side {
+        // Sessions owe PUBACKs only for messages the sink took, so they end before it flushes.
+        mqtt.wait(Duration::from_secs(args.drain_timeout_secs + 1))
+            .await;
         let _ = flusher.await;
         sink.flush().await;
     }
@@ -158,6 +177,52 @@ async fn wait_until_stopped(
     }
 }
 
+/// Binds the MQTT listeners the settings ask for: TLS (with the operator's certificate or the
+/// embedded CA's) and plain TCP.
+async fn spawn_mqtt_listeners(
+    args: &ServeArgs,
+    mqtt: &MqttBridge,
+    servers: &mut JoinSet<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    let settings = &args.mqtt;
+    if let Listen::At(addr) = settings.mqtt_addr {
+        let source = match (&settings.mqtt_tls_cert, &settings.mqtt_tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => TlsSource::Embedded(settings.mqtt_tls_dir.clone()),
+        };
+        let tls = tls::prepare(&source).context("preparing TLS for the MQTT bridge")?;
+        let listener = bind(addr, "MQTT bridge", "mqtts").await?;
+        if let Some(ca) = &tls.ca_file {
+            println!("MQTT CA certificate: {}", ca.display());
+        }
+        let mqtt = mqtt.clone();
+        servers.spawn(async move { mqtt.serve(listener, Some(tls.acceptor)).await });
+    }
+    if let Some(addr) = settings.mqtt_plain_addr {
+        let listener = bind(addr, "MQTT bridge (plain TCP)", "mqtt").await?;
+        let mqtt = mqtt.clone();
+        servers.spawn(async move { mqtt.serve(listener, None).await });
+    }
+    Ok(())
+}
+
+fn mqtt_settings(args: &ServeArgs) -> MqttSettings {
+    let limits = limits(args);
+    MqttSettings {
+        max_connections: args.mqtt.mqtt_max_connections,
+        connect_timeout: Duration::from_secs(args.mqtt.mqtt_connect_timeout_secs),
+        idle_timeout: Duration::from_secs(args.mqtt.mqtt_idle_timeout_secs),
+        messages_per_second: args.mqtt.mqtt_messages_per_second,
+        config_resend: Duration::from_secs(args.mqtt.mqtt_config_resend_secs.max(1)),
+        max_packet_bytes: limits.max_event_bytes.max(limits.max_state_bytes) + 4096,
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        ..MqttSettings::default()
+    }
+}
+
 fn limits(args: &ServeArgs) -> Limits {
     Limits {
         http_requests: Rate::per_minute(args.events_per_minute),
@@ -175,12 +240,12 @@ fn options(args: &ServeArgs, metrics: Option<Metrics>) -> ServeOptions {
 }
 
 /// Binds a listener and announces its address on stdout, where scripts and tests read the port.
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+async fn bind(addr: SocketAddr, what: &str, scheme: &str) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the {what} to {addr}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    println!("{what} listening on http://{local}");
+    println!("{what} listening on {scheme}://{local}");
     tracing::info!(addr = %local, "{what} listening");
     Ok(listener)
 }

@@ -129,8 +129,8 @@ async fn traces_and_metrics_reach_an_otlp_receiver() {
     {
         let span = tracing::info_span!("publish_event", device = "boiler-7");
         let _entered = span.enter();
-        metrics.accepted("event");
-        metrics.refused("expired");
+        metrics.accepted("event", "http");
+        metrics.refused("expired", "http");
         metrics.publish_latency(0.012, "ok");
     }
 

@@ -130,6 +130,9 @@ impl Ingest {
             "1".into(),
             "--events-per-minute".into(),
             self.events_per_minute.to_string(),
+            // The agent speaks HTTP here; no MQTT listener on the shared port 8883.
+            "--mqtt-addr".into(),
+            "off".into(),
         ];
         match &self.sink {
             SinkKind::File => {

@@ -90,6 +90,7 @@ fn overlay(base: &mut Activity, newer: Activity) {
         last_event_time,
         last_state_time,
         last_config_ack_time,
+        config_ack_version,
         last_config_send_time,
         last_error,
     } = newer;
@@ -104,6 +105,7 @@ fn overlay(base: &mut Activity, newer: Activity) {
     }
     if last_config_ack_time.is_some() {
         base.last_config_ack_time = last_config_ack_time;
+        base.config_ack_version = config_ack_version;
     }
     if last_config_send_time.is_some() {
         base.last_config_send_time = last_config_send_time;

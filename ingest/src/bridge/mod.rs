@@ -1,7 +1,10 @@
-//! The device operations every protocol shares: publish a telemetry event, report state, fetch
-//! the config. The HTTP bridge calls them now and the MQTT bridge will; each enforces IoT Core's
-//! rules (routing by subfolder, the attributes pipelines read, payload sizes, per-device rates)
-//! and answers only after Pub/Sub has the message, so nothing is acknowledged and then lost.
+//! The protocol-neutral core both device bridges drive. [`Bridge::admit`] proves a device for a
+//! protocol (its token, the registry's `httpConfig` / `mqttConfig` switch, HTTP's per-device rate)
+//! and hands back a [`DeviceSession`], on which events, state and config are carried out with IoT
+//! Core's rules (routing by subfolder, the attributes pipelines read, payload sizes, the state
+//! rate), each answered only after Pub/Sub has the message, so nothing is acknowledged and then
+//! lost. Every refusal comes back as one [`Refusal`]: what the device is told is decided here,
+//! once, and HTTP and MQTT only put it in their own words (a status, a CONNACK code).
 //!
 //! Bookkeeping (`lastEventTime` and friends, the last error) is coalesced in memory and written by
 //! [`Bridge::spawn_activity_flusher`] at most once per device per interval; registries are read
@@ -12,26 +15,31 @@ mod activity;
 mod error;
 mod limits;
 mod rate;
+mod refusal;
 mod registries;
 mod routing;
+mod session;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use shared::resources::{DeviceConfig, DeviceRegistry, HttpState, RpcStatus};
-use shared::{Code, DeviceName, DeviceRef, TopicName};
+use shared::resources::{DeviceConfig, DeviceRegistry, HttpState, MqttState, RpcStatus};
+use shared::{DeviceId, DeviceName, DeviceRef, RegistryName, TopicName};
 use tokio::task::JoinHandle;
 
 use self::activity::ActivityBook;
 pub use self::activity::FlushReport;
 pub use self::error::BridgeError;
 pub use self::limits::{Limits, Rate};
+pub(crate) use self::rate::Bucket;
 use self::rate::RateLimiter;
+pub use self::refusal::Refusal;
 use self::registries::RegistryCache;
 pub use self::routing::{MAX_SUBFOLDER_BYTES, event_topic, message_attributes};
-use crate::auth::{AuthenticatedDevice, Authenticator};
+pub use self::session::DeviceSession;
+use crate::auth::{AuthError, AuthenticatedDevice, Authenticator};
 use crate::registry::{Activity, Registry};
 use crate::sink::{Message, Sink, SinkError};
 use crate::telemetry::Metrics;
@@ -39,6 +47,25 @@ use crate::telemetry::Metrics;
 /// How often bookkeeping is written when the caller has no reason to choose otherwise: at most
 /// one registry write per device per minute, as the admin API documents.
 pub const DEFAULT_ACTIVITY_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The device protocols, as metrics label them and registries switch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// IoT Core's HTTP bridge (`cloudiotdevice.googleapis.com/v1`).
+    Http,
+    /// MQTT 3.1.1, over TLS, plain TCP or WebSocket.
+    Mqtt,
+}
+
+impl Protocol {
+    /// `http` or `mqtt`: the metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
 
 /// What a [`Bridge`] is built from.
 #[derive(Debug)]
@@ -105,56 +132,84 @@ impl Bridge {
         &self.inner.limits
     }
 
-    /// Lets a device in if `token` proves it is `name` at `now` (Unix seconds).
-    pub async fn authenticate(
+    /// Lets a device in for `protocol` if `token` proves it is `name` at `now` (Unix seconds):
+    /// the registry must have the protocol switched on, and over HTTP (where every request is
+    /// admitted anew) the device must be within its request rate. A refused token, or a blocked
+    /// device, becomes the named device's last error, as IoT Core showed it to operators.
+    pub async fn admit(
         &self,
+        protocol: Protocol,
         name: &DeviceName,
         token: &str,
         now: i64,
-    ) -> Result<AuthenticatedDevice, BridgeError> {
-        // The authenticator logs its refusals; only count them here.
-        self.inner
-            .auth
-            .authenticate(name, token, now)
-            .await
-            .map_err(|err| {
-                self.inner.metrics.refused(err.reason());
-                BridgeError::Auth(err)
-            })
+    ) -> Result<DeviceSession, Refusal> {
+        let device = match self.inner.auth.authenticate(name, token, now).await {
+            Ok(device) => device,
+            Err(err) => return Err(self.refuse_unproven(protocol, name, err)),
+        };
+        let result = self.check_admission(protocol, &device).await;
+        self.settle(protocol, &device, None, result)?;
+        Ok(DeviceSession::new(self.clone(), device, protocol))
     }
 
-    /// Admits one HTTP request of an authenticated device: the registry must have HTTP switched
-    /// on, and the device must be within its HTTP request rate.
-    pub async fn admit_http(&self, device: &AuthenticatedDevice) -> Result<(), BridgeError> {
-        let result = self.check_http(device).await;
-        self.settle(device, None, result)
-    }
-
-    async fn check_http(&self, device: &AuthenticatedDevice) -> Result<(), BridgeError> {
-        let registry = self.registry_of(device).await?;
-        if registry.http_config.http_enabled_state == HttpState::HttpDisabled {
-            return Err(BridgeError::ProtocolDisabled {
-                protocol: "HTTP",
-                registry: device.registry.to_string(),
-                field: "httpConfig.httpEnabledState",
-                state: "HTTP_DISABLED",
-                enabled: "HTTP_ENABLED",
-            });
+    /// Counts a refused token and, when it names an existing device by id, keeps the cause as
+    /// that device's last error (an unknown device has nowhere to keep it).
+    fn refuse_unproven(&self, protocol: Protocol, name: &DeviceName, err: AuthError) -> Refusal {
+        let keep = matches!(err, AuthError::Token(_) | AuthError::Blocked { .. });
+        let refusal = Refusal::from(BridgeError::Auth(err));
+        self.inner.metrics.refused(refusal.reason, protocol.label());
+        if let (true, DeviceRef::Id(id)) = (keep, &name.device) {
+            self.note_error(&name.registry, id, &refusal);
         }
-        self.check_rate(&self.inner.http_rate, device, "HTTP requests")
+        refusal
+    }
+
+    async fn check_admission(
+        &self,
+        protocol: Protocol,
+        device: &AuthenticatedDevice,
+    ) -> Result<(), BridgeError> {
+        let registry = self.registry_of(device).await?;
+        match protocol {
+            Protocol::Http => {
+                if registry.http_config.http_enabled_state == HttpState::HttpDisabled {
+                    return Err(BridgeError::ProtocolDisabled {
+                        protocol: "HTTP",
+                        registry: device.registry.to_string(),
+                        field: "httpConfig.httpEnabledState",
+                        state: "HTTP_DISABLED",
+                        enabled: "HTTP_ENABLED",
+                    });
+                }
+                self.check_rate(&self.inner.http_rate, device, "HTTP requests")
+            }
+            Protocol::Mqtt => {
+                if registry.mqtt_config.mqtt_enabled_state == MqttState::MqttDisabled {
+                    return Err(BridgeError::ProtocolDisabled {
+                        protocol: "MQTT",
+                        registry: device.registry.to_string(),
+                        field: "mqttConfig.mqttEnabledState",
+                        state: "MQTT_DISABLED",
+                        enabled: "MQTT_ENABLED",
+                    });
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Publishes a telemetry event to the topic its subfolder routes to, with IoT Core's
     /// attributes; returns once Pub/Sub has accepted it.
     #[tracing::instrument(name = "publish_event", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
-    pub async fn publish_event(
+    async fn publish_event(
         &self,
+        protocol: Protocol,
         device: &AuthenticatedDevice,
         subfolder: Option<&str>,
         data: Vec<u8>,
-    ) -> Result<(), BridgeError> {
+    ) -> Result<(), Refusal> {
         let result = self.try_publish_event(device, subfolder, data).await;
-        self.settle(device, Some("event"), result)
+        self.settle(protocol, device, Some("event"), result)
     }
 
     async fn try_publish_event(
@@ -188,13 +243,14 @@ impl Bridge {
     /// Stores a state report (the registry keeps the newest 10) and, when the registry has a
     /// state notification config, publishes it there too; returns once both are done.
     #[tracing::instrument(name = "set_state", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
-    pub async fn set_state(
+    async fn set_state(
         &self,
+        protocol: Protocol,
         device: &AuthenticatedDevice,
         data: Vec<u8>,
-    ) -> Result<(), BridgeError> {
+    ) -> Result<(), Refusal> {
         let result = self.try_set_state(device, data).await;
-        self.settle(device, Some("state"), result)
+        self.settle(protocol, device, Some("state"), result)
     }
 
     async fn try_set_state(
@@ -233,13 +289,14 @@ impl Bridge {
     /// means it has none). A `local_version` above the latest is refused as out of range; a
     /// device with no config yet gets version 0 with empty data.
     #[tracing::instrument(name = "config", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
-    pub async fn config(
+    async fn config(
         &self,
+        protocol: Protocol,
         device: &AuthenticatedDevice,
         local_version: u64,
-    ) -> Result<DeviceConfig, BridgeError> {
+    ) -> Result<DeviceConfig, Refusal> {
         let result = self.try_config(device, local_version).await;
-        self.settle(device, Some("config"), result)
+        self.settle(protocol, device, Some("config"), result)
     }
 
     async fn try_config(
@@ -271,35 +328,31 @@ impl Bridge {
         Ok(latest)
     }
 
-    /// Counts a refusal the transport made itself (a missing token, a body it could not parse)
-    /// and, when the device is known, records it as the device's last error.
-    pub fn note_refusal(
-        &self,
-        device: Option<&AuthenticatedDevice>,
-        code: Code,
-        reason: &'static str,
-        message: &str,
-    ) {
-        self.inner.metrics.refused(reason);
+    /// Counts a refusal the transport made itself before any device was proved (a missing
+    /// token, a path it could not read).
+    pub fn note_refusal(&self, protocol: Protocol, refusal: &Refusal) {
+        self.inner.metrics.refused(refusal.reason, protocol.label());
         tracing::debug!(
-            device = device.map(|d| d.id.as_str()),
-            status = code.name(),
-            reason,
+            protocol = protocol.label(),
+            status = refusal.code.name(),
+            reason = refusal.reason,
             "device request refused"
         );
-        if let Some(device) = device {
-            let status = RpcStatus {
-                code: code.rpc_code(),
-                message: message.to_owned(),
-            };
-            self.note(
-                device,
-                Activity {
-                    last_error: Some((Timestamp::now(), status)),
-                    ..Activity::default()
-                },
-            );
-        }
+    }
+
+    fn note_error(&self, registry: &RegistryName, device: &DeviceId, refusal: &Refusal) {
+        let status = RpcStatus {
+            code: refusal.code.rpc_code(),
+            message: refusal.message.clone(),
+        };
+        self.inner.activity.note(
+            registry,
+            device,
+            Activity {
+                last_error: Some((Timestamp::now(), status)),
+                ..Activity::default()
+            },
+        );
     }
 
     /// Writes all pending bookkeeping now, one registry write per device. Call it at shutdown
@@ -388,24 +441,33 @@ impl Bridge {
     }
 
     /// Counts the outcome of an operation: accepted by kind, or refused by reason (and kept as
-    /// the device's last error).
+    /// the device's last error); a refusal comes back in the words the device will hear.
     fn settle<T>(
         &self,
+        protocol: Protocol,
         device: &AuthenticatedDevice,
         kind: Option<&'static str>,
         result: Result<T, BridgeError>,
-    ) -> Result<T, BridgeError> {
-        match &result {
-            Ok(_) => {
+    ) -> Result<T, Refusal> {
+        match result {
+            Ok(value) => {
                 if let Some(kind) = kind {
-                    self.inner.metrics.accepted(kind);
+                    self.inner.metrics.accepted(kind, protocol.label());
                 }
+                Ok(value)
             }
             Err(err) => {
-                self.note_refusal(Some(device), err.code(), err.reason(), &err.to_string());
+                let refusal = Refusal::from(err);
+                self.refused(protocol, device, &refusal);
+                Err(refusal)
             }
         }
-        result
+    }
+
+    /// Counts a refusal of a proved device and keeps it as the device's last error.
+    fn refused(&self, protocol: Protocol, device: &AuthenticatedDevice, refusal: &Refusal) {
+        self.note_refusal(protocol, refusal);
+        self.note_error(&device.registry, &device.id, refusal);
     }
 
     fn note(&self, device: &AuthenticatedDevice, activity: Activity) {

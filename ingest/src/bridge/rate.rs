@@ -25,10 +25,40 @@ struct Buckets {
     last_sweep: Option<Instant>,
 }
 
+/// One token bucket: a whole limiter for a single holder, such as one MQTT connection.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     updated: Instant,
+}
+
+impl Bucket {
+    /// A bucket holding `rate.count` tokens at `now`.
+    pub(crate) fn full(rate: Rate, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(rate.count),
+            updated: now,
+        }
+    }
+
+    /// Takes one token at `now`, or says how long until one is available. A count of 0 (or a
+    /// zero period) turns the limit off.
+    pub(crate) fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        if rate.count == 0 || rate.per.is_zero() {
+            return Ok(());
+        }
+        let capacity = f64::from(rate.count);
+        let per_sec = capacity / rate.per.as_secs_f64();
+        let earned = now.saturating_duration_since(self.updated).as_secs_f64() * per_sec;
+        self.tokens = (self.tokens + earned).min(capacity);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / per_sec))
+        }
+    }
 }
 
 impl RateLimiter {
@@ -53,8 +83,6 @@ impl RateLimiter {
         if self.rate.count == 0 || self.rate.per.is_zero() {
             return Ok(());
         }
-        let capacity = f64::from(self.rate.count);
-        let per_sec = capacity / self.rate.per.as_secs_f64();
         // A poisoned lock only means another request panicked mid-update; the buckets are
         // still usable numbers, so carry on rather than refuse every device.
         let mut state = self
@@ -62,19 +90,11 @@ impl RateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.sweep(now, self.rate.per);
-        let bucket = state.map.entry(device).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        let earned = now.saturating_duration_since(bucket.updated).as_secs_f64() * per_sec;
-        bucket.tokens = (bucket.tokens + earned).min(capacity);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
-        }
+        state
+            .map
+            .entry(device)
+            .or_insert_with(|| Bucket::full(self.rate, now))
+            .take(self.rate, now)
     }
 
     /// How many devices hold a bucket now (for tests).

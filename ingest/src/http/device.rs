@@ -4,8 +4,9 @@
 //! must prove that very device. Success is exactly `200` (`{}` for the two POSTs), and only after
 //! Pub/Sub has the message; every refusal is Google's JSON error body naming its cause.
 //!
-//! Each handler reads the path, proves the device, admits it (registry switch, rate limit), reads
-//! the body, then hands over to the [`Bridge`], which does the work every protocol shares.
+//! Each handler reads the path, has the [`Bridge`] prove and admit the device (token, registry
+//! switch, rate limit), reads the body, then hands over to the [`DeviceSession`] it got back, which
+//! does the work every protocol shares.
 //!
 //! Answers where IoT Core left room to choose:
 //! - no or a malformed `Authorization` header: `401 UNAUTHENTICATED` saying what is missing;
@@ -47,10 +48,9 @@ use serde_json::{Value, json};
 use shared::resources::DeviceConfig;
 use shared::{Code, DeviceName};
 
-use self::answer::{DeviceApiError, Refusal};
+use self::answer::{DeviceApiError, HttpRefusal};
 use self::body::{decode_payload, read_json};
-use crate::auth::AuthenticatedDevice;
-use crate::bridge::{Bridge, Limits};
+use crate::bridge::{Bridge, DeviceSession, Limits, Protocol};
 use crate::http::request::Query;
 
 /// The device API's routes, all under `/v1`.
@@ -129,8 +129,7 @@ async fn device_method(
     let (registry, segment) = path_parts(&bridge, path)?;
     let (device, method) = split_method(&segment).map_err(|r| r.note(&bridge, None))?;
     let name = device_name(&bridge, &registry, device)?;
-    let device = authenticate(&bridge, &name, &headers).await?;
-    bridge.admit_http(&device).await?;
+    let device = admit(&bridge, &name, &headers).await?;
     match method {
         DeviceMethod::PublishEvent => publish_event(&bridge, &device, &headers, body).await?,
         DeviceMethod::SetState => set_state(&bridge, &device, &headers, body).await?,
@@ -140,7 +139,7 @@ async fn device_method(
 
 async fn publish_event(
     bridge: &Bridge,
-    device: &AuthenticatedDevice,
+    device: &DeviceSession,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), DeviceApiError> {
@@ -152,14 +151,12 @@ async fn publish_event(
             Ok((request.sub_folder, data))
         })
         .map_err(|r| r.note(bridge, Some(device)))?;
-    Ok(bridge
-        .publish_event(device, subfolder.as_deref(), data)
-        .await?)
+    Ok(device.publish_event(subfolder.as_deref(), data).await?)
 }
 
 async fn set_state(
     bridge: &Bridge,
-    device: &AuthenticatedDevice,
+    device: &DeviceSession,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), DeviceApiError> {
@@ -168,7 +165,7 @@ async fn set_state(
         .await
         .and_then(|request| {
             let state = request.state.ok_or_else(|| {
-                Refusal::invalid(
+                HttpRefusal::invalid(
                     "missing_field",
                     "state: required: {\"state\": {\"binary_data\": <base64>}}",
                 )
@@ -176,7 +173,7 @@ async fn set_state(
             decode_payload("state.binary_data", state.binary_data.as_deref())
         })
         .map_err(|r| r.note(bridge, Some(device)))?;
-    Ok(bridge.set_state(device, data).await?)
+    Ok(device.set_state(data).await?)
 }
 
 /// `GET …/devices/{device}/config?local_version=N`
@@ -188,20 +185,19 @@ async fn config(
 ) -> Result<Json<ConfigResponse>, DeviceApiError> {
     let (registry, device) = path_parts(&bridge, path)?;
     let name = device_name(&bridge, &registry, &device)?;
-    let device = authenticate(&bridge, &name, &headers).await?;
-    bridge.admit_http(&device).await?;
+    let device = admit(&bridge, &name, &headers).await?;
     let local_version =
         local_version(query.as_deref()).map_err(|r| r.note(&bridge, Some(&device)))?;
-    let config = bridge.config(&device, local_version).await?;
+    let config = device.config(local_version).await?;
     Ok(Json(config.into()))
 }
 
 /// `local_version` (or `localVersion`): absent or empty means 0, the latest.
-fn local_version(query: Option<&str>) -> Result<u64, Refusal> {
+fn local_version(query: Option<&str>) -> Result<u64, HttpRefusal> {
     match Query::parse(query).get("localVersion") {
         None | Some("") => Ok(0),
         Some(text) => text.parse().map_err(|_| {
-            Refusal::invalid(
+            HttpRefusal::invalid(
                 "bad_local_version",
                 format!("local_version: `{text}` is not a non-negative integer"),
             )
@@ -219,7 +215,7 @@ fn path_parts(
         Ok(Path((project, location, registry, device))) => {
             Ok(([project, location, registry], device))
         }
-        Err(rejection) => Err(Refusal::invalid(
+        Err(rejection) => Err(HttpRefusal::invalid(
             "bad_path",
             format!("the request path cannot be read: {}", rejection.body_text()),
         )
@@ -228,9 +224,9 @@ fn path_parts(
 }
 
 /// `dev-1:publishEvent` → the device segment and the call.
-fn split_method(segment: &str) -> Result<(&str, DeviceMethod), Refusal> {
+fn split_method(segment: &str) -> Result<(&str, DeviceMethod), HttpRefusal> {
     let unknown = |what: String| {
-        Refusal::new(
+        HttpRefusal::new(
             Code::NotFound,
             "unknown_method",
             format!(
@@ -258,25 +254,26 @@ fn device_name(
     device: &str,
 ) -> Result<DeviceName, DeviceApiError> {
     DeviceName::from_parts(project, location, registry, device)
-        .map_err(|err| Refusal::invalid("bad_path", err.to_string()).note(bridge, None))
+        .map_err(|err| HttpRefusal::invalid("bad_path", err.to_string()).note(bridge, None))
 }
 
-/// Proves the device with the request's bearer token, checked against the system clock.
-async fn authenticate(
+/// Proves the device with the request's bearer token, checked against the system clock, and
+/// admits the request (HTTP switched on for the registry, the device within its rate).
+async fn admit(
     bridge: &Bridge,
     name: &DeviceName,
     headers: &HeaderMap,
-) -> Result<AuthenticatedDevice, DeviceApiError> {
+) -> Result<DeviceSession, DeviceApiError> {
     let token = bearer_token(headers).map_err(|r| r.note(bridge, None))?;
     let now = Timestamp::now().as_second();
-    Ok(bridge.authenticate(name, token, now).await?)
+    Ok(bridge.admit(Protocol::Http, name, token, now).await?)
 }
 
 /// The token of `Authorization: Bearer <JWT>`; the scheme in any case. Refusals never echo the
 /// header, which may hold a token.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
+fn bearer_token(headers: &HeaderMap) -> Result<&str, HttpRefusal> {
     let unauthenticated =
-        |reason, message: &str| Refusal::new(Code::Unauthenticated, reason, message.to_owned());
+        |reason, message: &str| HttpRefusal::new(Code::Unauthenticated, reason, message.to_owned());
     let value = headers.get(AUTHORIZATION).ok_or_else(|| {
         unauthenticated(
             "missing_token",
@@ -308,7 +305,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
 }
 
 async fn not_found(State(bridge): State<Bridge>) -> DeviceApiError {
-    Refusal::new(
+    HttpRefusal::new(
         Code::NotFound,
         "unknown_path",
         "no such device API path; device calls look like \
@@ -319,7 +316,7 @@ async fn not_found(State(bridge): State<Bridge>) -> DeviceApiError {
 }
 
 async fn method_not_allowed(State(bridge): State<Bridge>) -> DeviceApiError {
-    Refusal::new(
+    HttpRefusal::new(
         Code::Unimplemented,
         "method_not_allowed",
         "this HTTP method is not supported here: devices POST …:publishEvent and …:setState and \

@@ -9,6 +9,7 @@ use shared::resources::FieldViolation;
 use shared::{Code, ErrorBody, IdError};
 
 use crate::registry::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// A refusal or failure, ready to be sent.
 #[derive(Debug)]
@@ -82,21 +83,6 @@ impl IntoResponse for ApiError {
         let mut body = ErrorBody::new(self.code, self.message);
         body.error.code = status.as_u16();
         (status, Json(body)).into_response()
-    }
-}
-
-/// Formats an error with its sources, `outer: inner: innermost`.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
     }
 }
 

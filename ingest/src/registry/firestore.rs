@@ -227,6 +227,12 @@ impl Registry for FirestoreRegistry {
         device: &DeviceRef,
         activity: Activity,
     ) -> StoreResult<()> {
-        devices::record_activity(&self.rpc, registry, device, activity).await
+        let doc_path = devices::record_activity(&self.rpc, registry, device, &activity).await?;
+        match (activity.config_ack_version, activity.last_config_ack_time) {
+            (Some(version), Some(time)) => {
+                history::record_config_ack(&self.rpc, &doc_path, version, time).await
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -136,6 +136,9 @@ pub struct Activity {
     pub last_state_time: Option<Timestamp>,
     /// The last config acknowledgement.
     pub last_config_ack_time: Option<Timestamp>,
+    /// The config version that acknowledgement was for: it gets `last_config_ack_time` as its
+    /// `deviceAckTime` (nothing happens when that version is no longer kept).
+    pub config_ack_version: Option<u64>,
     /// The last config sent to the device.
     pub last_config_send_time: Option<Timestamp>,
     /// The last error and when it happened.

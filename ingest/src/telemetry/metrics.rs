@@ -27,11 +27,11 @@ impl Metrics {
         Self {
             accepted: meter
                 .u64_counter("ingest.messages.accepted")
-                .with_description("Device messages accepted, by kind (event, state, config)")
+                .with_description("Device messages accepted, by kind (event, state, config) and protocol")
                 .build(),
             refused: meter
                 .u64_counter("ingest.requests.refused")
-                .with_description("Device requests refused, by reason")
+                .with_description("Device requests refused, by reason and protocol")
                 .build(),
             publish_latency: meter
                 .f64_histogram("ingest.pubsub.publish.duration")
@@ -45,14 +45,28 @@ impl Metrics {
         }
     }
 
-    /// A message of `kind` (`event`, `state`, `config`) was accepted.
-    pub fn accepted(&self, kind: &'static str) {
-        self.accepted.add(1, &[KeyValue::new("kind", kind)]);
+    /// A message of `kind` (`event`, `state`, `config`) was accepted over `protocol` (`http`,
+    /// `mqtt`).
+    pub fn accepted(&self, kind: &'static str, protocol: &'static str) {
+        self.accepted.add(
+            1,
+            &[
+                KeyValue::new("kind", kind),
+                KeyValue::new("protocol", protocol),
+            ],
+        );
     }
 
-    /// A device request was refused for `reason` (a stable code such as `expired`).
-    pub fn refused(&self, reason: &'static str) {
-        self.refused.add(1, &[KeyValue::new("reason", reason)]);
+    /// A device request was refused for `reason` (a stable code such as `expired`) over
+    /// `protocol`.
+    pub fn refused(&self, reason: &'static str, protocol: &'static str) {
+        self.refused.add(
+            1,
+            &[
+                KeyValue::new("reason", reason),
+                KeyValue::new("protocol", protocol),
+            ],
+        );
     }
 
     /// A publish took `seconds` and ended in `outcome` (`ok`, `unavailable`, `rejected`).

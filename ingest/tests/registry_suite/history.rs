@@ -174,6 +174,7 @@ pub async fn recorded_activity_reads_back_and_absent_fields_stay(store: Arc<dyn 
         last_config_ack_time: Some(at(4)),
         last_config_send_time: Some(at(5)),
         last_error: Some((at(6), error.clone())),
+        config_ack_version: None,
     };
     store
         .record_activity(&reg, &id("dev-1"), activity)
@@ -196,4 +197,40 @@ pub async fn recorded_activity_reads_back_and_absent_fields_stay(store: Arc<dyn 
     assert_eq!(device.last_config_send_time, Some(at(5)));
     assert_eq!(device.last_error_time, Some(at(6)));
     assert_eq!(device.last_error_status, Some(error));
+}
+
+pub async fn a_config_acknowledgement_sets_that_versions_device_ack_time(store: Arc<dyn Registry>) {
+    let reg = a_registry(&store, "reg-1").await;
+    a_device(&store, &reg, "dev-1").await;
+    for (n, data) in [b"one", b"two"].into_iter().enumerate() {
+        store
+            .modify_config(&reg, &id("dev-1"), 0, data.to_vec(), at(n as i64 + 1))
+            .await
+            .unwrap();
+    }
+    let versions = store.list_config_versions(&reg, &id("dev-1"), 0).await.unwrap();
+    let (latest, older) = (versions[0].version, versions[1].version);
+    for (version, when) in [(older, 7), (latest, 8)] {
+        let ack = Activity {
+            last_config_ack_time: Some(at(when)),
+            config_ack_version: Some(version),
+            ..Default::default()
+        };
+        store.record_activity(&reg, &id("dev-1"), ack).await.unwrap();
+    }
+    // A version no longer kept is acknowledged without error, and changes nothing.
+    let gone = Activity {
+        last_config_ack_time: Some(at(9)),
+        config_ack_version: Some(12_345),
+        ..Default::default()
+    };
+    store.record_activity(&reg, &id("dev-1"), gone).await.unwrap();
+
+    let versions = store.list_config_versions(&reg, &id("dev-1"), 0).await.unwrap();
+    assert_eq!(versions[0].device_ack_time, Some(at(8)));
+    assert_eq!(versions[1].device_ack_time, Some(at(7)));
+    let device = store.get_device(&reg, &id("dev-1")).await.unwrap();
+    assert_eq!(device.last_config_ack_time, Some(at(9)));
+    let config = device.config.unwrap();
+    assert_eq!((config.version, config.device_ack_time), (latest, Some(at(8))));
 }

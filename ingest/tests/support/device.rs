@@ -113,6 +113,7 @@ impl DeviceApp {
             registry: registry.clone(),
             auth: auth.clone(),
             access: AdminAccess::Loopback,
+            delivery: Default::default(),
         }))
         .await;
         let device_base = serve(ingest::http::device::router(bridge.clone())).await;

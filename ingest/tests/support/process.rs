@@ -52,6 +52,13 @@ impl ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ingest"))
             .args(["serve", "--admin-addr", "127.0.0.1:0", "--port", "0"])
             .args(["--device-host", "127.0.0.1"])
+            // MQTT over TLS only where a test asks for it (it would share port 8883 otherwise).
+            .args(
+                (!args.iter().any(|a| a.starts_with("--mqtt-addr")))
+                    .then_some(["--mqtt-addr", "off"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(registry)
             .args(args)
             .env_clear()

@@ -205,6 +205,9 @@ pub async fn patch(
         .await?;
     if let (true, Some(id)) = (touches_auth, &updated.id) {
         state.auth.invalidate_device(&registry, id);
+        state
+            .delivery
+            .device_changed(&registry, &DeviceRef::Id(id.clone()));
     }
     Ok(Json(updated))
 }
@@ -254,6 +257,9 @@ pub async fn delete(
     state.registry.delete_device(&registry, &device).await?;
     if let Some(id) = &existing.id {
         state.auth.invalidate_device(&registry, id);
+        state
+            .delivery
+            .device_changed(&registry, &DeviceRef::Id(id.clone()));
     }
     Ok(Json(serde_json::json!({})))
 }
@@ -307,6 +313,9 @@ async fn modify_config(
             Timestamp::now(),
         )
         .await?;
+    state
+        .delivery
+        .config_changed(&registry, &device, config.clone());
     Ok(config)
 }
 

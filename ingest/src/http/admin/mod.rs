@@ -15,6 +15,7 @@ use shared::Code;
 
 use super::error::ApiError;
 use crate::auth::Authenticator;
+use crate::c2d::Delivery;
 use crate::registry::Registry;
 
 mod devices;
@@ -43,6 +44,8 @@ pub struct AdminState {
     pub auth: Authenticator,
     /// The access rule.
     pub access: AdminAccess,
+    /// Devices' MQTT connections in this process: told of config and device changes at once.
+    pub delivery: Delivery,
 }
 
 /// The admin API's routes.

@@ -1,8 +1,8 @@
 //! How the device API says no: every refusal is Google's JSON error body with a canonical status
 //! and a message naming the cause, a `413` for oversized bodies, and a `Retry-After` header when
-//! the device is told to come back later. Refusals the HTTP layer makes itself ([`Refusal`]) are
-//! counted and, once the device is known, kept as its last error, just as the bridge does for its
-//! own.
+//! the device is told to come back later. The bridge decides what a device is told
+//! ([`Refusal`]); refusals the HTTP layer makes itself ([`HttpRefusal`]) are counted and, once the
+//! device is known, kept as its last error, just as the bridge does for its own.
 
 use std::time::Duration;
 
@@ -11,10 +11,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::Code;
 
-use crate::auth::{AuthError, AuthenticatedDevice};
-use crate::bridge::{Bridge, BridgeError};
+use crate::bridge::{Bridge, DeviceSession, Protocol, Refusal};
 use crate::http::error::ApiError;
-use crate::registry::StoreError;
 
 /// A refusal of the device API, ready to be sent.
 #[derive(Debug)]
@@ -45,51 +43,32 @@ impl From<ApiError> for DeviceApiError {
     }
 }
 
-/// The bridge has already counted the refusal; this only shapes the answer.
-impl From<BridgeError> for DeviceApiError {
-    fn from(err: BridgeError) -> Self {
-        let retry_after = match &err {
-            BridgeError::RateLimited { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        };
+/// The bridge has already counted the refusal and chosen its words; this only shapes the
+/// answer: `413` for a payload over its limit (resending it can never succeed), `Retry-After`
+/// when the device was told to wait.
+impl From<Refusal> for DeviceApiError {
+    fn from(refusal: Refusal) -> Self {
+        let mut error = ApiError::new(refusal.code, refusal.message.clone());
+        if refusal.is_too_large() {
+            error = error.with_http_status(StatusCode::PAYLOAD_TOO_LARGE);
+        }
         Self {
-            error: api_error(err),
-            retry_after,
+            error,
+            retry_after: refusal.retry_after,
         }
-    }
-}
-
-fn api_error(err: BridgeError) -> ApiError {
-    let code = err.code();
-    match &err {
-        BridgeError::TooLarge { .. } => {
-            ApiError::new(code, err.to_string()).with_http_status(StatusCode::PAYLOAD_TOO_LARGE)
-        }
-        BridgeError::Store(StoreError::Backend(_))
-        | BridgeError::Auth(AuthError::Store(StoreError::Backend(_))) => {
-            tracing::warn!(error = %ErrorChain(&err), "the registry store failed a device request");
-            ApiError::new(
-                Code::Unavailable,
-                "the device registry cannot be reached right now; the request was not carried \
-                 out, retry later",
-            )
-        }
-        BridgeError::Store(StoreError::NotFound(_)) => ApiError::new(code, err.to_string()),
-        BridgeError::Store(_) | BridgeError::Auth(AuthError::Store(_)) => ApiError::internal(err),
-        _ => ApiError::new(code, err.to_string()),
     }
 }
 
 /// A refusal the HTTP layer makes itself: a missing token, a body it cannot read.
 #[derive(Debug)]
-pub(super) struct Refusal {
+pub(super) struct HttpRefusal {
     code: Code,
     reason: &'static str,
     message: String,
     http_status: Option<StatusCode>,
 }
 
-impl Refusal {
+impl HttpRefusal {
     /// A refusal with a canonical status, a stable reason for metrics, and the caller's message.
     pub(super) fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -119,31 +98,20 @@ impl Refusal {
 
     /// Counts the refusal, keeps it as the device's last error when the device is known, and
     /// turns it into the answer.
-    pub(super) fn note(
-        self,
-        bridge: &Bridge,
-        device: Option<&AuthenticatedDevice>,
-    ) -> DeviceApiError {
-        bridge.note_refusal(device, self.code, self.reason, &self.message);
+    pub(super) fn note(self, bridge: &Bridge, device: Option<&DeviceSession>) -> DeviceApiError {
+        match device {
+            Some(session) => {
+                session.refuse(self.code, self.reason, self.message.clone());
+            }
+            None => bridge.note_refusal(
+                Protocol::Http,
+                &Refusal::new(self.code, self.reason, self.message.clone()),
+            ),
+        }
         let mut error = ApiError::new(self.code, self.message);
         if let Some(status) = self.http_status {
             error = error.with_http_status(status);
         }
         error.into()
-    }
-}
-
-/// Formats an error with its sources, `outer: inner: innermost`.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use flate2::read::MultiGzDecoder;
 use serde::de::DeserializeOwned;
 
-use super::answer::Refusal;
+use super::answer::HttpRefusal;
 use crate::http::request::parse_json;
 
 /// Reads the body as JSON into `T`, refusing bodies above `cap` bytes (before and after gzip).
@@ -21,27 +21,27 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     cap: usize,
-) -> Result<T, Refusal> {
+) -> Result<T, HttpRefusal> {
     check_content_type(headers)?;
     let gzip = is_gzip(headers)?;
     let raw = read_capped(body, cap).await?;
     let plain = if gzip { gunzip(&raw, cap)? } else { raw };
-    parse_json(&plain).map_err(|err| Refusal::invalid("bad_json", err.message()))
+    parse_json(&plain).map_err(|err| HttpRefusal::invalid("bad_json", err.message()))
 }
 
 /// Decodes a base64 payload field; `field` is how the error names it.
-pub(super) fn decode_payload(field: &str, value: Option<&str>) -> Result<Vec<u8>, Refusal> {
+pub(super) fn decode_payload(field: &str, value: Option<&str>) -> Result<Vec<u8>, HttpRefusal> {
     let text = value.ok_or_else(|| {
-        Refusal::invalid(
+        HttpRefusal::invalid(
             "missing_field",
             format!("{field}: required: the payload, base64-encoded (an empty string for none)"),
         )
     })?;
     shared::proto3::decode_base64(text)
-        .map_err(|err| Refusal::invalid("bad_base64", format!("{field}: {err}")))
+        .map_err(|err| HttpRefusal::invalid("bad_base64", format!("{field}: {err}")))
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
+fn check_content_type(headers: &HeaderMap) -> Result<(), HttpRefusal> {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return Ok(());
     };
@@ -58,7 +58,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
 }
 
 /// Whether the body is gzip-compressed; any other encoding is refused.
-fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
+fn is_gzip(headers: &HeaderMap) -> Result<bool, HttpRefusal> {
     let Some(value) = headers.get(CONTENT_ENCODING) else {
         return Ok(false);
     };
@@ -78,7 +78,7 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
 }
 
 /// Buffers the body, refusing it as soon as it is known to exceed `cap`.
-async fn read_capped(mut body: Body, cap: usize) -> Result<Vec<u8>, Refusal> {
+async fn read_capped(mut body: Body, cap: usize) -> Result<Vec<u8>, HttpRefusal> {
     let cap64 = u64::try_from(cap).unwrap_or(u64::MAX);
     // A declared Content-Length above the cap is refused without reading a byte.
     if body.size_hint().lower() > cap64 {
@@ -87,7 +87,7 @@ async fn read_capped(mut body: Body, cap: usize) -> Result<Vec<u8>, Refusal> {
     let mut out = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|err| {
-            Refusal::invalid(
+            HttpRefusal::invalid(
                 "unreadable_body",
                 format!("could not read the request body: {err}"),
             )
@@ -103,14 +103,14 @@ async fn read_capped(mut body: Body, cap: usize) -> Result<Vec<u8>, Refusal> {
 }
 
 /// Inflates at most `cap` bytes: a bomb is cut off there, not expanded in full.
-fn gunzip(raw: &[u8], cap: usize) -> Result<Vec<u8>, Refusal> {
+fn gunzip(raw: &[u8], cap: usize) -> Result<Vec<u8>, HttpRefusal> {
     let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
     let mut out = Vec::new();
     MultiGzDecoder::new(raw)
         .take(limit)
         .read_to_end(&mut out)
         .map_err(|err| {
-            Refusal::invalid(
+            HttpRefusal::invalid(
                 "bad_gzip",
                 format!("the body says `Content-Encoding: gzip` but is not valid gzip: {err}"),
             )
@@ -121,8 +121,8 @@ fn gunzip(raw: &[u8], cap: usize) -> Result<Vec<u8>, Refusal> {
     Ok(out)
 }
 
-fn too_large(cap: usize, what: &str) -> Refusal {
-    Refusal::invalid(
+fn too_large(cap: usize, what: &str) -> HttpRefusal {
+    HttpRefusal::invalid(
         "too_large",
         format!(
             "{what} {cap} bytes, more than the largest payload this call accepts can need as \
@@ -132,8 +132,8 @@ fn too_large(cap: usize, what: &str) -> Refusal {
     .with_http_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
-fn unsupported(message: String) -> Refusal {
-    Refusal::invalid("unsupported_media_type", message)
+fn unsupported(message: String) -> HttpRefusal {
+    HttpRefusal::invalid("unsupported_media_type", message)
         .with_http_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
 }
 
@@ -224,7 +224,7 @@ mod tests {
         assert!(decode_payload("binary_data", None).is_err());
     }
 
-    fn refusal_status(refusal: &Refusal) -> Option<StatusCode> {
+    fn refusal_status(refusal: &HttpRefusal) -> Option<StatusCode> {
         refusal.http_status()
     }
 }

@@ -316,14 +316,15 @@ pub(super) async fn delete(
 }
 
 /// Overwrites the bookkeeping fields the activity sets. By id this is one write and no read.
+/// Returns the device's document path, for the config acknowledgement that may follow.
 pub(super) async fn record_activity(
     rpc: &Rpc,
     registry: &RegistryName,
     device: &DeviceRef,
-    activity: Activity,
-) -> StoreResult<()> {
+    activity: &Activity,
+) -> StoreResult<String> {
     let doc_path = resolve_path(rpc, registry, device).await?;
-    let (error_time, error_status) = activity.last_error.unzip();
+    let (error_time, error_status) = activity.last_error.clone().unzip();
     let partial = Device {
         last_heartbeat_time: activity.last_heartbeat_time,
         last_event_time: activity.last_event_time,
@@ -336,7 +337,8 @@ pub(super) async fn record_activity(
     };
     // Exactly the fields the activity carries: the encoding leaves out the ones it does not.
     let write = rpc.patch(&doc_path, value::encode(&partial)?);
-    commit_to_device(rpc, registry, device, vec![write]).await
+    commit_to_device(rpc, registry, device, vec![write]).await?;
+    Ok(doc_path)
 }
 
 /// Commits writes that require the device document; its absence is `NotFound` naming it.

@@ -10,7 +10,7 @@ use firestore::gcloud_sdk::google::firestore::v1::Write;
 use firestore::gcloud_sdk::tonic::Code;
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
-use shared::resources::{DeviceConfig, DeviceState, MAX_CONFIG_VERSIONS, MAX_STATES};
+use shared::resources::{Device, DeviceConfig, DeviceState, MAX_CONFIG_VERSIONS, MAX_STATES};
 use shared::{DeviceRef, RegistryName};
 
 use super::devices::{self, STATE_SEQ, describe};
@@ -95,6 +95,53 @@ pub(super) async fn modify_config(
         }
     }
     Err(contended(registry, device))
+}
+
+/// Sets `deviceAckTime` on config `version`: on its history document (gone when the version was
+/// pruned, which is fine), and on the device's inline latest config when that is still the
+/// version acknowledged. The second write runs in a transaction that read the device, so a
+/// config update racing it is never overwritten.
+pub(super) async fn record_config_ack(
+    rpc: &Rpc,
+    device_path: &str,
+    version: u64,
+    time: Timestamp,
+) -> StoreResult<()> {
+    let ack = value::to_value(serde_json::to_value(time).map_err(backend)?);
+    let mut fields = value::Fields::new();
+    fields.insert("deviceAckTime".into(), ack);
+    match rpc
+        .commit(vec![rpc.patch(&Kind::Configs.path(device_path, version), fields)], None)
+        .await
+    {
+        Ok(()) => {}
+        Err(status) if status.code() == Code::NotFound => return Ok(()),
+        Err(status) => return Err(backend(status)),
+    }
+    let outcome = rpc
+        .in_transaction(|tx| async move {
+            let Some(doc) = rpc.get(device_path, Some(&tx)).await? else {
+                return Ok(((), Vec::new()));
+            };
+            let mut fields = doc.fields;
+            fields.remove(STATE_SEQ);
+            let config: Option<DeviceConfig> = value::decode::<Device>(fields)?.config;
+            let writes = match config {
+                Some(mut config) if config.version == version => {
+                    config.device_ack_time = Some(time);
+                    let mut latest = value::Fields::new();
+                    latest.insert(
+                        "config".into(),
+                        value::to_value(serde_json::to_value(&config).map_err(backend)?),
+                    );
+                    vec![rpc.update(device_path, latest, &["config"])]
+                }
+                _ => Vec::new(),
+            };
+            Ok(((), writes))
+        })
+        .await?;
+    outcome.map_err(backend)
 }
 
 /// Stores a state report as the latest state.

@@ -1,0 +1,162 @@
+//! Cloud-to-device delivery inside one `ingest serve`: which MQTT connection holds each device,
+//! and a way for the admin API to reach it. A config change is pushed to the device's connection
+//! at once; a change to its keys or blocked flag makes the connection check its token again; a
+//! second CONNECT for the same device replaces the first, which is told why (one connection per
+//! device, as IoT Core). Across several instances this is the delivery bus's job (a later stage);
+//! here the admin API and the bridge share the process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use shared::resources::DeviceConfig;
+use shared::{DeviceId, DeviceRef, NumId, RegistryName};
+use tokio::sync::mpsc;
+
+/// How many deliveries may wait for a connection before newer ones are dropped. A connection
+/// reads them between packets; configs carry their version, so a dropped one is never needed
+/// (the next push, or the config sent after SUBACK, is newer).
+const QUEUE: usize = 32;
+
+/// What the rest of the service tells a device's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// The device's config changed; this is the new latest version.
+    Config(DeviceConfig),
+    /// The device's keys or blocked flag changed, or it was deleted: check the token again.
+    Recheck,
+    /// Another connection for the same device was accepted; this one must close.
+    Replaced,
+}
+
+type Key = (RegistryName, DeviceId);
+
+#[derive(Debug)]
+struct Holder {
+    generation: u64,
+    num_id: NumId,
+    tx: mpsc::Sender<Control>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_id: HashMap<Key, Holder>,
+    by_num: HashMap<NumId, Key>,
+}
+
+/// The connections of this process, by device. Cheap to clone; clones share the table.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    table: Arc<Mutex<Table>>,
+    generations: Arc<AtomicU64>,
+}
+
+/// A connection's claim on its device: its generation and its inbox.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Tells this claim from a newer one for the same device.
+    pub generation: u64,
+    /// Deliveries for the connection.
+    pub inbox: mpsc::Receiver<Control>,
+}
+
+impl Delivery {
+    /// Claims `device` for a new connection; the connection holding it before is told
+    /// [`Control::Replaced`].
+    pub fn attach(&self, registry: &RegistryName, device: &DeviceId, num_id: NumId) -> Attachment {
+        let (tx, inbox) = mpsc::channel(QUEUE);
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let key = (registry.clone(), device.clone());
+        let mut table = self.lock();
+        table.by_num.insert(num_id, key.clone());
+        let holder = Holder {
+            generation,
+            num_id,
+            tx,
+        };
+        if let Some(old) = table.by_id.insert(key, holder) {
+            // The old connection may be gone already; then there is nobody to tell.
+            let _ = old.tx.try_send(Control::Replaced);
+        }
+        Attachment { generation, inbox }
+    }
+
+    /// Releases a claim, unless a newer connection has taken the device since.
+    pub fn detach(&self, registry: &RegistryName, device: &DeviceId, generation: u64) {
+        let key = (registry.clone(), device.clone());
+        let mut table = self.lock();
+        if table
+            .by_id
+            .get(&key)
+            .is_some_and(|holder| holder.generation == generation)
+            && let Some(holder) = table.by_id.remove(&key)
+        {
+            table.by_num.remove(&holder.num_id);
+        }
+    }
+
+    /// Pushes a new config to the device's connection, if it has one here.
+    pub fn config_changed(&self, registry: &RegistryName, device: &DeviceRef, config: DeviceConfig) {
+        self.send(registry, device, Control::Config(config));
+    }
+
+    /// Makes the device's connection, if any, check its token again.
+    pub fn device_changed(&self, registry: &RegistryName, device: &DeviceRef) {
+        self.send(registry, device, Control::Recheck);
+    }
+
+    /// Whether the device has a connection here (for tests and the admin API).
+    pub fn is_connected(&self, registry: &RegistryName, device: &DeviceId) -> bool {
+        self.lock()
+            .by_id
+            .contains_key(&(registry.clone(), device.clone()))
+    }
+
+    fn send(&self, registry: &RegistryName, device: &DeviceRef, control: Control) {
+        let table = self.lock();
+        let key = match device {
+            DeviceRef::Id(id) => (registry.clone(), id.clone()),
+            DeviceRef::Num(num) => match table.by_num.get(num) {
+                Some(key) if key.0 == *registry => key.clone(),
+                _ => return,
+            },
+        };
+        if let Some(holder) = table.by_id.get(&key)
+            && holder.tx.try_send(control).is_err()
+        {
+            tracing::debug!(device = %key.1, "a device connection's inbox is full; delivery dropped");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> (RegistryName, DeviceId) {
+        (
+            RegistryName::parse("projects/my-project/locations/us-central1/registries/reg-1").unwrap(),
+            DeviceId::parse("dev-1").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_second_connection_replaces_the_first_and_the_first_cannot_detach_it() {
+        let delivery = Delivery::default();
+        let (registry, device) = names();
+        let mut first = delivery.attach(&registry, &device, NumId(7));
+        let mut second = delivery.attach(&registry, &device, NumId(7));
+        assert_eq!(first.inbox.try_recv(), Ok(Control::Replaced));
+        delivery.detach(&registry, &device, first.generation);
+        assert!(delivery.is_connected(&registry, &device));
+
+        delivery.config_changed(&registry, &DeviceRef::Num(NumId(7)), DeviceConfig::default());
+        assert!(matches!(second.inbox.try_recv(), Ok(Control::Config(_))));
+        delivery.detach(&registry, &device, second.generation);
+        assert!(!delivery.is_connected(&registry, &device));
+    }
+}

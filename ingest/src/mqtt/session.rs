@@ -1,0 +1,625 @@
+//! One device's MQTT connection after its CONNECT was accepted, until it closes.
+//!
+//! Events and states are handed to the bridge as they arrive, several at a time, and each QoS 1
+//! PUBACK is written only once the bridge accepted that message (Pub/Sub has it, the state is
+//! stored), in the order the PUBLISHes came (MQTT 3.1.1 §4.6). A message the bridge could not
+//! take gets no PUBACK; the connection is then closed (after the PUBACKs of the messages before
+//! it) so the client sends it again on its next connection. Only a device over its message rate
+//! stays connected: that one message is refused and the device told on its `errors` topic.
+//!
+//! The config is sent right after a SUBACK for `/devices/{d}/config` and whenever the admin API
+//! changes it; at QoS 1 it is sent again until acknowledged, a newer version replacing an older
+//! one. The connection is closed when its token expires (plus the allowed clock skew), when the
+//! client is silent past 1.5 × its keepalive or for the idle timeout, when another connection for
+//! the same device is accepted, when the device is blocked or re-keyed and its token no longer
+//! passes, and at shutdown (after the PUBACKs still owed, within the drain timeout). Every such
+//! close is told on the `errors` topic when subscribed and kept as the device's last error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use jiff::Timestamp;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{
+    Packet, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
+};
+use shared::jwt::MAX_CLOCK_SKEW_SECS;
+use shared::resources::DeviceConfig;
+use shared::Code;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::connect::Admitted;
+use super::topics::{OwnTopics, PublishTopic, Subscription};
+use super::wire::{self, ReadError};
+use super::Shared;
+use crate::bridge::{Bucket, DeviceSession, Rate, Refusal};
+use crate::c2d::{Attachment, Control};
+
+type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// How a handed-over message ended.
+struct Outcome {
+    /// The PUBLISH's packet id (QoS 1), or `None` (QoS 0).
+    pkid: Option<u16>,
+    result: Result<(), Refusal>,
+}
+
+/// Why the connection ends.
+enum Close {
+    /// The client disconnected, or the socket failed: nothing to tell.
+    Quietly,
+    /// The service ends the connection for this reason, told to the device.
+    Because(Refusal),
+}
+
+/// A config sent at QoS 1 and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Unacked {
+    pkid: u16,
+    version: u64,
+    resend_at: Instant,
+}
+
+/// The connection's state.
+pub(crate) struct Live<R, W> {
+    reader: R,
+    writer: W,
+    buf: BytesMut,
+    scratch: BytesMut,
+    shared: Arc<Shared>,
+    session: Arc<DeviceSession>,
+    token: String,
+    topics: OwnTopics,
+    attachment: Attachment,
+    in_flight: FuturesOrdered<Pending>,
+    bucket: Bucket,
+    rate: Rate,
+    config_qos: Option<QoS>,
+    commands: bool,
+    errors: bool,
+    sent_version: Option<u64>,
+    unacked: Option<Unacked>,
+    next_pkid: u16,
+    keep_alive: Option<Duration>,
+    last_heard: Instant,
+    token_deadline: Instant,
+    /// Set once the connection must close: no more reading, the PUBACKs still owed are
+    /// written, then it closes.
+    closing: Option<Close>,
+}
+
+impl<R, W> Live<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    pub(crate) fn new(
+        reader: R,
+        writer: W,
+        buf: BytesMut,
+        shared: Arc<Shared>,
+        admitted: Admitted,
+    ) -> Self {
+        let device = admitted.session.device();
+        let topics = OwnTopics::new(device.id.as_str(), device.num_id.0);
+        let attachment = shared
+            .delivery
+            .attach(&device.registry, &device.id, device.num_id);
+        let rate = Rate::per_second(shared.settings.messages_per_second);
+        let now = Instant::now();
+        let token_deadline = token_deadline(device.token_exp, now);
+        Self {
+            reader,
+            writer,
+            buf,
+            scratch: BytesMut::with_capacity(256),
+            session: Arc::new(admitted.session),
+            token: admitted.token,
+            topics,
+            attachment,
+            in_flight: FuturesOrdered::new(),
+            bucket: Bucket::full(rate, now.into_std()),
+            rate,
+            config_qos: None,
+            commands: false,
+            errors: false,
+            sent_version: None,
+            unacked: None,
+            next_pkid: 0,
+            keep_alive: (admitted.keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(admitted.keep_alive) * 1500)),
+            last_heard: now,
+            token_deadline,
+            closing: None,
+            shared,
+        }
+    }
+
+    /// Serves the connection until it ends.
+    pub(crate) async fn run(mut self) {
+        let mut shutdown = self.shared.shutdown.clone();
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            if self.closing.is_some() && self.in_flight.is_empty() {
+                break;
+            }
+            let reading = self.closing.is_none()
+                && self.in_flight.len() < self.shared.settings.max_in_flight;
+            let deadline = drain_deadline.unwrap_or_else(|| self.next_deadline());
+            tokio::select! {
+                Some(outcome) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if let Err(close) = self.finished(outcome).await {
+                        self.close(close);
+                    }
+                }
+                control = self.attachment.inbox.recv(), if self.closing.is_none() => {
+                    if let Err(close) = self.control(control).await {
+                        self.close(close);
+                    }
+                }
+                () = super::stopping(&mut shutdown), if drain_deadline.is_none() => {
+                    drain_deadline = Some(Instant::now() + self.shared.settings.drain_timeout);
+                    self.close(Close::Because(Refusal::new(
+                        Code::Unavailable,
+                        "mqtt_shutdown",
+                        "the server is shutting down; reconnect (another instance will take the \
+                         connection)",
+                    )));
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if drain_deadline.is_some_and(|at| Instant::now() >= at) {
+                        tracing::warn!(device = %self.session.device().id, "PUBACKs still owed at the end of the drain were not sent");
+                        break;
+                    }
+                    if let Err(close) = self.on_deadline().await {
+                        self.close(close);
+                    }
+                }
+                read = self.reader.read_buf(&mut self.buf), if reading => {
+                    if let Err(close) = self.received(read).await {
+                        self.close(close);
+                    }
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Marks the connection as closing; the first reason wins.
+    fn close(&mut self, close: Close) {
+        if self.closing.is_none() {
+            self.closing = Some(close);
+        }
+    }
+
+    async fn finish(mut self) {
+        if let Some(Close::Because(refusal)) = self.closing.take() {
+            tracing::debug!(device = %self.session.device().id, reason = refusal.reason, "closing an MQTT connection");
+            self.tell(&refusal, None).await;
+        }
+        let device = self.session.device();
+        self.shared
+            .delivery
+            .detach(&device.registry, &device.id, self.attachment.generation);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+    }
+
+    /// The earliest moment something is due: keepalive, idle, token expiry, a config resend.
+    fn next_deadline(&self) -> Instant {
+        let idle = self.last_heard + self.shared.settings.idle_timeout;
+        let mut due = idle.min(self.token_deadline);
+        if let Some(keep_alive) = self.keep_alive {
+            due = due.min(self.last_heard + keep_alive);
+        }
+        if let Some(unacked) = self.unacked {
+            due = due.min(unacked.resend_at);
+        }
+        due
+    }
+
+    async fn on_deadline(&mut self) -> Result<(), Close> {
+        let now = Instant::now();
+        if now >= self.token_deadline {
+            return Err(self.refuse(
+                Code::Unauthenticated,
+                "mqtt_token_expired",
+                "the connection's token expired (its exp plus the allowed 10 minutes of clock \
+                 skew have passed); reconnect with a fresh token"
+                    .to_owned(),
+            ));
+        }
+        if let Some(keep_alive) = self.keep_alive
+            && now >= self.last_heard + keep_alive
+        {
+            return Err(self.refuse(
+                Code::DeadlineExceeded,
+                "mqtt_keepalive",
+                format!(
+                    "nothing was heard from the client for 1.5 × its keepalive ({:.0} s); \
+                     the connection is closed",
+                    keep_alive.as_secs_f64()
+                ),
+            ));
+        }
+        if now >= self.last_heard + self.shared.settings.idle_timeout {
+            return Err(self.refuse(
+                Code::DeadlineExceeded,
+                "mqtt_idle",
+                format!(
+                    "the connection was idle for {} s and is closed; reconnect when there is \
+                     something to send",
+                    self.shared.settings.idle_timeout.as_secs()
+                ),
+            ));
+        }
+        if let Some(unacked) = self.unacked
+            && now >= unacked.resend_at
+        {
+            self.resend_config().await?;
+        }
+        Ok(())
+    }
+
+    async fn received(&mut self, read: std::io::Result<usize>) -> Result<(), Close> {
+        match read {
+            Ok(0) | Err(_) => return Err(Close::Quietly),
+            Ok(_) => {}
+        }
+        self.last_heard = Instant::now();
+        let max = self.shared.settings.max_packet_bytes;
+        loop {
+            let packet = match wire::take_packet(&mut self.buf, max) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(self.read_failed(err)),
+            };
+            self.packet(packet).await?;
+            if self.closing.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn read_failed(&self, err: ReadError) -> Close {
+        match err {
+            ReadError::Closed | ReadError::Io(_) => Close::Quietly,
+            ReadError::TooLarge { .. } => {
+                self.refuse(Code::InvalidArgument, "too_large", err.to_string())
+            }
+            ReadError::Malformed(_) => {
+                self.refuse(Code::InvalidArgument, "mqtt_malformed", err.to_string())
+            }
+        }
+    }
+
+    async fn packet(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(publish) => self.publish(publish),
+            Packet::PubAck(ack) => {
+                self.acked(ack.pkid);
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
+            Packet::PingReq => {
+                self.session.heartbeat();
+                self.write(&Packet::PingResp).await
+            }
+            Packet::Disconnect => Err(Close::Quietly),
+            other => Err(self.refuse(
+                Code::InvalidArgument,
+                "mqtt_unexpected_packet",
+                format!(
+                    "a client may not send {} here (QoS 2 flows and a second CONNECT are not \
+                     supported)",
+                    packet_name(&other)
+                ),
+            )),
+        }
+    }
+
+    fn publish(&mut self, publish: Publish) -> Result<(), Close> {
+        if publish.qos == QoS::ExactlyOnce {
+            return Err(self.refuse(
+                Code::InvalidArgument,
+                "mqtt_qos2",
+                "QoS 2 is not supported, as in IoT Core; publish at QoS 0 or 1".to_owned(),
+            ));
+        }
+        if publish.retain {
+            return Err(self.refuse(
+                Code::InvalidArgument,
+                "mqtt_retain",
+                "retained messages are not supported, as in IoT Core; publish with retain off"
+                    .to_owned(),
+            ));
+        }
+        let topic = match self.topics.publish(&publish.topic) {
+            Ok(topic) => topic,
+            Err(message) => {
+                return Err(self.refuse(Code::InvalidArgument, "mqtt_topic", message));
+            }
+        };
+        let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
+        if let Err(retry_after) = self.bucket.take(self.rate, Instant::now().into_std()) {
+            let refusal = self.session.refuse(
+                Code::ResourceExhausted,
+                "rate_limited",
+                format!(
+                    "device `{}` sent more MQTT messages than its limit of {} allows; this \
+                     message was not accepted (no PUBACK), retry in {:.1} s",
+                    self.session.device().id,
+                    self.rate,
+                    retry_after.as_secs_f64()
+                ),
+            );
+            self.in_flight.push_back(Box::pin(async move {
+                Outcome {
+                    pkid,
+                    result: Err(refusal),
+                }
+            }));
+            return Ok(());
+        }
+        let session = self.session.clone();
+        let data = publish.payload.to_vec();
+        let pending: Pending = match topic {
+            PublishTopic::Event(subfolder) => {
+                let subfolder = subfolder.map(str::to_owned);
+                Box::pin(async move {
+                    let result = session.publish_event(subfolder.as_deref(), data).await;
+                    Outcome { pkid, result }
+                })
+            }
+            PublishTopic::State => Box::pin(async move {
+                let result = session.set_state(data).await;
+                Outcome { pkid, result }
+            }),
+        };
+        self.in_flight.push_back(pending);
+        Ok(())
+    }
+
+    /// A handed-over message ended: PUBACK it, or tell the device why not.
+    async fn finished(&mut self, outcome: Outcome) -> Result<(), Close> {
+        match outcome.result {
+            Ok(()) => match outcome.pkid {
+                Some(pkid) => self.write(&Packet::PubAck(PubAck::new(pkid))).await,
+                None => Ok(()),
+            },
+            // Counted and kept as the last error by the bridge (or when the rate refused it).
+            Err(refusal) if refusal.reason == "rate_limited" => {
+                self.tell(&refusal, outcome.pkid).await;
+                Ok(())
+            }
+            Err(refusal) => {
+                self.tell(&refusal, outcome.pkid).await;
+                Err(Close::Quietly)
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut send_config = false;
+        for filter in &subscribe.filters {
+            let qos = if filter.qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let code = match self.topics.subscription(&filter.path) {
+                Ok(Subscription::Config) => {
+                    self.config_qos = Some(qos);
+                    send_config = true;
+                    SubscribeReasonCode::Success(qos)
+                }
+                Ok(Subscription::Commands) => {
+                    self.commands = true;
+                    SubscribeReasonCode::Success(qos)
+                }
+                Ok(Subscription::Errors) => {
+                    self.errors = true;
+                    SubscribeReasonCode::Success(QoS::AtMostOnce)
+                }
+                Err(message) => {
+                    self.session
+                        .refuse(Code::InvalidArgument, "mqtt_subscription", message);
+                    SubscribeReasonCode::Failure
+                }
+            };
+            codes.push(code);
+        }
+        self.write(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+            .await?;
+        if send_config {
+            // A fresh subscription always gets the latest config, even one sent before.
+            self.sent_version = None;
+            self.unacked = None;
+            match self.session.config(0).await {
+                Ok(config) => self.send_config(config).await?,
+                Err(refusal) => self.tell(&refusal, None).await,
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
+        for topic in &unsubscribe.topics {
+            match self.topics.subscription(topic) {
+                Ok(Subscription::Config) => {
+                    self.config_qos = None;
+                    self.unacked = None;
+                }
+                Ok(Subscription::Commands) => self.commands = false,
+                Ok(Subscription::Errors) => self.errors = false,
+                Err(_) => {}
+            }
+        }
+        self.write(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
+            .await
+    }
+
+    /// Sends `config` unless a version at least as new was sent already.
+    async fn send_config(&mut self, config: DeviceConfig) -> Result<(), Close> {
+        let Some(qos) = self.config_qos else {
+            return Ok(());
+        };
+        if self.sent_version.is_some_and(|sent| sent >= config.version) {
+            return Ok(());
+        }
+        let mut publish = Publish::new(self.topics.config_topic(), qos, config.binary_data);
+        if qos == QoS::AtLeastOnce {
+            publish.pkid = self.pkid();
+            self.unacked = Some(Unacked {
+                pkid: publish.pkid,
+                version: config.version,
+                resend_at: Instant::now() + self.shared.settings.config_resend,
+            });
+        }
+        self.sent_version = Some(config.version);
+        self.write(&Packet::Publish(publish)).await
+    }
+
+    /// Sends the unacknowledged config again (DUP set), reading the latest first: if it moved
+    /// on, the newer version replaces the old one.
+    async fn resend_config(&mut self) -> Result<(), Close> {
+        let Some(unacked) = self.unacked else {
+            return Ok(());
+        };
+        let config = match self.session.config(0).await {
+            Ok(config) => config,
+            Err(refusal) => {
+                self.tell(&refusal, None).await;
+                self.unacked = Some(Unacked {
+                    resend_at: Instant::now() + self.shared.settings.config_resend,
+                    ..unacked
+                });
+                return Ok(());
+            }
+        };
+        if config.version != unacked.version {
+            self.sent_version = None;
+            return self.send_config(config).await;
+        }
+        let mut publish = Publish::new(
+            self.topics.config_topic(),
+            QoS::AtLeastOnce,
+            config.binary_data,
+        );
+        publish.pkid = unacked.pkid;
+        publish.dup = true;
+        self.unacked = Some(Unacked {
+            resend_at: Instant::now() + self.shared.settings.config_resend,
+            ..unacked
+        });
+        self.session.config_sent();
+        self.write(&Packet::Publish(publish)).await
+    }
+
+    fn acked(&mut self, pkid: u16) {
+        if let Some(unacked) = self.unacked
+            && unacked.pkid == pkid
+        {
+            self.unacked = None;
+            self.session.config_acked(unacked.version);
+        }
+    }
+
+    async fn control(&mut self, control: Option<Control>) -> Result<(), Close> {
+        match control {
+            Some(Control::Config(config)) => {
+                if self.config_qos.is_some() {
+                    self.session.config_sent();
+                }
+                self.send_config(config).await
+            }
+            Some(Control::Recheck) => self.recheck().await,
+            Some(Control::Replaced) | None => Err(self.refuse(
+                Code::Aborted,
+                "mqtt_replaced",
+                "another connection for this device was accepted; a device may hold one \
+                 connection at a time"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// The device's keys or blocked flag changed: its token must pass again to stay connected.
+    async fn recheck(&mut self) -> Result<(), Close> {
+        let bridge = self.session.bridge().clone();
+        let device = self.session.device();
+        let name = shared::DeviceName {
+            registry: device.registry.clone(),
+            device: shared::DeviceRef::Id(device.id.clone()),
+        };
+        let now = Timestamp::now().as_second();
+        match bridge
+            .admit(crate::bridge::Protocol::Mqtt, &name, &self.token, now)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(refusal) => Err(Close::Because(refusal)),
+        }
+    }
+
+    /// Counts a refusal, keeps it as the device's last error, and closes with it.
+    fn refuse(&self, code: Code, reason: &'static str, message: String) -> Close {
+        Close::Because(self.session.refuse(code, reason, message))
+    }
+
+    /// Tells the device about a refusal on its errors topic, when it subscribed to it.
+    async fn tell(&mut self, refusal: &Refusal, message_id: Option<u16>) {
+        if !self.errors {
+            return;
+        }
+        let body = serde_json::json!({
+            "error_type": refusal.reason.to_ascii_uppercase(),
+            "description": refusal.message,
+            "device_id": self.session.device().id.as_str(),
+            "message_id": message_id.unwrap_or(0),
+        });
+        let publish = Publish::new(self.topics.errors_topic(), QoS::AtMostOnce, body.to_string());
+        let _ = wire::write_packet(&mut self.writer, &mut self.scratch, &Packet::Publish(publish))
+            .await;
+    }
+
+    async fn write(&mut self, packet: &Packet) -> Result<(), Close> {
+        wire::write_packet(&mut self.writer, &mut self.scratch, packet)
+            .await
+            .map_err(|_| Close::Quietly)
+    }
+
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1).max(1);
+        self.next_pkid
+    }
+}
+
+/// When a connection holding a token that expires at `exp` must close: `exp` plus the skew.
+fn token_deadline(exp: i64, now: Instant) -> Instant {
+    let left = exp
+        .saturating_add(MAX_CLOCK_SKEW_SECS)
+        .saturating_sub(Timestamp::now().as_second());
+    now + Duration::from_secs(u64::try_from(left).unwrap_or(0))
+}
+
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "a second CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingResp => "PINGRESP",
+        _ => "this packet",
+    }
+}
