@@ -96,7 +96,12 @@ impl Delivery {
     }
 
     /// Pushes a new config to the device's connection, if it has one here.
-    pub fn config_changed(&self, registry: &RegistryName, device: &DeviceRef, config: DeviceConfig) {
+    pub fn config_changed(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        config: DeviceConfig,
+    ) {
         self.send(registry, device, Control::Config(config));
     }
 
@@ -139,7 +144,8 @@ mod tests {
 
     fn names() -> (RegistryName, DeviceId) {
         (
-            RegistryName::parse("projects/my-project/locations/us-central1/registries/reg-1").unwrap(),
+            RegistryName::parse("projects/my-project/locations/us-central1/registries/reg-1")
+                .unwrap(),
             DeviceId::parse("dev-1").unwrap(),
         )
     }
@@ -154,7 +160,11 @@ mod tests {
         delivery.detach(&registry, &device, first.generation);
         assert!(delivery.is_connected(&registry, &device));
 
-        delivery.config_changed(&registry, &DeviceRef::Num(NumId(7)), DeviceConfig::default());
+        delivery.config_changed(
+            &registry,
+            &DeviceRef::Num(NumId(7)),
+            DeviceConfig::default(),
+        );
         assert!(matches!(second.inbox.try_recv(), Ok(Control::Config(_))));
         delivery.detach(&registry, &device, second.generation);
         assert!(!delivery.is_connected(&registry, &device));

@@ -195,11 +195,21 @@ pub struct MqttArgs {
 
     /// PEM certificate chain for the TLS listener (re-read when it changes). Without it, a local
     /// CA and a certificate for localhost are made in --mqtt-tls-dir.
-    #[arg(long, env = "MQTT_TLS_CERT", value_name = "PATH", requires = "mqtt_tls_key")]
+    #[arg(
+        long,
+        env = "MQTT_TLS_CERT",
+        value_name = "PATH",
+        requires = "mqtt_tls_key"
+    )]
     pub mqtt_tls_cert: Option<PathBuf>,
 
     /// PEM private key of --mqtt-tls-cert (re-read when it changes).
-    #[arg(long, env = "MQTT_TLS_KEY", value_name = "PATH", requires = "mqtt_tls_cert")]
+    #[arg(
+        long,
+        env = "MQTT_TLS_KEY",
+        value_name = "PATH",
+        requires = "mqtt_tls_cert"
+    )]
     pub mqtt_tls_key: Option<PathBuf>,
 
     /// Where the local CA (ca.pem, which devices trust) and server certificate are made and kept

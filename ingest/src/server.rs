@@ -18,11 +18,11 @@ use crate::auth::Authenticator;
 use crate::bridge::{Bridge, BridgeParts, Limits, Rate};
 use crate::c2d::Delivery;
 use crate::config::{Listen, Role, ServeArgs, SinkUrl, StoreUrl};
-use crate::mqtt::tls::{self, TlsSource};
-use crate::mqtt::{MqttBridge, MqttSettings, websocket};
 use crate::http::admin::{self, AdminState};
 use crate::http::serve::{ServeOptions, serve};
 use crate::http::{device, health_routes};
+use crate::mqtt::tls::{self, TlsSource};
+use crate::mqtt::{MqttBridge, MqttSettings, websocket};
 use crate::registry::Registry;
 use crate::registry::firestore::{FirestoreRegistry, FirestoreSettings};
 use crate::registry::sqlite::SqliteRegistry;
@@ -121,6 +121,8 @@ pub async fn run(
         let app = device::router(bridge)
             .merge(websocket::router(mqtt.clone()))
             .merge(health_routes());
+        // MQTT first: the device bridge's line then tells a reader every device listener is up.
+        spawn_mqtt_listeners(&args, &mqtt, &mut servers).await?;
         let listener = bind(args.device_addr(), "device bridge", "http").await?;
         servers.spawn(serve(
             listener,
@@ -128,7 +130,6 @@ pub async fn run(
             options(&args, Some(metrics)),
             wait_for(stopped.clone()),
         ));
-        spawn_mqtt_listeners(&args, &mqtt, &mut servers).await?;
         device_side = Some((flusher, sink, mqtt));
     }
     if let Some(access) = access {

@@ -39,7 +39,11 @@ impl DeviceSession {
 
     /// Publishes a telemetry event to the topic its subfolder routes to, with IoT Core's
     /// attributes; returns once Pub/Sub has accepted it.
-    pub async fn publish_event(&self, subfolder: Option<&str>, data: Vec<u8>) -> Result<(), Refusal> {
+    pub async fn publish_event(
+        &self,
+        subfolder: Option<&str>,
+        data: Vec<u8>,
+    ) -> Result<(), Refusal> {
         self.bridge
             .publish_event(self.protocol, &self.device, subfolder, data)
             .await

@@ -113,7 +113,11 @@ impl MqttBridge {
     }
 
     /// Accepts connections on `listener` until shutdown, each wrapped in TLS when `tls` is set.
-    pub async fn serve(&self, listener: TcpListener, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<()> {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             // Beyond the cap, connections wait in the kernel's backlog.
@@ -229,7 +233,10 @@ impl MqttBridge {
     /// Waits for every connection task to end (each closes by itself once shutdown began).
     pub async fn wait(&self, limit: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(limit, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("MQTT connections still open at the end of the drain were abandoned");
         }
     }

@@ -28,16 +28,16 @@ use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     Packet, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
+use shared::Code;
 use shared::jwt::MAX_CLOCK_SKEW_SECS;
 use shared::resources::DeviceConfig;
-use shared::Code;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::Shared;
 use super::connect::Admitted;
 use super::topics::{OwnTopics, PublishTopic, Subscription};
 use super::wire::{self, ReadError};
-use super::Shared;
 use crate::bridge::{Bucket, DeviceSession, Rate, Refusal};
 use crate::c2d::{Attachment, Control};
 
@@ -149,8 +149,8 @@ where
             if self.closing.is_some() && self.in_flight.is_empty() {
                 break;
             }
-            let reading = self.closing.is_none()
-                && self.in_flight.len() < self.shared.settings.max_in_flight;
+            let reading =
+                self.closing.is_none() && self.in_flight.len() < self.shared.settings.max_in_flight;
             let deadline = drain_deadline.unwrap_or_else(|| self.next_deadline());
             tokio::select! {
                 Some(outcome) = self.in_flight.next(), if !self.in_flight.is_empty() => {
@@ -585,9 +585,17 @@ where
             "device_id": self.session.device().id.as_str(),
             "message_id": message_id.unwrap_or(0),
         });
-        let publish = Publish::new(self.topics.errors_topic(), QoS::AtMostOnce, body.to_string());
-        let _ = wire::write_packet(&mut self.writer, &mut self.scratch, &Packet::Publish(publish))
-            .await;
+        let publish = Publish::new(
+            self.topics.errors_topic(),
+            QoS::AtMostOnce,
+            body.to_string(),
+        );
+        let _ = wire::write_packet(
+            &mut self.writer,
+            &mut self.scratch,
+            &Packet::Publish(publish),
+        )
+        .await;
     }
 
     async fn write(&mut self, packet: &Packet) -> Result<(), Close> {

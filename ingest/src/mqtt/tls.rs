@@ -44,7 +44,9 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("ca_file", &self.ca_file).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,15 +105,24 @@ impl Reloading {
     /// tried again at the next check, while the old certificate goes on being served.
     fn check(&self) {
         let now = stamp(&self.cert, &self.key);
-        let changed = *self.stamp.read().unwrap_or_else(std::sync::PoisonError::into_inner) != now;
+        let changed = *self
+            .stamp
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            != now;
         if !changed {
             return;
         }
         match load(&self.cert, &self.key, &self.provider) {
             Ok(loaded) => {
-                *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Arc::new(loaded);
-                *self.stamp.write().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
+                *self
+                    .stamp
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
                 tracing::info!(cert = %self.cert.display(), "MQTT TLS certificate reloaded");
             }
             Err(err) => tracing::warn!(
@@ -230,11 +241,17 @@ fn make_certificates() -> Result<MadeCertificates, rcgen::Error> {
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca.self_signed(&ca_key)?;
 
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     names.extend(host_name().filter(|name| name != "localhost"));
     let server_key = KeyPair::generate()?;
     let mut server = CertificateParams::new(names)?;
-    server.distinguished_name.push(DnType::CommonName, "localhost");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let ca_key_pem = ca_key.serialize_pem();

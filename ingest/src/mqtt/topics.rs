@@ -172,7 +172,9 @@ mod tests {
             own.subscription("/devices/dev-1/errors"),
             Ok(Subscription::Errors)
         );
-        let err = own.subscription("/devices/dev-1/commands/reboot").unwrap_err();
+        let err = own
+            .subscription("/devices/dev-1/commands/reboot")
+            .unwrap_err();
         assert!(err.contains("one command subfolder"), "{err}");
         assert!(own.subscription("/devices/dev-2/config").is_err());
         assert!(own.subscription("#").is_err());

@@ -21,9 +21,7 @@ const PIPE: usize = 64 * 1024;
 
 /// The `/mqtt` route.
 pub fn router(mqtt: MqttBridge) -> Router {
-    Router::new()
-        .route("/mqtt", get(upgrade))
-        .with_state(mqtt)
+    Router::new().route("/mqtt", get(upgrade)).with_state(mqtt)
 }
 
 async fn upgrade(State(mqtt): State<MqttBridge>, ws: WebSocketUpgrade) -> Response {

@@ -149,7 +149,9 @@ mod tests {
         assert_eq!(connect_level(&buf), Some(4));
         connect.protocol = rumqttc::mqttbytes::Protocol::V5;
         buf.clear();
-        Packet::Connect(connect).write(&mut buf, usize::MAX).unwrap();
+        Packet::Connect(connect)
+            .write(&mut buf, usize::MAX)
+            .unwrap();
         assert_eq!(connect_level(&buf), Some(5));
         assert_eq!(connect_level(&buf[..3]), None);
     }

@@ -27,7 +27,9 @@ impl Metrics {
         Self {
             accepted: meter
                 .u64_counter("ingest.messages.accepted")
-                .with_description("Device messages accepted, by kind (event, state, config) and protocol")
+                .with_description(
+                    "Device messages accepted, by kind (event, state, config) and protocol",
+                )
                 .build(),
             refused: meter
                 .u64_counter("ingest.requests.refused")

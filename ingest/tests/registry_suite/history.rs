@@ -208,7 +208,10 @@ pub async fn a_config_acknowledgement_sets_that_versions_device_ack_time(store: 
             .await
             .unwrap();
     }
-    let versions = store.list_config_versions(&reg, &id("dev-1"), 0).await.unwrap();
+    let versions = store
+        .list_config_versions(&reg, &id("dev-1"), 0)
+        .await
+        .unwrap();
     let (latest, older) = (versions[0].version, versions[1].version);
     for (version, when) in [(older, 7), (latest, 8)] {
         let ack = Activity {
@@ -216,7 +219,10 @@ pub async fn a_config_acknowledgement_sets_that_versions_device_ack_time(store: 
             config_ack_version: Some(version),
             ..Default::default()
         };
-        store.record_activity(&reg, &id("dev-1"), ack).await.unwrap();
+        store
+            .record_activity(&reg, &id("dev-1"), ack)
+            .await
+            .unwrap();
     }
     // A version no longer kept is acknowledged without error, and changes nothing.
     let gone = Activity {
@@ -224,13 +230,22 @@ pub async fn a_config_acknowledgement_sets_that_versions_device_ack_time(store: 
         config_ack_version: Some(12_345),
         ..Default::default()
     };
-    store.record_activity(&reg, &id("dev-1"), gone).await.unwrap();
+    store
+        .record_activity(&reg, &id("dev-1"), gone)
+        .await
+        .unwrap();
 
-    let versions = store.list_config_versions(&reg, &id("dev-1"), 0).await.unwrap();
+    let versions = store
+        .list_config_versions(&reg, &id("dev-1"), 0)
+        .await
+        .unwrap();
     assert_eq!(versions[0].device_ack_time, Some(at(8)));
     assert_eq!(versions[1].device_ack_time, Some(at(7)));
     let device = store.get_device(&reg, &id("dev-1")).await.unwrap();
     assert_eq!(device.last_config_ack_time, Some(at(9)));
     let config = device.config.unwrap();
-    assert_eq!((config.version, config.device_ack_time), (latest, Some(at(8))));
+    assert_eq!(
+        (config.version, config.device_ack_time),
+        (latest, Some(at(8)))
+    );
 }

@@ -21,6 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ingest::auth::Authenticator;
 use ingest::bridge::{Bridge, BridgeParts, Limits};
+use ingest::c2d::Delivery;
 use ingest::http::admin::{self, AdminAccess, AdminState};
 use ingest::registry::sqlite::SqliteRegistry;
 use ingest::registry::{
@@ -51,6 +52,8 @@ pub struct DeviceApp {
     pub store: Arc<CountingRegistry>,
     /// The JSON-lines file the sink writes.
     pub sink_path: PathBuf,
+    /// How the admin API reaches devices' MQTT connections (an MQTT test serves them).
+    pub delivery: Delivery,
 }
 
 impl DeviceApp {
@@ -109,11 +112,12 @@ impl DeviceApp {
             limits,
         });
         bridge.spawn_activity_flusher(Duration::from_secs(3600), std::future::pending());
+        let delivery = Delivery::default();
         let admin_base = serve(admin::router(AdminState {
             registry: registry.clone(),
             auth: auth.clone(),
             access: AdminAccess::Loopback,
-            delivery: Default::default(),
+            delivery: delivery.clone(),
         }))
         .await;
         let device_base = serve(ingest::http::device::router(bridge.clone())).await;
@@ -130,6 +134,7 @@ impl DeviceApp {
             bridge,
             store,
             sink_path,
+            delivery,
         }
     }
 

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 
 pub mod device;
 pub mod firestore;
+pub mod mqtt;
 pub mod process;
 pub mod pubsub;
 

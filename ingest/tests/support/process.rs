@@ -19,6 +19,9 @@ pub struct ServeProcess {
     pub admin_url: Option<String>,
     /// `http://127.0.0.1:PORT` of the device bridge, when the role serves it.
     pub device_url: Option<String>,
+    /// Every other line the service announced itself with, by label: `MQTT bridge` (an
+    /// `mqtts://` URL), `MQTT bridge (plain TCP)` (`mqtt://`), `MQTT CA certificate` (a path).
+    pub announced: std::collections::BTreeMap<String, String>,
     /// The service's own directory: its registry file, and room for the test's files.
     pub dir: tempfile::TempDir,
 }
@@ -70,10 +73,11 @@ impl ServeProcess {
         let stdout = child.stdout.take().unwrap();
         let wanted = if admin_only { 1 } else { 2 };
         match read_urls(stdout, wanted) {
-            Ok((admin_url, device_url)) => Self {
+            Ok((admin_url, device_url, announced)) => Self {
                 child,
                 admin_url,
                 device_url,
+                announced,
                 dir,
             },
             Err(message) => {
@@ -107,30 +111,37 @@ impl Drop for ServeProcess {
 
 /// Reads `… listening on URL` lines until `wanted` arrived, then keeps draining stdout on its
 /// thread so the child never blocks on a full pipe.
-fn read_urls(
-    stdout: ChildStdout,
-    wanted: usize,
-) -> Result<(Option<String>, Option<String>), String> {
+/// Every line before those is kept by its label (`MQTT bridge listening on URL`, `MQTT CA
+/// certificate: PATH`); the service prints them first.
+type Announced = (
+    Option<String>,
+    Option<String>,
+    std::collections::BTreeMap<String, String>,
+);
+
+fn read_urls(stdout: ChildStdout, wanted: usize) -> Result<Announced, String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            for (kind, prefix) in [
-                ("admin", "admin API listening on "),
-                ("device", "device bridge listening on "),
-            ] {
-                if let Some(url) = line.strip_prefix(prefix) {
-                    let _ = tx.send((kind, url.trim().to_owned()));
-                }
+            let label_and_value = line
+                .split_once(" listening on ")
+                .or_else(|| line.split_once(": "));
+            if let Some((label, value)) = label_and_value {
+                let _ = tx.send((label.to_owned(), value.trim().to_owned()));
             }
         }
     });
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let (mut admin, mut device) = (None, None);
+    let mut announced = std::collections::BTreeMap::new();
     while usize::from(admin.is_some()) + usize::from(device.is_some()) < wanted {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(("admin", url)) => admin = Some(url),
-            Ok((_, url)) => device = Some(url),
+            Ok((label, url)) if label == "admin API" => admin = Some(url),
+            Ok((label, url)) if label == "device bridge" => device = Some(url),
+            Ok((label, value)) => {
+                announced.insert(label, value);
+            }
             Err(_) => {
                 return Err(format!(
                     "ingest serve did not print its listening lines in time \
@@ -139,5 +150,5 @@ fn read_urls(
             }
         }
     }
-    Ok((admin, device))
+    Ok((admin, device, announced))
 }

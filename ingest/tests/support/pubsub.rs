@@ -173,6 +173,20 @@ impl PrivateEmulator {
         let status = Self::command(&self.dir, "stop").status().unwrap();
         assert!(status.success(), "scripts/pubsub-emulator stop failed");
     }
+
+    /// Starts the stopped emulator again on the same port, empty (it keeps nothing).
+    pub fn restart(&self) {
+        let port = self.host.rsplit(':').next().unwrap();
+        let output = Self::command(&self.dir, "start")
+            .arg(port)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "scripts/pubsub-emulator start {port} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 impl Drop for PrivateEmulator {

@@ -111,7 +111,10 @@ pub(super) async fn record_config_ack(
     let mut fields = value::Fields::new();
     fields.insert("deviceAckTime".into(), ack);
     match rpc
-        .commit(vec![rpc.patch(&Kind::Configs.path(device_path, version), fields)], None)
+        .commit(
+            vec![rpc.patch(&Kind::Configs.path(device_path, version), fields)],
+            None,
+        )
         .await
     {
         Ok(()) => {}

@@ -279,7 +279,9 @@ pub(super) fn record_activity(
             ":pk": pk,
         },
     )?;
-    if let (Some(version), Some(time)) = (activity.config_ack_version, activity.last_config_ack_time) {
+    if let (Some(version), Some(time)) =
+        (activity.config_ack_version, activity.last_config_ack_time)
+    {
         tx.execute(
             "UPDATE device_configs SET device_ack_time = ?1 WHERE device_pk = ?2 AND version = ?3",
             rusqlite::params![micros(time), pk, i64::try_from(version).unwrap_or(i64::MAX)],
