@@ -75,6 +75,13 @@ resource "google_cloud_run_v2_service" "device" {
         value = "device"
       }
       env {
+        # Cloud Run carries HTTP and WebSockets, not raw TCP: MQTT reaches this service only as
+        # MQTT over WebSocket at /mqtt on PORT, behind Cloud Run's own TLS. The TLS listener
+        # (8883) is for hosts that take raw TCP.
+        name  = "MQTT_ADDR"
+        value = "off"
+      }
+      env {
         name  = "REGISTRY"
         value = local.registry_url
       }

@@ -453,6 +453,10 @@ fn the_device_service_runs_the_public_bridge_and_publishes_to_pubsub() {
         !settings.contains_key("ADMIN_TOKEN"),
         "the device service has no admin API"
     );
+    // Cloud Run passes no raw TCP: MQTT arrives as WebSocket on PORT, and a TLS listener would
+    // only try to bind 8883 and write a CA into the read-only image.
+    assert_eq!(args.mqtt.mqtt_addr, ingest::config::Listen::Off);
+    assert_eq!(args.mqtt.mqtt_plain_addr, None);
 }
 
 #[test]

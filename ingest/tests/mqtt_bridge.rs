@@ -712,3 +712,130 @@ async fn with_pubsub_stopped_an_event_gets_no_puback_and_its_resend_lands_once_p
     assert_eq!(pulled[0].data, b"during");
     assert_eq!(pulled[0].attributes["deviceId"], "dev-1");
 }
+
+/// A CA and a `localhost` server certificate it signed: (CA PEM, certificate PEM, key PEM).
+fn certificate_set(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, name);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = server.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A TLS connection to `addr` as `localhost`, trusting only `ca_pem`.
+async fn tls_to(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+/// Writes a packet to a stream and reads the one that answers it.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    packet: &Packet,
+) -> Packet {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = bytes::BytesMut::new();
+    packet.write(&mut out, usize::MAX).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match Packet::read(&mut buf, 1 << 20) {
+            Ok(packet) => return packet,
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(err) => panic!("{err}"),
+        }
+        let read = tokio::time::timeout(WAIT, stream.read_buf(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(n)) if n > 0), "no answer: {read:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_reaches_new_connections_while_established_ones_stay_up() {
+    use ingest::mqtt::tls::{TlsSource, prepare};
+    let app = MqttApp::spawn(settings()).await;
+    app.device(REG, "dev-1").await;
+    app.device(REG, "dev-2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (ca_a, cert_a, key_a) = certificate_set("CA A");
+    std::fs::write(&cert, cert_a).unwrap();
+    std::fs::write(&key, key_a).unwrap();
+    let tls = prepare(&TlsSource::Files {
+        cert: cert.clone(),
+        key: key.clone(),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = app.mqtt.clone();
+    tokio::spawn(async move { serving.serve(listener, Some(tls.acceptor)).await });
+
+    let mut old = tls_to(addr, &ca_a).await.unwrap();
+    let connect = connect_packet(&client_id(REG, "dev-1"), &token(), 60);
+    assert!(
+        matches!(exchange(&mut old, &connect).await, Packet::ConnAck(a) if a.code == ConnectReturnCode::Success)
+    );
+
+    // Renewed in place, the way certbot or a secret mount replaces files.
+    let (ca_b, cert_b, key_b) = certificate_set("CA B");
+    std::fs::write(&key, key_b).unwrap();
+    std::fs::write(&cert, cert_b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut renewed = loop {
+        if let Ok(stream) = tls_to(addr, &ca_b).await {
+            break stream;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        tls_to(addr, &ca_a).await.is_err(),
+        "the old certificate is no longer served"
+    );
+    let connect = connect_packet(&client_id(REG, "dev-2"), &token(), 60);
+    assert!(
+        matches!(exchange(&mut renewed, &connect).await, Packet::ConnAck(a) if a.code == ConnectReturnCode::Success)
+    );
+    assert_eq!(exchange(&mut old, &Packet::PingReq).await, Packet::PingResp);
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_idle_timeout_is_closed() {
+    let app = MqttApp::spawn(MqttSettings {
+        idle_timeout: Duration::from_secs(1),
+        ..settings()
+    })
+    .await;
+    app.device(REG, "dev-1").await;
+    // No keepalive: only the idle timeout can end it.
+    let (mut raw, code) = Raw::connect(app.addr, &client_id(REG, "dev-1"), &token(), 0).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    raw.until_closed(Duration::from_secs(5)).await;
+    let message = last_error(&app.device_record(REG, "dev-1").await);
+    assert!(message.contains("idle"), "{message}");
+}

@@ -303,3 +303,48 @@ fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_embedded_ca_is_made_once_and_reused_with_private_keys_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls_dir = dir.path().join("mqtt-tls");
+        let first = prepare(&TlsSource::Embedded(tls_dir.clone())).unwrap();
+        let ca = first.ca_file.clone().unwrap();
+        assert!(ca.is_absolute(), "{}", ca.display());
+        let pem = std::fs::read_to_string(&ca).unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+
+        let again = prepare(&TlsSource::Embedded(tls_dir.clone())).unwrap();
+        assert_eq!(again.ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(
+            std::fs::read_to_string(&ca).unwrap(),
+            pem,
+            "reused, not made anew"
+        );
+
+        for (file, mode) in [("ca.key", 0o600), ("server.key", 0o600), ("ca.pem", 0o644)] {
+            let meta = std::fs::metadata(tls_dir.join(file)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        }
+        let meta = std::fs::metadata(&tls_dir).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    }
+
+    #[tokio::test]
+    async fn a_key_that_is_not_the_certificates_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = make_certificates().unwrap();
+        let other = make_certificates().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, &one.server_cert).unwrap();
+        std::fs::write(&key, &other.server_key).unwrap();
+        let err = prepare(&TlsSource::Files { cert, key }).unwrap_err();
+        assert!(format!("{err:#}").contains("is not the key of"), "{err:#}");
+    }
+}
