@@ -46,8 +46,11 @@ USER 65532:65532
 
 # The device bridge listens on $PORT (Cloud Run sets it; 8080 when unset). With ROLE=admin the
 # admin API listens on ADMIN_ADDR instead; run.tf sets it to 0.0.0.0:8080.
+# MQTT over TLS listens on 8883 (MQTT_ADDR; the embedded CA goes to mqtt-tls/ in the workdir
+# unless MQTT_TLS_CERT/MQTT_TLS_KEY name mounted files); Cloud Run sets MQTT_ADDR=off and takes
+# MQTT over WebSocket at /mqtt on $PORT.
 ENV PORT=8080
-EXPOSE 8080
+EXPOSE 8080 8883
 
 # Cloud Run ignores Docker's HEALTHCHECK and probes /readyz and /healthz itself (run.tf); a
 # HEALTHCHECK would need a shell or an HTTP client inside an image that deliberately has neither.

@@ -29,7 +29,7 @@ now_ms() { date +%s%3N; }
 
 PORT=$(free_port); ADMIN=$(free_port)
 start_ingest() {
-    "$ING" serve --port "$PORT" --device-host 127.0.0.1 --admin-addr "127.0.0.1:$ADMIN" \
+    "$ING" serve --port "$PORT" --device-host 127.0.0.1 --admin-addr "127.0.0.1:$ADMIN" --mqtt-addr off \
         --registry "sqlite:$WORK/registry.db" --sink "file:$WORK/events.jsonl" \
         --events-per-minute 100000000 >"$WORK/ingest.out" 2>"$WORK/ingest.log" &
     INGEST_PID=$!; PIDS+=("$INGEST_PID")
