@@ -839,3 +839,29 @@ async fn a_connection_idle_past_the_idle_timeout_is_closed() {
     let message = last_error(&app.device_record(REG, "dev-1").await);
     assert!(message.contains("idle"), "{message}");
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
+    let app = MqttApp::spawn(MqttSettings {
+        max_connections: 1,
+        ..settings()
+    })
+    .await;
+    app.device(REG, "dev-1").await;
+    app.device(REG, "dev-2").await;
+    let mut first = Raw::connected(app.addr, &client_id(REG, "dev-1"), &token()).await;
+    let mut second = Raw::open(app.addr).await;
+    second
+        .send(&connect_packet(&client_id(REG, "dev-2"), &token(), 60))
+        .await;
+    assert_eq!(
+        second.recv_within(Duration::from_millis(800)).await,
+        None,
+        "served beyond the cap"
+    );
+    first.send(&Packet::Disconnect).await;
+    assert_eq!(first.recv().await, None);
+    assert!(
+        matches!(second.recv().await, Some(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success)
+    );
+}
