@@ -865,3 +865,19 @@ async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
         matches!(second.recv().await, Some(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success)
     );
 }
+
+#[test]
+fn the_admin_role_serves_no_mqtt_even_when_asked_to() {
+    let process = support::process::ServeProcess::start(&[
+        "--role",
+        "admin",
+        "--mqtt-plain-addr=127.0.0.1:0",
+        "--mqtt-addr=127.0.0.1:0",
+    ]);
+    assert!(process.admin_url.is_some());
+    assert!(
+        !process.announced.keys().any(|label| label.contains("MQTT")),
+        "{:?}",
+        process.announced
+    );
+}
