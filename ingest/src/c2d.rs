@@ -16,13 +16,14 @@ use tokio::sync::mpsc;
 /// How many deliveries may wait for a connection before newer ones are dropped. A connection
 /// reads them between packets; configs carry their version, so a dropped one is never needed
 /// (the next push, or the config sent after SUBACK, is newer).
-const QUEUE: usize = 32;
+const QUEUE: usize = 8;
 
 /// What the rest of the service tells a device's connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    /// The device's config changed; this is the new latest version.
-    Config(DeviceConfig),
+    /// The device's config changed; this is the new latest version. Boxed: every connection's
+    /// inbox holds a block of these, and a small one keeps idle connections cheap.
+    Config(Box<DeviceConfig>),
     /// The device's keys or blocked flag changed, or it was deleted: check the token again.
     Recheck,
     /// Another connection for the same device was accepted; this one must close.
@@ -102,7 +103,7 @@ impl Delivery {
         device: &DeviceRef,
         config: DeviceConfig,
     ) {
-        self.send(registry, device, Control::Config(config));
+        self.send(registry, device, Control::Config(Box::new(config)));
     }
 
     /// Makes the device's connection, if any, check its token again.

@@ -178,7 +178,8 @@ impl MqttBridge {
     {
         self.metrics.connection_opened();
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut buf = BytesMut::with_capacity(1024);
+        // Small to start: most connections sit idle, and the buffer grows for big packets.
+        let mut buf = BytesMut::with_capacity(256);
         let connect = match tokio::time::timeout_at(
             deadline,
             read_connect(&mut reader, &mut buf, self.shared.settings.max_packet_bytes),

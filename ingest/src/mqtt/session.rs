@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
@@ -71,7 +71,8 @@ pub(crate) struct Live<R, W> {
     reader: R,
     writer: W,
     buf: BytesMut,
-    scratch: BytesMut,
+    /// Packets encoded and not yet written: PUBACKs that became due together go out in one write.
+    out: BytesMut,
     shared: Arc<Shared>,
     session: Arc<DeviceSession>,
     token: String,
@@ -92,6 +93,10 @@ pub(crate) struct Live<R, W> {
     /// Set once the connection must close: no more reading, the PUBACKs still owed are
     /// written, then it closes.
     closing: Option<Close>,
+    /// One timer for every deadline. Hearing from the client only moves deadlines later, so the
+    /// timer is not re-armed per packet: when it fires, the real deadlines are looked at again.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: Instant,
 }
 
 impl<R, W> Live<R, W>
@@ -118,7 +123,7 @@ where
             reader,
             writer,
             buf,
-            scratch: BytesMut::with_capacity(256),
+            out: BytesMut::new(),
             session: Arc::new(admitted.session),
             token: admitted.token,
             topics,
@@ -137,6 +142,8 @@ where
             last_heard: now,
             token_deadline,
             closing: None,
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            timer_at: now,
             shared,
         }
     }
@@ -152,9 +159,13 @@ where
             let reading =
                 self.closing.is_none() && self.in_flight.len() < self.shared.settings.max_in_flight;
             let deadline = drain_deadline.unwrap_or_else(|| self.next_deadline());
+            if deadline < self.timer_at || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(deadline);
+                self.timer_at = deadline;
+            }
             tokio::select! {
                 Some(outcome) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    if let Err(close) = self.finished(outcome).await {
+                    if let Err(close) = self.finished_all(outcome).await {
                         self.close(close);
                     }
                 }
@@ -172,7 +183,7 @@ where
                          connection)",
                     )));
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                () = &mut self.timer => {
                     if drain_deadline.is_some_and(|at| Instant::now() >= at) {
                         tracing::warn!(device = %self.session.device().id, "PUBACKs still owed at the end of the drain were not sent");
                         break;
@@ -199,6 +210,7 @@ where
     }
 
     async fn finish(mut self) {
+        let _ = self.flush().await;
         if let Some(Close::Because(refusal)) = self.closing.take() {
             tracing::debug!(device = %self.session.device().id, reason = refusal.reason, "closing an MQTT connection");
             self.tell(&refusal, None).await;
@@ -386,13 +398,26 @@ where
         Ok(())
     }
 
-    /// A handed-over message ended: PUBACK it, or tell the device why not.
+    /// Settles `first` and every other message already done behind it, then writes their
+    /// PUBACKs at once.
+    async fn finished_all(&mut self, first: Outcome) -> Result<(), Close> {
+        let mut next = Some(first);
+        while let Some(outcome) = next.take() {
+            self.finished(outcome).await?;
+            next = self.in_flight.next().now_or_never().flatten();
+        }
+        self.flush().await
+    }
+
+    /// A handed-over message ended: queue its PUBACK, or tell the device why not.
     async fn finished(&mut self, outcome: Outcome) -> Result<(), Close> {
         match outcome.result {
-            Ok(()) => match outcome.pkid {
-                Some(pkid) => self.write(&Packet::PubAck(PubAck::new(pkid))).await,
-                None => Ok(()),
-            },
+            Ok(()) => {
+                if let Some(pkid) = outcome.pkid {
+                    self.queue(&Packet::PubAck(PubAck::new(pkid)));
+                }
+                Ok(())
+            }
             // Counted and kept as the last error by the bridge (or when the rate refused it).
             Err(refusal) if refusal.reason == "rate_limited" => {
                 self.tell(&refusal, outcome.pkid).await;
@@ -538,7 +563,7 @@ where
                 if self.config_qos.is_some() {
                     self.session.config_sent();
                 }
-                self.send_config(config).await
+                self.send_config(*config).await
             }
             Some(Control::Recheck) => self.recheck().await,
             Some(Control::Replaced) | None => Err(self.refuse(
@@ -590,18 +615,29 @@ where
             QoS::AtMostOnce,
             body.to_string(),
         );
-        let _ = wire::write_packet(
-            &mut self.writer,
-            &mut self.scratch,
-            &Packet::Publish(publish),
-        )
-        .await;
+        let _ = self.write(&Packet::Publish(publish)).await;
     }
 
+    /// Encodes a packet to go out with the next flush.
+    fn queue(&mut self, packet: &Packet) {
+        // Only packets of our own making are encoded, and they always fit.
+        let _ = wire::encode(packet, &mut self.out);
+    }
+
+    /// Writes everything queued.
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = wire::write_all(&mut self.writer, &self.out).await;
+        self.out.clear();
+        result.map_err(|_| Close::Quietly)
+    }
+
+    /// Writes a packet (after anything queued before it).
     async fn write(&mut self, packet: &Packet) -> Result<(), Close> {
-        wire::write_packet(&mut self.writer, &mut self.scratch, packet)
-            .await
-            .map_err(|_| Close::Quietly)
+        self.queue(packet);
+        self.flush().await
     }
 
     fn pkid(&mut self) -> u16 {

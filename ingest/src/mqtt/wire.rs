@@ -101,6 +101,14 @@ pub(crate) fn connect_level(buf: &[u8]) -> Option<u8> {
     }
 }
 
+/// Appends one packet's bytes to `out`.
+pub(crate) fn encode(packet: &Packet, out: &mut BytesMut) -> std::io::Result<()> {
+    packet
+        .write(out, usize::MAX)
+        .map(drop)
+        .map_err(|err| std::io::Error::other(err.to_string()))
+}
+
 /// Writes one packet, giving up after [`WRITE_TIMEOUT`].
 pub(crate) async fn write_packet<W: AsyncWrite + Unpin>(
     writer: &mut W,
@@ -108,11 +116,17 @@ pub(crate) async fn write_packet<W: AsyncWrite + Unpin>(
     packet: &Packet,
 ) -> std::io::Result<()> {
     scratch.clear();
-    packet
-        .write(scratch, usize::MAX)
-        .map_err(|err| std::io::Error::other(err.to_string()))?;
+    encode(packet, scratch)?;
+    write_all(writer, scratch).await
+}
+
+/// Writes `bytes` (one or many packets), giving up after [`WRITE_TIMEOUT`].
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, async {
-        writer.write_all(scratch).await?;
+        writer.write_all(bytes).await?;
         writer.flush().await
     })
     .await
