@@ -2,36 +2,18 @@
 //! the same code `ingest serve` runs, in this test process, on fixed loopback ports so it can be
 //! stopped and started again on the same port), its operator CLI (`ingest::cli::run`, in
 //! process), the real `iotcore-device` binary as a child process (killed when dropped), and the
-//! two places readings land: the file sink and the Pub/Sub emulator.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! two places readings land: the file sink and the Pub/Sub emulator (pulled with `testkit`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use clap::Parser;
-use serde_json::{Value, json};
-
-pub const PROJECT: &str = "demo-project";
-pub const REGION: &str = "us-central1";
-
-/// Generous: the CI machine is a shared 2-core box.
-pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A name no other test (or earlier run against the same emulator) uses.
-pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{now}-{n}", std::process::id())
-}
+use serde_json::Value;
+use testkit::pubsub::Pulled;
+pub use testkit::{PATIENCE, PROJECT, REGION, eventually, unique};
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -40,18 +22,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Waits until `check` gives `Some`, or panics with `what` after [`PATIENCE`].
-pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[derive(Parser)]
@@ -255,14 +225,12 @@ pub struct Landed {
     pub attributes: BTreeMap<String, String>,
 }
 
-fn landed(message: &Value) -> Landed {
-    let data = message["data"].as_str().unwrap_or("");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .unwrap();
-    Landed {
-        reading: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        attributes: serde_json::from_value(message["attributes"].clone()).unwrap_or_default(),
+impl From<Pulled> for Landed {
+    fn from(pulled: Pulled) -> Self {
+        Self {
+            reading: pulled.json(),
+            attributes: pulled.attributes,
+        }
     }
 }
 
@@ -271,7 +239,7 @@ pub fn file_events(path: &Path) -> Vec<Landed> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .map(|message| landed(&message))
+        .map(|message| Pulled::from_message(&message).into())
         .collect()
 }
 
@@ -286,88 +254,6 @@ pub fn numbers_and_ids(events: &[Landed]) -> (std::collections::BTreeSet<u64>, u
         .filter_map(|e| e.reading["id"].as_str())
         .collect();
     (numbers, ids.len())
-}
-
-/// The Pub/Sub emulator the test run uses; a missing one fails the test, never skips it.
-pub fn emulator_host() -> String {
-    std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_else(|_| {
-        panic!(
-            "PUBSUB_EMULATOR_HOST is not set: this test needs the Pub/Sub emulator. Run \
-             scripts/test, or `eval \"$(scripts/pubsub-emulator start)\"; export \
-             PUBSUB_EMULATOR_HOST` first"
-        )
-    })
-}
-
-/// The emulator's REST API: a topic with a subscription, and pulls.
-pub struct PubSub {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl PubSub {
-    pub fn new(host: &str) -> Self {
-        Self {
-            base: format!("http://{host}/v1"),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// A fresh topic and a subscription to it: (topic, subscription).
-    pub async fn topic(&self) -> (String, String) {
-        let topic = format!("projects/{PROJECT}/topics/{}", unique("device-events"));
-        let subscription = format!("projects/{PROJECT}/subscriptions/{}", unique("device-sub"));
-        self.put(&topic, json!({})).await;
-        self.put(
-            &subscription,
-            json!({"topic": topic, "ackDeadlineSeconds": 60}),
-        )
-        .await;
-        (topic, subscription)
-    }
-
-    async fn put(&self, path: &str, body: Value) {
-        let response = self
-            .http
-            .put(format!("{}/{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "PUT {path}: {}",
-            response.status()
-        );
-    }
-
-    /// Pulls and acknowledges whatever is there now.
-    pub async fn pull(&self, subscription: &str) -> Vec<Landed> {
-        let body: Value = self
-            .http
-            .post(format!("{}/{subscription}:pull", self.base))
-            .json(&json!({"maxMessages": 1000, "returnImmediately": true}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let received = body["receivedMessages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !received.is_empty() {
-            let ack_ids: Vec<&Value> = received.iter().map(|r| &r["ackId"]).collect();
-            self.http
-                .post(format!("{}/{subscription}:acknowledge", self.base))
-                .json(&json!({"ackIds": ack_ids}))
-                .send()
-                .await
-                .unwrap();
-        }
-        received.iter().map(|r| landed(&r["message"])).collect()
-    }
 }
 
 /// A device's files: key pair (from the real `keygen`), settings file, spool directory.

@@ -3,7 +3,6 @@
 //! with `ingest::auth::jwt::verify` against the public key or certificate as ingest parses it
 //! when an operator registers it. Only this test depends on ingest (a dev-dependency): the agent
 //! itself never does, and the two meet through the binary, as they do in the field.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;
@@ -12,27 +11,7 @@ use ingest::auth::credentials::parse_credential;
 use ingest::auth::jwt::{self, DeviceKey, TokenError, VerifiedToken};
 use shared::jwt::Algorithm;
 use shared::{ProjectId, PublicKeyFormat};
-
-/// The project the tokens are made for.
-const PROJECT: &str = "demo-project";
-
-/// A key from the repository's JWT vectors (`IOTCORE_VECTORS` overrides the file).
-fn key(name: &str) -> String {
-    let path = std::env::var("IOTCORE_VECTORS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/vectors/jwt-vectors.json"
-        )
-        .to_owned()
-    });
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read the JWT vectors at {path}: {e}"));
-    let vectors: serde_json::Value = serde_json::from_str(&text).unwrap();
-    vectors["keys"][name]
-        .as_str()
-        .unwrap_or_else(|| panic!("no key {name} in {path}"))
-        .to_owned()
-}
+use testkit::{PROJECT, key};
 
 /// Runs `iotcore-device` with no IOTCORE_* settings from the developer's shell; returns stdout.
 fn device(args: &[&str]) -> String {

@@ -4,9 +4,6 @@
 //! within the publish timeout instead of hanging. The shared emulator comes from
 //! `PUBSUB_EMULATOR_HOST` (`scripts/test` starts one); tests that stop an emulator start their
 //! own, private one with `scripts/pubsub-emulator`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +12,9 @@ use std::time::{Duration, Instant};
 use ingest::sink::pubsub::{PubSubSettings, PubSubSink};
 use ingest::sink::{Message, Sink, SinkError};
 use shared::TopicName;
-use support::pubsub::{PrivateEmulator, Pulled, Rest, shared_emulator_host, unique};
+use testkit::emulators::{PrivatePubSub, pubsub_host};
+use testkit::pubsub::{PubSubRest, Pulled};
+use testkit::unique;
 
 const PROJECT: &str = "sink-tests";
 
@@ -54,8 +53,8 @@ fn assert_unavailable(result: Result<(), SinkError>) {
 
 #[tokio::test]
 async fn a_published_message_arrives_with_its_data_and_every_attribute() {
-    let host = shared_emulator_host();
-    let rest = Rest::new(&host);
+    let host = pubsub_host();
+    let rest = PubSubRest::new(&host);
     let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
     let sink = PubSubSink::new(settings(&host, Duration::from_secs(10)))
         .await
@@ -76,8 +75,8 @@ async fn a_published_message_arrives_with_its_data_and_every_attribute() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_publishes_all_arrive_exactly_as_sent() {
-    let host = shared_emulator_host();
-    let rest = Rest::new(&host);
+    let host = pubsub_host();
+    let rest = PubSubRest::new(&host);
     let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
     let sink = Arc::new(
         PubSubSink::new(settings(&host, Duration::from_secs(10)))
@@ -116,8 +115,8 @@ async fn two_hundred_concurrent_publishes_all_arrive_exactly_as_sent() {
 
 #[tokio::test]
 async fn flush_sends_a_waiting_batch_without_waiting_for_the_batch_delay() {
-    let host = shared_emulator_host();
-    let rest = Rest::new(&host);
+    let host = pubsub_host();
+    let rest = PubSubRest::new(&host);
     let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
     let sink = Arc::new(
         PubSubSink::new(PubSubSettings {
@@ -151,7 +150,7 @@ async fn flush_sends_a_waiting_batch_without_waiting_for_the_batch_delay() {
 
 #[tokio::test]
 async fn a_topic_that_does_not_exist_is_reported_as_not_found() {
-    let host = shared_emulator_host();
+    let host = pubsub_host();
     let sink = PubSubSink::new(settings(&host, Duration::from_secs(10)))
         .await
         .unwrap();
@@ -168,8 +167,8 @@ async fn a_topic_that_does_not_exist_is_reported_as_not_found() {
 
 #[tokio::test]
 async fn a_stopped_emulator_makes_publish_unavailable_within_the_timeout() {
-    let emulator = PrivateEmulator::start();
-    let rest = Rest::new(&emulator.host);
+    let emulator = PrivatePubSub::start();
+    let rest = PubSubRest::new(&emulator.host);
     let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
     let timeout = Duration::from_secs(3);
     let sink = PubSubSink::new(settings(&emulator.host, timeout))

@@ -5,19 +5,16 @@
 //! document write. The cached token (trusted for the production default of 10 s), the registry
 //! cache (5 s) and the coalesced bookkeeping (one write per device per flush) keep the count far
 //! below one per message; the figure is printed and recorded in the README.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::PROJECT;
+use crate::support::device::{DeviceApp, Signer, device_path};
 use ingest::bridge::Limits;
 use ingest::registry::Registry;
 use ingest::registry::firestore::{FirestoreRegistry, FirestoreSettings};
 use serde_json::json;
-use support::device::{DeviceApp, Signer, device_path};
-use support::{PROJECT, firestore};
 
 const DEVICES: usize = 10;
 const RUN: Duration = Duration::from_secs(12);
@@ -29,8 +26,8 @@ const FRESHNESS_SECS: u64 = 10;
 async fn firestore_store() -> Arc<dyn Registry> {
     let settings = FirestoreSettings {
         project: "registry-cost".into(),
-        database: firestore::unique_database("cost"),
-        emulator_host: Some(firestore::emulator_host()),
+        database: testkit::unique("cost"),
+        emulator_host: Some(testkit::emulators::firestore_host()),
     };
     Arc::new(FirestoreRegistry::open(&settings).await.unwrap())
 }

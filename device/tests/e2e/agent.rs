@@ -3,16 +3,13 @@
 //! agent is killed with SIGKILL in the middle of a backlog, a config set with the operator CLI
 //! reaches the device's file and hook and its state shows in the registry, and a clock 20
 //! minutes ahead is named in the log.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::{
-    Agent, DeviceFiles, Ingest, PROJECT, PubSub, REGION, SinkKind, emulator_host, eventually,
-    file_events, new_device, numbers_and_ids,
+use crate::support::{
+    Agent, DeviceFiles, Ingest, Landed, PROJECT, REGION, SinkKind, eventually, file_events,
+    new_device, numbers_and_ids,
 };
 
 fn no_env() -> HashMap<&'static str, String> {
@@ -37,9 +34,10 @@ async fn set_config(ingest: &Ingest, files: &DeviceFiles, data: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_arrive_in_pubsub_with_iot_core_attributes() {
-    let host = emulator_host();
-    let pubsub = PubSub::new(&host);
-    let (topic, subscription) = pubsub.topic().await;
+    let host = testkit::emulators::pubsub_host();
+    let pubsub = testkit::pubsub::PubSubRest::new(&host);
+    let (topic, subscription) = pubsub.topic_with_subscription(PROJECT).await;
+    let topic = topic.to_string();
     let ingest = Ingest::start(SinkKind::PubSub(host)).await;
     let files = new_device(&ingest, Some(&topic)).await;
     let settings = files.write_settings(
@@ -50,9 +48,15 @@ async fn readings_arrive_in_pubsub_with_iot_core_attributes() {
     agent.feed(0..5);
 
     let mut landed = Vec::new();
-    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
     loop {
-        landed.extend(pubsub.pull(&subscription).await);
+        landed.extend(
+            pubsub
+                .pull_now(&subscription)
+                .await
+                .into_iter()
+                .map(Landed::from),
+        );
         let (numbers, _) = numbers_and_ids(&landed);
         let sensors = landed.iter().any(|e| e.reading["source"] == "sensors");
         if numbers.len() == 5 && sensors {
@@ -159,7 +163,7 @@ async fn readings_acknowledged_before_a_sigkill_arrive_after_the_restart() {
     );
 
     let mut restarted = Agent::start(&settings, &[], &no_env(), files.path("agent2.log"));
-    let deadline = std::time::Instant::now() + support::PATIENCE * 3;
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE * 3;
     let numbers = loop {
         let (numbers, _) = numbers_and_ids(&file_events(&events));
         if numbers.len() as u64 == TOTAL {
@@ -202,7 +206,7 @@ async fn a_config_set_with_the_cli_reaches_the_file_and_hook_and_the_state_the_r
 
     set_config(&ingest, &files, r#"{"fan":"off"}"#).await;
     let mut state = serde_json::Value::Null;
-    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
     while state["config_version"] != 2 {
         assert!(
             std::time::Instant::now() < deadline,

@@ -4,21 +4,19 @@
 //! fetches its config over the device bridge. The test then reads what reached the file sink and
 //! the registry. The interpreter comes from `IOTCORE_PYTHON`, which `scripts/test` sets up with
 //! `scripts/python-env`; without it the test fails rather than skips.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use support::process::ServeProcess;
+use crate::support::spawn_ingest;
+use testkit::IngestProcess;
 
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::support::{PROJECT, REGION};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{PROJECT, REGION};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -43,7 +41,7 @@ fn python() -> PathBuf {
 /// A running `ingest serve` with both listeners and a file sink.
 struct Server {
     /// Kept for its `Drop`, which stops the service.
-    _process: ServeProcess,
+    _process: IngestProcess,
     admin_url: String,
     device_url: String,
     http: reqwest::Client,
@@ -56,10 +54,10 @@ impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sink = dir.path().join("events.jsonl");
-        let process = ServeProcess::start(&[&format!("--sink=file:{}", sink.display())]);
+        let process = spawn_ingest(&[&format!("--sink=file:{}", sink.display())], &[]);
         Self {
-            admin_url: process.admin_url.clone().unwrap(),
-            device_url: process.device_url.clone().unwrap(),
+            admin_url: process.admin_url(),
+            device_url: process.device_url(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -100,7 +98,7 @@ impl Server {
     async fn create_device(&self, device: &str, format: &str, public_key: &str) -> String {
         let body = json!({
             "id": device,
-            "credentials": [{"publicKey": {"format": format, "key": support::key(public_key)}}],
+            "credentials": [{"publicKey": {"format": format, "key": crate::support::key(public_key)}}],
         });
         let created = self
             .post(&format!("/registries/{REGISTRY}/devices"), body)
@@ -114,7 +112,7 @@ impl Server {
     /// Writes a private key from the vectors where the client can read it.
     fn key_file(&self, name: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.pem"));
-        std::fs::write(&path, support::key(name)).unwrap();
+        std::fs::write(&path, crate::support::key(name)).unwrap();
         path
     }
 

@@ -1,14 +1,15 @@
-//! The shared JWT vectors for unit tests: keys made with the openssl command line. The file is
-//! `IOTCORE_VECTORS`, else the repository's copy in `tests/vectors/`; a missing file fails the
-//! test, it never skips.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The shared JWT vectors: keys made with the openssl command line and tokens signed by PyJWT.
+//! The file is `IOTCORE_VECTORS`, else the repository's copy in `tests/vectors/` (which
+//! `scripts/test` keeps identical to the steering repo's `shared/vectors/`). A missing file fails
+//! the test; it never skips.
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-fn vectors() -> Value {
-    let path = std::env::var_os("IOTCORE_VECTORS").map_or_else(
+/// Where the vectors file is.
+pub fn vectors_path() -> PathBuf {
+    std::env::var_os("IOTCORE_VECTORS").map_or_else(
         || {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -16,10 +17,15 @@ fn vectors() -> Value {
             ))
         },
         PathBuf::from,
-    );
+    )
+}
+
+/// The whole vectors file.
+pub fn vectors() -> Value {
+    let path = vectors_path();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read the JWT vectors at {}: {e}; set IOTCORE_VECTORS to jwt-vectors.json",
+            "cannot read the JWT vectors at {}: {e}; set IOTCORE_VECTORS to the path of jwt-vectors.json",
             path.display()
         )
     });

@@ -1,16 +1,13 @@
 //! The admin API over a real socket, against a fresh SQLite file per test: every call IoT Core's
 //! device manager offered here, and every refusal, each answered in Google's error shape with a
 //! message naming the cause.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::{PROJECT, REGION, TestApp, assert_error, key};
 use ingest::http::admin::AdminAccess;
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::{DeviceRef, RegistryName};
-use support::{PROJECT, REGION, TestApp, assert_error, key};
 
 fn topic(name: &str) -> String {
     format!("projects/{PROJECT}/topics/{name}")
@@ -721,9 +718,9 @@ async fn an_oversized_body_is_refused_and_the_service_keeps_serving() {
 async fn with_a_token_configured_the_admin_api_refuses_callers_without_it() {
     let app = TestApp::spawn_with(AdminAccess::Token("s3cret".into())).await;
     let url = app.url("/registries");
-    let answer = support::answer(app.client.get(&url).send().await.unwrap()).await;
+    let answer = crate::support::answer(app.client.get(&url).send().await.unwrap()).await;
     assert_error(&answer, 401, "UNAUTHENTICATED", &["Bearer"]);
-    let answer = support::answer(
+    let answer = crate::support::answer(
         app.client
             .get(&url)
             .bearer_auth("guess")
@@ -733,7 +730,7 @@ async fn with_a_token_configured_the_admin_api_refuses_callers_without_it() {
     )
     .await;
     assert_error(&answer, 401, "UNAUTHENTICATED", &["not the one"]);
-    let (status, _) = support::answer(
+    let (status, _) = crate::support::answer(
         app.client
             .get(&url)
             .bearer_auth("s3cret")
@@ -751,7 +748,7 @@ async fn blocking_a_device_drops_its_cached_tokens_at_once() {
     app.create_registry("reg-1").await;
     app.create_device("reg-1", "dev-1", "RSA_PEM", "rsa_public")
         .await;
-    let vectors = support::vectors();
+    let vectors = testkit::vectors();
     let case = &vectors["token_cases"][0];
     assert_eq!(case["expect"], "accept");
     let token = case["token"].as_str().unwrap();

@@ -1,11 +1,9 @@
 //! The operator CLI against a real `ingest serve`: each test starts the binary on a free port
 //! with a fresh SQLite registry, drives it with the same binary's admin subcommands, and checks
 //! exit codes and what a person or a script would read. Keys come from the shared JWT vectors.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use support::process::ServeProcess;
+use crate::support::spawn_ingest;
+use testkit::IngestProcess;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -28,14 +26,14 @@ const FOREIGN_ENV: [&str; 10] = [
 
 /// A running `ingest serve` with only the admin API.
 struct Server {
-    process: ServeProcess,
+    process: IngestProcess,
     admin_url: String,
 }
 
 impl Server {
     fn start() -> Self {
-        let process = ServeProcess::start(&["--role", "admin"]);
-        let admin_url = process.admin_url.clone().unwrap();
+        let process = spawn_ingest(&["--role", "admin"], &[]);
+        let admin_url = process.admin_url();
         Self { process, admin_url }
     }
 
@@ -56,7 +54,7 @@ impl Server {
     /// Writes a key from the vectors to a file named after it.
     fn key_file(&self, name: &str) -> PathBuf {
         let path = self.process.path(&format!("{name}.pem"));
-        std::fs::write(&path, support::key(name)).unwrap();
+        std::fs::write(&path, crate::support::key(name)).unwrap();
         path
     }
 

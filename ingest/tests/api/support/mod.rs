@@ -1,8 +1,7 @@
-//! Test helpers shared by the integration tests: an admin API spawned on `127.0.0.1:0` over a
-//! fresh SQLite file, typed request helpers, and the vectors file with its keys.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Helpers of ingest's own tests: an admin API spawned on `127.0.0.1:0` over a fresh SQLite
+//! file, typed request helpers, and the real `ingest serve` binary of this build. What the tests
+//! of other crates need too (the vectors, names, emulators, the signer) is in `testkit`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ingest::auth::Authenticator;
@@ -14,48 +13,14 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub mod device;
-pub mod firestore;
-pub mod process;
-pub mod pubsub;
 
-/// The project every test uses (the vectors' tokens are made for it).
-pub const PROJECT: &str = "demo-project";
-/// The region every test uses.
-pub const REGION: &str = "us-central1";
+use testkit::IngestProcess;
+pub use testkit::{PROJECT, REGION, key};
 
-/// Where the vectors file is: `IOTCORE_VECTORS`, else the repository's copy in `tests/vectors/`
-/// (which `scripts/test` keeps identical to the steering repo's `shared/vectors/`).
-pub fn vectors_path() -> PathBuf {
-    std::env::var_os("IOTCORE_VECTORS").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/vectors/jwt-vectors.json"
-            ))
-        },
-        PathBuf::from,
-    )
-}
-
-/// The vectors file: keys made with openssl and tokens signed by PyJWT. A missing file fails the
-/// test; it never skips.
-pub fn vectors() -> Value {
-    let path = vectors_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the JWT vectors at {}: {e}; set IOTCORE_VECTORS to the path of jwt-vectors.json",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).expect("the vectors file is JSON")
-}
-
-/// A key's PEM text from the vectors file.
-pub fn key(name: &str) -> String {
-    vectors()["keys"][name]
-        .as_str()
-        .unwrap_or_else(|| panic!("no key {name} in the vectors"))
-        .to_owned()
+/// `ingest serve` of this build as a child process (see [`testkit::spawn_ingest`]), with `args`
+/// after the defaults and only the environment in `env`.
+pub fn spawn_ingest(args: &[&str], env: &[(&str, &str)]) -> IngestProcess {
+    testkit::spawn_ingest(env!("CARGO_BIN_EXE_ingest"), args, env)
 }
 
 /// A running admin API with its own database.

@@ -2,13 +2,12 @@
 //! setup, and a broken one (a key the registry does not know, a key others can read, a host that
 //! does not answer or does not exist, a clock 20 minutes ahead) gets a FAIL line naming the
 //! cause, with the fix. Each transcript is printed, so `cargo test -- --nocapture` shows them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::path::Path;
 
-use support::{DeviceFiles, Ingest, SinkKind, device_command, file_events, free_port, new_device};
+use crate::support::{
+    DeviceFiles, Ingest, SinkKind, device_command, file_events, free_port, new_device,
+};
 
 /// Runs doctor; returns (exit code, stdout).
 fn doctor(settings: &Path, env: &[(&str, &str)]) -> (i32, String) {

@@ -5,9 +5,6 @@
 //!
 //! The vectors file is the repository's `tests/vectors/jwt-vectors.json`, or the path in
 //! `IOTCORE_VECTORS`. A missing file fails the tests; they never skip.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,7 +61,7 @@ struct KeyCase {
 }
 
 fn load() -> Vectors {
-    let path = support::vectors_path();
+    let path = testkit::vectors::vectors_path();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
         panic!(
             "cannot read the JWT test vectors at {}: {err}; set IOTCORE_VECTORS to the path of \

@@ -2,14 +2,13 @@
 //! test: events land with IoT Core's data and attributes, subfolders route, state is stored and
 //! published, configs are fetched by version, and every bad input is answered with its documented
 //! status, status name and a message naming the cause, after which a normal publish still works.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
+use crate::support::device::{DeviceApp, Signer, device_path, topic_name};
+use crate::support::{PROJECT, REGION, assert_error};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use ingest::bridge::{Limits, Rate};
@@ -17,8 +16,6 @@ use jiff::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
-use support::device::{DeviceApp, Signer, device_path, topic_name};
-use support::{PROJECT, REGION, assert_error};
 
 const REG: &str = "reg-1";
 

@@ -1,8 +1,8 @@
 //! Spans and metrics reach an OTLP collector: a minimal gRPC receiver (the collector's trace and
 //! metrics services) listens on a loopback port, telemetry is pointed at it with a short metric
 //! interval, and what arrives is checked by name. `telemetry::init` installs process-wide globals,
-//! so this file holds exactly one test and runs in its own process.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! which the other tests of this binary must not see (nor this test theirs), so the test runs
+//! itself again as a child process of the test binary, filtered to this one test.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,8 +115,31 @@ fn sum_points(metric: &Metric) -> &[NumberDataPoint] {
     }
 }
 
-#[tokio::test]
-async fn traces_and_metrics_reach_an_otlp_receiver() {
+/// Set in the child process that runs the test body.
+const CHILD: &str = "OTLP_EXPORT_TEST_CHILD";
+
+#[test]
+fn traces_and_metrics_reach_an_otlp_receiver() {
+    if std::env::var_os(CHILD).is_some() {
+        return tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(export_and_check());
+    }
+    let name = "otlp_export::traces_and_metrics_reach_an_otlp_receiver";
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn export_and_check() {
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
     let guard = telemetry::init(TelemetrySettings {

@@ -2,7 +2,6 @@
 //! beyond the cap wait to be accepted instead of being refused, and shutdown lets quick
 //! in-flight requests finish but returns once the drain time is up. Handlers are held and
 //! released through semaphores so the tests wait on events, not on guessed sleeps.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,27 +1,24 @@
 //! The real `ingest serve` process as Cloud Run runs it: JSON logs in Cloud Logging's layout that
 //! never carry a device token or payload, even at debug level and even for refused requests, and
 //! a clean exit on SIGTERM after draining.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::device::Signer;
+use crate::support::spawn_ingest;
+use crate::support::{PROJECT, REGION};
 use serde_json::{Value, json};
-use support::device::Signer;
-use support::process::ServeProcess;
-use support::{PROJECT, REGION};
 
 const PAYLOAD: &[u8] = b"secret-reading-7d1e";
 
 #[tokio::test]
 async fn json_logs_name_events_but_never_tokens_or_payloads_and_sigterm_exits_cleanly() {
-    let mut service = ServeProcess::start_with_env(
+    let mut service = spawn_ingest(
         &["--log-format", "json", "--sink=file:/dev/null"],
         &[("RUST_LOG", "debug")],
     );
     let http = reqwest::Client::new();
     let admin = format!(
         "{}/v1/projects/{PROJECT}/locations/{REGION}/registries",
-        service.admin_url.as_deref().unwrap()
+        &service.admin_url()
     );
     let topic = format!("projects/{PROJECT}/topics/events");
     let registry = json!({"id": "reg-1", "eventNotificationConfigs": [{"pubsubTopicName": topic}]});
@@ -34,7 +31,7 @@ async fn json_logs_name_events_but_never_tokens_or_payloads_and_sigterm_exits_cl
             .status()
             .is_success()
     );
-    let device = json!({"id": "dev-1", "credentials": [{"publicKey": {"format": "RSA_PEM", "key": support::key("rsa_public")}}]});
+    let device = json!({"id": "dev-1", "credentials": [{"publicKey": {"format": "RSA_PEM", "key": crate::support::key("rsa_public")}}]});
     let created = http
         .post(format!("{admin}/reg-1/devices"))
         .json(&device)
@@ -46,7 +43,7 @@ async fn json_logs_name_events_but_never_tokens_or_payloads_and_sigterm_exits_cl
     let token = Signer::rsa("rsa_private").fresh();
     let publish = format!(
         "{}/v1/projects/{PROJECT}/locations/{REGION}/registries/reg-1/devices/dev-1:publishEvent",
-        service.device_url.as_deref().unwrap()
+        &service.device_url()
     );
     let body = json!({"binary_data": shared::proto3::encode_base64(PAYLOAD)});
     let accepted = http

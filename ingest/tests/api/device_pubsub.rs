@@ -3,20 +3,18 @@
 //! state topic; a missing topic is refused; and with Pub/Sub stopped the device gets `503`,
 //! never a `200` for a message that was not taken. `scripts/test` starts the shared emulator;
 //! the outage test starts and stops a private one.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::device::{DeviceApp, Signer, device_path};
+use crate::support::{PROJECT, REGION, assert_error};
 use ingest::bridge::Limits;
 use ingest::sink::pubsub::{PubSubSettings, PubSubSink};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::device::{DeviceApp, Signer, device_path};
-use support::pubsub::{PrivateEmulator, Rest, shared_emulator_host};
-use support::{PROJECT, REGION, assert_error};
+use testkit::emulators::{PrivatePubSub, pubsub_host};
+use testkit::pubsub::PubSubRest;
 
 const REG: &str = "reg-1";
 
@@ -56,8 +54,8 @@ async fn device_in(app: &DeviceApp, events: &[(&str, &str)], state: Option<&str>
 
 #[tokio::test]
 async fn an_event_lands_in_pubsub_with_its_data_and_iot_cores_attributes() {
-    let host = shared_emulator_host();
-    let rest = Rest::new(&host);
+    let host = pubsub_host();
+    let rest = PubSubRest::new(&host);
     let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
     let app = app_on(&host, Duration::from_secs(10)).await;
     let num_id = device_in(&app, &[("", topic.topic())], None).await;
@@ -105,8 +103,8 @@ async fn an_event_lands_in_pubsub_with_its_data_and_iot_cores_attributes() {
 
 #[tokio::test]
 async fn events_are_routed_by_subfolder_to_their_topics() {
-    let host = shared_emulator_host();
-    let rest = Rest::new(&host);
+    let host = pubsub_host();
+    let rest = PubSubRest::new(&host);
     let (alerts, alerts_sub) = rest.topic_with_subscription(PROJECT).await;
     let (rest_topic, rest_sub) = rest.topic_with_subscription(PROJECT).await;
     let app = app_on(&host, Duration::from_secs(10)).await;
@@ -143,8 +141,8 @@ async fn events_are_routed_by_subfolder_to_their_topics() {
 
 #[tokio::test]
 async fn a_state_is_stored_and_published_to_the_state_topic() {
-    let host = shared_emulator_host();
-    let rest = Rest::new(&host);
+    let host = pubsub_host();
+    let rest = PubSubRest::new(&host);
     let (events, _) = rest.topic_with_subscription(PROJECT).await;
     let (state, state_sub) = rest.topic_with_subscription(PROJECT).await;
     let app = app_on(&host, Duration::from_secs(10)).await;
@@ -174,7 +172,7 @@ async fn a_state_is_stored_and_published_to_the_state_topic() {
 
 #[tokio::test]
 async fn an_event_for_a_topic_that_does_not_exist_is_a_failed_precondition() {
-    let host = shared_emulator_host();
+    let host = pubsub_host();
     let app = app_on(&host, Duration::from_secs(10)).await;
     device_in(&app, &[("", "never-created-topic")], None).await;
     let token = Signer::rsa("rsa_private").fresh();
@@ -189,8 +187,8 @@ async fn an_event_for_a_topic_that_does_not_exist_is_a_failed_precondition() {
 
 #[tokio::test]
 async fn with_pubsub_stopped_a_device_gets_503_promptly_and_never_200() {
-    let emulator = PrivateEmulator::start();
-    let rest = Rest::new(&emulator.host);
+    let emulator = PrivatePubSub::start();
+    let rest = PubSubRest::new(&emulator.host);
     let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
     let timeout = Duration::from_secs(3);
     let app = app_on(&emulator.host, timeout).await;

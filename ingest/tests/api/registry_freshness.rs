@@ -2,16 +2,14 @@
 //! Cloud Run instances share one: a device blocked or re-keyed through one instance is refused by
 //! the other within the freshness bound (`REGISTRY_FRESHNESS_SECS`), although the other had just
 //! accepted and cached the device's token.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::device::Signer;
+use crate::support::spawn_ingest;
+use crate::support::{PROJECT, REGION};
 use serde_json::{Value, json};
-use support::device::Signer;
-use support::process::ServeProcess;
-use support::{PROJECT, REGION, firestore};
+use testkit::IngestProcess;
 
 /// The bound both instances run with: short, so the test is quick.
 const FRESHNESS_SECS: u64 = 2;
@@ -21,14 +19,14 @@ const FRESHNESS_SECS: u64 = 2;
 const SLACK: Duration = Duration::from_secs(3);
 
 struct Instance {
-    process: ServeProcess,
+    process: IngestProcess,
     http: reqwest::Client,
 }
 
 impl Instance {
     fn start(store: &str, emulator: &str) -> Self {
         let freshness = FRESHNESS_SECS.to_string();
-        let process = ServeProcess::start_with_env(
+        let process = spawn_ingest(
             &[&format!("--registry={store}"), "--sink=file:/dev/null"],
             &[
                 ("FIRESTORE_EMULATOR_HOST", emulator),
@@ -42,7 +40,7 @@ impl Instance {
     }
 
     fn admin(&self, path: &str) -> String {
-        let base = self.process.admin_url.as_deref().unwrap();
+        let base = &self.process.admin_url();
         format!("{base}/v1/projects/{PROJECT}/locations/{REGION}/registries{path}")
     }
 
@@ -56,7 +54,7 @@ impl Instance {
 
     /// Publishes one event as `dev-1` and returns the HTTP status and the error status name.
     async fn publish(&self, token: &str) -> (u16, String) {
-        let base = self.process.device_url.as_deref().unwrap();
+        let base = &self.process.device_url();
         let url = format!(
             "{base}/v1/projects/{PROJECT}/locations/{REGION}/registries/reg-1/devices/dev-1:publishEvent"
         );
@@ -94,15 +92,15 @@ impl Instance {
 }
 
 fn credential(key: &str) -> Value {
-    json!([{"publicKey": {"format": "RSA_PEM", "key": support::key(key)}}])
+    json!([{"publicKey": {"format": "RSA_PEM", "key": crate::support::key(key)}}])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_or_rekey_through_one_instance_reaches_the_other_within_the_bound() {
-    let emulator = firestore::emulator_host();
+    let emulator = testkit::emulators::firestore_host();
     let store = format!(
         "firestore:projects/{PROJECT}/databases/{}",
-        firestore::unique_database("fresh")
+        testkit::unique("fresh")
     );
     let (a, b) = (
         Instance::start(&store, &emulator),

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The registry store contract, as checks any store must pass. Each check is a plain
 //! `async fn` over `Arc<dyn Registry>` (or, for reopening, a [`Fixture`] that can open the same
 //! data again), and `suite!` turns the whole list into one `#[tokio::test]` per check for a
@@ -53,8 +52,8 @@ async fn sqlite_fixture() -> Fixture {
 async fn firestore_fixture() -> Fixture {
     let settings = FirestoreSettings {
         project: "registry-suite".into(),
-        database: emulator::unique_database("suite"),
-        emulator_host: Some(emulator::emulator_host()),
+        database: testkit::unique("suite"),
+        emulator_host: Some(testkit::emulators::firestore_host()),
     };
     Fixture {
         open: Box::new(move || {
@@ -132,19 +131,10 @@ macro_rules! suite {
 suite!(sqlite, sqlite_fixture);
 suite!(firestore, firestore_fixture);
 
-#[path = "support/firestore.rs"]
-mod emulator;
-
-// The crate root of a test resolves modules beside itself, so the folder is named explicitly.
-#[path = "registry_suite/concurrency.rs"]
 mod concurrency;
-#[path = "registry_suite/devices.rs"]
 mod devices;
-#[path = "registry_suite/given.rs"]
 mod given;
-#[path = "registry_suite/history.rs"]
 mod history;
-#[path = "registry_suite/registries.rs"]
 mod registries;
 
 /// Every check, in one namespace for `suite!`.
