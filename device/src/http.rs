@@ -25,8 +25,10 @@ pub enum BridgeError {
     Refused {
         /// The canonical status name, e.g. `UNAUTHENTICATED`.
         status: &'static str,
-        /// The server's explanation.
+        /// The server's explanation, for people.
         message: String,
+        /// The `google.rpc.ErrorInfo` reason (`TOKEN_EXPIRED`), for the agent to act on.
+        reason: Option<String>,
         /// The HTTP status (`413` says more than its canonical name).
         http: StatusCode,
         /// The server's `Retry-After`, if it sent one (429, 503).
@@ -252,8 +254,10 @@ fn refusal(
     retry_after: Option<Duration>,
 ) -> BridgeError {
     if let Ok(google) = serde_json::from_slice::<ErrorBody>(body) {
+        let reason = google.error.error_info().map(|info| info.reason);
         return BridgeError::Refused {
             status: google.error.status.name(),
+            reason,
             message: google.error.message,
             http: status,
             retry_after,

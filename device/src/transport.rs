@@ -90,12 +90,13 @@ pub fn classify(err: BridgeError) -> Failure {
         },
         BridgeError::Setup(_) => Failure::Refused { reason },
         BridgeError::Refused {
-            status,
-            message,
+            reason: why,
             http,
             retry_after,
+            ..
         } => {
-            if status == "UNAUTHENTICATED" && message.contains("token expired") {
+            // The ErrorInfo reason, not the message: messages are for people and may change.
+            if why.as_deref() == Some("TOKEN_EXPIRED") {
                 return Failure::TokenExpired { reason };
             }
             by_status(http, reason, retry_after)
@@ -122,8 +123,13 @@ mod tests {
     use super::*;
 
     fn refused(http: u16, status: &'static str, message: &str) -> Failure {
+        refused_for(http, status, None, message)
+    }
+
+    fn refused_for(http: u16, status: &'static str, why: Option<&str>, message: &str) -> Failure {
         classify(BridgeError::Refused {
             status,
+            reason: why.map(str::to_owned),
             message: message.to_owned(),
             http: StatusCode::from_u16(http).unwrap(),
             retry_after: Some(Duration::from_secs(3)),
@@ -145,7 +151,7 @@ mod tests {
             Failure::Transient { .. }
         ));
         assert!(matches!(
-            refused(401, "UNAUTHENTICATED", "the token expired 14 min ago"),
+            refused_for(401, "UNAUTHENTICATED", Some("TOKEN_EXPIRED"), "expired"),
             Failure::TokenExpired { .. }
         ));
         assert!(matches!(
@@ -165,5 +171,23 @@ mod tests {
             reason: "refused".into(),
         });
         assert!(matches!(down, Failure::Transient { after: None, .. }));
+    }
+
+    #[test]
+    fn an_expired_token_is_told_by_the_error_info_reason_not_by_the_message() {
+        let odd_words = "la clé a dépassé sa date; nothing here says the usual words";
+        assert!(matches!(
+            refused_for(401, "UNAUTHENTICATED", Some("TOKEN_EXPIRED"), odd_words),
+            Failure::TokenExpired { .. }
+        ));
+        let misleading = "the token expired 14 min ago";
+        assert!(matches!(
+            refused_for(401, "UNAUTHENTICATED", Some("BAD_SIGNATURE"), misleading),
+            Failure::Refused { .. }
+        ));
+        assert!(matches!(
+            refused(401, "UNAUTHENTICATED", misleading),
+            Failure::Refused { .. }
+        ));
     }
 }

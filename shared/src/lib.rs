@@ -13,7 +13,7 @@ pub mod status;
 pub use credential::PublicKeyFormat;
 pub use ids::{DeviceId, DeviceRef, IdError, Location, NumId, ProjectId, RegistryId, TopicName};
 pub use names::{DeviceName, LocationName, RegistryName};
-pub use status::{Code, ErrorBody};
+pub use status::{Code, ErrorBody, ErrorInfo};
 
 /// The Pub/Sub attribute names IoT Core put on every telemetry and state message. Pipelines read
 /// them by these exact spellings.

@@ -93,6 +93,7 @@ fn refusals_exit_1_and_unreachable_bridges_exit_2() {
     let refused = anyhow::Error::new(BridgeError::Refused {
         status: "UNAUTHENTICATED",
         message: "expired".into(),
+        reason: Some("TOKEN_EXPIRED".into()),
         http: reqwest::StatusCode::UNAUTHORIZED,
         retry_after: None,
     });

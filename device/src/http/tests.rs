@@ -231,6 +231,24 @@ async fn a_429_carries_the_servers_retry_after() {
 }
 
 #[tokio::test]
+async fn the_error_info_reason_is_read_from_the_details() {
+    let body = r#"{"error":{"code":401,"message":"words for people","status":"UNAUTHENTICATED",
+        "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"TOKEN_EXPIRED",
+        "domain":"cloudiot.googleapis.com","metadata":{}}]}}"#;
+    let (url, _server) = serve_once("401 Unauthorized", body).await;
+    let err = bridge(url).set_state("t", b"x").await.unwrap_err();
+    match err {
+        BridgeError::Refused {
+            reason, message, ..
+        } => {
+            assert_eq!(reason.as_deref(), Some("TOKEN_EXPIRED"));
+            assert_eq!(message, "words for people");
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn the_servers_date_header_is_read_for_the_clock_check() {
     let (url, _server) =
         serve_once("404 Not Found\r\ndate: Thu, 26 Nov 2026 00:44:51 GMT", "").await;

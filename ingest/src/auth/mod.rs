@@ -12,6 +12,7 @@ pub mod cache;
 pub mod credentials;
 pub mod jwt;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shared::{Code, DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
@@ -97,6 +98,27 @@ impl AuthError {
             AuthError::UnknownDevice { .. } => "unknown_device",
             AuthError::Blocked { .. } => "blocked",
             AuthError::Store(_) => "store_error",
+        }
+    }
+
+    /// The reason a device reads in the answer's `google.rpc.ErrorInfo`.
+    pub fn error_reason(&self) -> &'static str {
+        match self {
+            AuthError::Token(err) => err.error_reason(),
+            AuthError::UnknownDevice { .. } => "UNKNOWN_DEVICE",
+            AuthError::Blocked { .. } => "DEVICE_BLOCKED",
+            AuthError::Store(StoreError::Backend(_)) => "REGISTRY_UNAVAILABLE",
+            AuthError::Store(_) => "INTERNAL",
+        }
+    }
+
+    /// Non-secret facts for the `ErrorInfo`'s metadata: the device named, never the token.
+    pub fn error_metadata(&self) -> BTreeMap<String, String> {
+        match self {
+            AuthError::UnknownDevice { device } | AuthError::Blocked { device, .. } => {
+                BTreeMap::from([("device".to_owned(), device.clone())])
+            }
+            AuthError::Token(_) | AuthError::Store(_) => BTreeMap::new(),
         }
     }
 }

@@ -623,7 +623,29 @@ async fn bad_inputs_are_each_refused_with_a_status_that_names_the_cause() {
     for (label, answer, status, name, words) in &table {
         eprintln!("case: {label}");
         assert_error(answer, *status, name, words);
+        assert_error_info(label, &answer.1);
     }
+    // The reasons a device acts on, whatever the message says.
+    for (label, reason) in [
+        ("expired token", "TOKEN_EXPIRED"),
+        ("blocked device", "DEVICE_BLOCKED"),
+        ("unknown device id", "UNKNOWN_DEVICE"),
+        ("over the per-device rate", "RATE_LIMITED"),
+        ("HTTP switched off for the registry", "PROTOCOL_DISABLED"),
+        ("payload over 256 KB", "PAYLOAD_TOO_LARGE"),
+    ] {
+        let (_, answer, ..) = table.iter().find(|case| case.0 == label).unwrap();
+        assert_eq!(answer.1["error"]["details"][0]["reason"], reason, "{label}");
+    }
+    let (_, blocked, ..) = table.iter().find(|c| c.0 == "blocked device").unwrap();
+    let metadata = &blocked.1["error"]["details"][0]["metadata"];
+    assert!(
+        metadata["device"]
+            .as_str()
+            .unwrap()
+            .ends_with("/devices/dev-blocked"),
+        "{metadata}"
+    );
 
     // The refusals left nothing in the sink beyond the setup's accepted events...
     let accepted = app.sink_messages().len();
@@ -634,6 +656,31 @@ async fn bad_inputs_are_each_refused_with_a_status_that_names_the_cause() {
             .await,
     );
     assert_eq!(app.sink_messages().len(), accepted + 1);
+}
+
+/// Every device refusal carries one `google.rpc.ErrorInfo` of IoT Core's domain with a
+/// SCREAMING_SNAKE reason, and never the token.
+#[track_caller]
+fn assert_error_info(label: &str, body: &Value) {
+    let details = body["error"]["details"].as_array();
+    let info = details.and_then(|d| d.first()).unwrap_or(&Value::Null);
+    assert_eq!(
+        info["@type"], "type.googleapis.com/google.rpc.ErrorInfo",
+        "{label}: {body}"
+    );
+    assert_eq!(info["domain"], "cloudiot.googleapis.com", "{label}: {body}");
+    let reason = info["reason"].as_str().unwrap_or_default();
+    assert!(
+        !reason.is_empty()
+            && reason
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+        "{label}: reason {reason:?}"
+    );
+    assert!(
+        !body.to_string().contains("eyJ"),
+        "{label}: a token in {body}"
+    );
 }
 
 #[tokio::test]

@@ -9,11 +9,11 @@ use std::time::Duration;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shared::Code;
+use shared::{Code, ErrorInfo};
 
 use crate::auth::{AuthError, AuthenticatedDevice};
 use crate::bridge::{Bridge, BridgeError};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorChain};
 use crate::registry::StoreError;
 
 /// A refusal of the device API, ready to be sent.
@@ -60,8 +60,9 @@ impl From<BridgeError> for DeviceApiError {
 }
 
 fn api_error(err: BridgeError) -> ApiError {
+    let info = ErrorInfo::new(err.error_reason(), err.error_metadata());
     let code = err.code();
-    match &err {
+    let error = match &err {
         BridgeError::TooLarge { .. } => {
             ApiError::new(code, err.to_string()).with_http_status(StatusCode::PAYLOAD_TOO_LARGE)
         }
@@ -75,9 +76,12 @@ fn api_error(err: BridgeError) -> ApiError {
             )
         }
         BridgeError::Store(StoreError::NotFound(_)) => ApiError::new(code, err.to_string()),
-        BridgeError::Store(_) | BridgeError::Auth(AuthError::Store(_)) => ApiError::internal(err),
+        BridgeError::Store(_) | BridgeError::Auth(AuthError::Store(_)) => {
+            return ApiError::internal(err);
+        }
         _ => ApiError::new(code, err.to_string()),
-    }
+    };
+    error.with_info(info)
 }
 
 /// A refusal the HTTP layer makes itself: a missing token, a body it cannot read.
@@ -125,25 +129,11 @@ impl Refusal {
         device: Option<&AuthenticatedDevice>,
     ) -> DeviceApiError {
         bridge.note_refusal(device, self.code, self.reason, &self.message);
-        let mut error = ApiError::new(self.code, self.message);
+        let info = ErrorInfo::new(self.reason.to_ascii_uppercase(), Default::default());
+        let mut error = ApiError::new(self.code, self.message).with_info(info);
         if let Some(status) = self.http_status {
             error = error.with_http_status(status);
         }
         error.into()
-    }
-}
-
-/// Formats an error with its sources, `outer: inner: innermost`.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
     }
 }
