@@ -1,7 +1,7 @@
 //! The one-shot client of the HTTP device bridge: `publishEvent`, `setState` and the config
 //! fetch, with the paths, JSON bodies and `Authorization: Bearer` header of IoT Core's HTTP
 //! protocol. Success is exactly `200`, as Google's own sample had it; anything else becomes a
-//! [`BridgeError`] carrying the server's Google-style error when it sent one. The token is only
+//! [`ClientError`] carrying the server's Google-style error when it sent one. The token is only
 //! ever put in the header, never in an error or a log.
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A failed call to the bridge.
 #[derive(Debug, thiserror::Error)]
-pub enum BridgeError {
+pub enum ClientError {
     /// The bridge refused with Google's JSON error body.
     #[error("{status}: {message}")]
     Refused {
@@ -89,26 +89,26 @@ struct ConfigAnswer {
 
 /// One device's view of the bridge.
 #[derive(Debug)]
-pub struct Bridge {
+pub struct IngestClient {
     http: reqwest::Client,
     endpoint: Url,
     device: DeviceName,
 }
 
-impl Bridge {
+impl IngestClient {
     /// A client for `device` at `endpoint` (the bridge's base URL, with or without `/v1`),
     /// trusting the system's CA roots.
-    pub fn new(endpoint: Url, device: DeviceName) -> Result<Self, BridgeError> {
+    pub fn new(endpoint: Url, device: DeviceName) -> Result<Self, ClientError> {
         Self::with_ca(endpoint, device, None)
     }
 
-    /// As [`Bridge::new`]; with `ca_pem`, only that CA bundle is trusted.
+    /// As [`IngestClient::new`]; with `ca_pem`, only that CA bundle is trusted.
     pub fn with_ca(
         endpoint: Url,
         device: DeviceName,
         ca_pem: Option<&[u8]>,
-    ) -> Result<Self, BridgeError> {
-        let setup = |err: reqwest::Error| BridgeError::Setup(innermost_cause(&err));
+    ) -> Result<Self, ClientError> {
+        let setup = |err: reqwest::Error| ClientError::Setup(innermost_cause(&err));
         crate::tls::install_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -118,7 +118,7 @@ impl Bridge {
         if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(setup)?;
             if certs.is_empty() {
-                return Err(BridgeError::Setup(
+                return Err(ClientError::Setup(
                     "the CA file holds no PEM certificate".to_owned(),
                 ));
             }
@@ -134,7 +134,7 @@ impl Bridge {
 
     /// The server's `Date` header from a plain `GET` of the endpoint (any answer will do), as
     /// Unix seconds: the doctor compares it with the device clock.
-    pub async fn server_date(&self) -> Result<Option<i64>, BridgeError> {
+    pub async fn server_date(&self) -> Result<Option<i64>, ClientError> {
         let response = self
             .http
             .get(self.endpoint.clone())
@@ -156,7 +156,7 @@ impl Bridge {
         token: &str,
         data: &[u8],
         sub_folder: Option<&str>,
-    ) -> Result<(), BridgeError> {
+    ) -> Result<(), ClientError> {
         let mut body = json!({ "binary_data": URL_SAFE.encode(data) });
         if let Some(sub_folder) = sub_folder {
             body["sub_folder"] = Value::from(sub_folder);
@@ -167,7 +167,7 @@ impl Bridge {
     }
 
     /// `POST …:setState` with the state bytes.
-    pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), BridgeError> {
+    pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), ClientError> {
         let body = json!({ "state": { "binary_data": URL_SAFE.encode(data) } });
         let url = self.device_url(Some("setState"), &[]);
         self.send(self.http.post(url).json(&body), token).await?;
@@ -179,7 +179,7 @@ impl Bridge {
         &self,
         token: &str,
         local_version: u64,
-    ) -> Result<DeviceConfig, BridgeError> {
+    ) -> Result<DeviceConfig, ClientError> {
         let url = self.device_url(None, &["config"]);
         let request = self
             .http
@@ -215,7 +215,7 @@ impl Bridge {
         url
     }
 
-    async fn send(&self, request: RequestBuilder, token: &str) -> Result<Vec<u8>, BridgeError> {
+    async fn send(&self, request: RequestBuilder, token: &str) -> Result<Vec<u8>, ClientError> {
         let request = request
             .bearer_auth(token)
             .header("cache-control", "no-cache");
@@ -233,13 +233,13 @@ impl Bridge {
         Ok(body.to_vec())
     }
 
-    fn unreachable(&self, err: &reqwest::Error) -> BridgeError {
+    fn unreachable(&self, err: &reqwest::Error) -> ClientError {
         let reason = if err.is_timeout() {
             format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
         } else {
             innermost_cause(err)
         };
-        BridgeError::Unreachable {
+        ClientError::Unreachable {
             url: without_query(&self.endpoint),
             reason,
         }
@@ -252,10 +252,10 @@ fn refusal(
     status: StatusCode,
     body: &[u8],
     retry_after: Option<Duration>,
-) -> BridgeError {
+) -> ClientError {
     if let Ok(google) = serde_json::from_slice::<ErrorBody>(body) {
         let reason = google.error.error_info().map(|info| info.reason);
-        return BridgeError::Refused {
+        return ClientError::Refused {
             status: google.error.status.name(),
             reason,
             message: google.error.message,
@@ -264,7 +264,7 @@ fn refusal(
         };
     }
     let text = String::from_utf8_lossy(body);
-    BridgeError::Http {
+    ClientError::Http {
         url,
         status,
         body: text.chars().take(200).collect::<String>().trim().to_owned(),
@@ -279,8 +279,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn parse_config(body: &[u8]) -> Result<DeviceConfig, BridgeError> {
-    let bad = |detail: String| BridgeError::BadAnswer { detail };
+fn parse_config(body: &[u8]) -> Result<DeviceConfig, ClientError> {
+    let bad = |detail: String| ClientError::BadAnswer { detail };
     let answer: ConfigAnswer =
         serde_json::from_slice(body).map_err(|err| bad(format!("not a config ({err})")))?;
     // Either alphabet, padded or not: the bridge may answer in the standard one.

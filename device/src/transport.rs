@@ -1,4 +1,4 @@
-//! How the agent reaches the service: today HTTPS (the [`Bridge`]), with MQTT next. An enum
+//! How the agent reaches the service: today HTTPS (the [`IngestClient`]), with MQTT next. An enum
 //! rather than a trait object: there is one implementation yet, the set is closed (IoT Core had
 //! exactly two device protocols), and an enum needs no boxed futures. Adding MQTT is a variant
 //! and one arm per method. Every failure is sorted into a [`Failure`] that tells the sender what
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::http::{Bridge, BridgeError, DeviceConfig};
+use crate::http::{ClientError, DeviceConfig, IngestClient};
 
 /// The connection to the service.
 #[derive(Debug)]
 pub enum Transport {
     /// IoT Core's HTTP bridge protocol.
-    Https(Bridge),
+    Https(IngestClient),
 }
 
 /// What a failed call means for the caller.
@@ -81,15 +81,15 @@ impl Transport {
 }
 
 /// Sorts a bridge error by what retrying can do about it.
-pub fn classify(err: BridgeError) -> Failure {
+pub fn classify(err: ClientError) -> Failure {
     let reason = err.to_string();
     match err {
-        BridgeError::Unreachable { .. } | BridgeError::BadAnswer { .. } => Failure::Transient {
+        ClientError::Unreachable { .. } | ClientError::BadAnswer { .. } => Failure::Transient {
             reason,
             after: None,
         },
-        BridgeError::Setup(_) => Failure::Refused { reason },
-        BridgeError::Refused {
+        ClientError::Setup(_) => Failure::Refused { reason },
+        ClientError::Refused {
             reason: why,
             http,
             retry_after,
@@ -101,7 +101,7 @@ pub fn classify(err: BridgeError) -> Failure {
             }
             by_status(http, reason, retry_after)
         }
-        BridgeError::Http {
+        ClientError::Http {
             status,
             retry_after,
             ..
@@ -127,7 +127,7 @@ mod tests {
     }
 
     fn refused_for(http: u16, status: &'static str, why: Option<&str>, message: &str) -> Failure {
-        classify(BridgeError::Refused {
+        classify(ClientError::Refused {
             status,
             reason: why.map(str::to_owned),
             message: message.to_owned(),
@@ -166,7 +166,7 @@ mod tests {
             refused(412, "FAILED_PRECONDITION", "no topic"),
             Failure::Refused { .. }
         ));
-        let down = classify(BridgeError::Unreachable {
+        let down = classify(ClientError::Unreachable {
             url: "http://x".into(),
             reason: "refused".into(),
         });

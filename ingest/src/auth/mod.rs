@@ -19,7 +19,7 @@ use shared::{Code, DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
 
 use self::cache::{TokenCache, TokenKey};
 use self::jwt::TokenError;
-use crate::registry::{Registry, StoreError};
+use crate::registry::{RegistryStore, StoreError};
 
 /// The device a token proved, as the bridges need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl AuthError {
 /// share the cache.
 #[derive(Clone, Debug)]
 pub struct Authenticator {
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn RegistryStore>,
     cache: Arc<TokenCache>,
     /// How long a verified token is trusted without reading the device again; `None` trusts it
     /// until it expires (fine when this process is the registry's only writer).
@@ -137,7 +137,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// An authenticator reading devices from `registry`, caching up to `cache_capacity` tokens
     /// (0 turns the cache off).
-    pub fn new(registry: Arc<dyn Registry>, cache_capacity: usize) -> Self {
+    pub fn new(registry: Arc<dyn RegistryStore>, cache_capacity: usize) -> Self {
         Self {
             registry,
             cache: Arc::new(TokenCache::new(cache_capacity)),

@@ -32,7 +32,7 @@ use self::rate::RateLimiter;
 use self::registries::RegistryCache;
 pub use self::routing::{MAX_SUBFOLDER_BYTES, event_topic, message_attributes};
 use crate::auth::{AuthenticatedDevice, Authenticator};
-use crate::registry::{Activity, Registry};
+use crate::registry::{Activity, RegistryStore};
 use crate::sink::{Message, Sink, SinkError};
 use crate::telemetry::Metrics;
 
@@ -44,7 +44,7 @@ pub const DEFAULT_ACTIVITY_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct BridgeParts {
     /// The registry store: devices, configs, states, bookkeeping.
-    pub registry: Arc<dyn Registry>,
+    pub registry: Arc<dyn RegistryStore>,
     /// The token checker (share it with the admin API so device changes invalidate tokens).
     pub auth: Authenticator,
     /// Where events and states are published.
@@ -63,7 +63,7 @@ pub struct Bridge {
 
 #[derive(Debug)]
 struct Inner {
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn RegistryStore>,
     auth: Authenticator,
     sink: Arc<dyn Sink>,
     metrics: Metrics,

@@ -18,8 +18,9 @@ pub struct ApiError {
     message: String,
     /// An HTTP status other than the code's usual one (413 for an oversized body).
     http_status: Option<StatusCode>,
-    /// The machine-readable reason sent in `details`, if any.
-    info: Option<ErrorInfo>,
+    /// The machine-readable reason sent in `details`, if any (boxed: errors travel in every
+    /// `Result` of the HTTP layer and should stay small).
+    info: Option<Box<ErrorInfo>>,
     /// Why an internal error happened; logged, never sent.
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -38,7 +39,7 @@ impl ApiError {
 
     /// Sends `info` in the body's `details`, for programs that must not parse the message.
     pub fn with_info(mut self, info: ErrorInfo) -> Self {
-        self.info = Some(info);
+        self.info = Some(Box::new(info));
         self
     }
 

@@ -35,8 +35,8 @@ use shared::{DeviceRef, LocationName, RegistryName};
 
 use self::rpc::Rpc;
 use super::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Registry, RegistryUpdate, StoreError,
-    StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, RegistryStore, RegistryUpdate,
+    StoreError, StoreResult,
 };
 
 /// Which Firestore database to use, and how to reach it.
@@ -75,11 +75,11 @@ pub enum OpenError {
 
 /// The Firestore registry store. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
-pub struct FirestoreRegistry {
+pub struct FirestoreStore {
     rpc: Rpc,
 }
 
-impl FirestoreRegistry {
+impl FirestoreStore {
     /// Connects to the database and checks with one read that it answers.
     pub async fn open(settings: &FirestoreSettings) -> Result<Self, OpenError> {
         let options = FirestoreDbOptions::new(settings.project.clone())
@@ -113,7 +113,7 @@ fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreE
 }
 
 #[async_trait]
-impl Registry for FirestoreRegistry {
+impl RegistryStore for FirestoreStore {
     async fn create_registry(
         &self,
         parent: &LocationName,

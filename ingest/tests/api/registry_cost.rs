@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::PROJECT;
 use crate::support::device::{DeviceApp, Signer, device_path};
 use ingest::bridge::Limits;
-use ingest::registry::Registry;
-use ingest::registry::firestore::{FirestoreRegistry, FirestoreSettings};
+use ingest::registry::RegistryStore;
+use ingest::registry::firestore::{FirestoreSettings, FirestoreStore};
 use serde_json::json;
 
 const DEVICES: usize = 10;
@@ -23,13 +23,13 @@ const INTERVAL: Duration = Duration::from_millis(100);
 /// ingest's default `REGISTRY_FRESHNESS_SECS`.
 const FRESHNESS_SECS: u64 = 10;
 
-async fn firestore_store() -> Arc<dyn Registry> {
+async fn firestore_store() -> Arc<dyn RegistryStore> {
     let settings = FirestoreSettings {
         project: "registry-cost".into(),
         database: testkit::unique("cost"),
         emulator_host: Some(testkit::emulators::firestore_host()),
     };
-    Arc::new(FirestoreRegistry::open(&settings).await.unwrap())
+    Arc::new(FirestoreStore::open(&settings).await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

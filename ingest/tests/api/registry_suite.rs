@@ -9,13 +9,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ingest::registry::firestore::{FirestoreRegistry, FirestoreSettings};
-use ingest::registry::sqlite::SqliteRegistry;
-use ingest::registry::{Registry, StoreError};
+use ingest::registry::firestore::{FirestoreSettings, FirestoreStore};
+use ingest::registry::sqlite::SqliteStore;
+use ingest::registry::{RegistryStore, StoreError};
 
 /// Opens a store over a fixture's data.
 type Opener =
-    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Registry>> + Send>> + Send + Sync>;
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn RegistryStore>> + Send>> + Send + Sync>;
 
 /// Opens stores over one test's private data, as often as a check asks.
 struct Fixture {
@@ -26,7 +26,7 @@ struct Fixture {
 
 impl Fixture {
     /// A store over this fixture's data; a second call opens the same data anew.
-    async fn store(&self) -> Arc<dyn Registry> {
+    async fn store(&self) -> Arc<dyn RegistryStore> {
         (self.open)().await
     }
 }
@@ -39,8 +39,8 @@ async fn sqlite_fixture() -> Fixture {
         open: Box::new(move || {
             let path = path.clone();
             Box::pin(async move {
-                let store = SqliteRegistry::open(path).await.expect("the store opens");
-                Arc::new(store) as Arc<dyn Registry>
+                let store = SqliteStore::open(path).await.expect("the store opens");
+                Arc::new(store) as Arc<dyn RegistryStore>
             })
         }),
         _keep: Box::new(dir),
@@ -59,10 +59,10 @@ async fn firestore_fixture() -> Fixture {
         open: Box::new(move || {
             let settings = settings.clone();
             Box::pin(async move {
-                let store = FirestoreRegistry::open(&settings)
+                let store = FirestoreStore::open(&settings)
                     .await
                     .expect("the Firestore emulator answers");
-                Arc::new(store) as Arc<dyn Registry>
+                Arc::new(store) as Arc<dyn RegistryStore>
             })
         }),
         _keep: Box::new(()),

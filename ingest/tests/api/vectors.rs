@@ -12,8 +12,8 @@ use std::sync::Arc;
 use ingest::auth::credentials::parse_credential_name;
 use ingest::auth::jwt::{self, TokenError};
 use ingest::auth::{AuthError, Authenticator};
-use ingest::registry::sqlite::SqliteRegistry;
-use ingest::registry::{DeviceUpdate, Registry};
+use ingest::registry::sqlite::SqliteStore;
+use ingest::registry::{DeviceUpdate, RegistryStore};
 use jiff::Timestamp;
 use serde::Deserialize;
 use shared::resources::{Device, DeviceCredential, DeviceRegistry, PublicKeyCredential};
@@ -197,7 +197,7 @@ fn every_key_case_gets_its_recorded_verdict_and_reason() {
 /// A fresh SQLite registry with one registry in it, and an `Authenticator` over it.
 struct Fixture {
     _dir: TempDir,
-    store: Arc<SqliteRegistry>,
+    store: Arc<SqliteStore>,
     auth: Authenticator,
     registry: RegistryName,
 }
@@ -206,7 +206,7 @@ impl Fixture {
     async fn new(project: &ProjectId) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
-            SqliteRegistry::open(dir.path().join("registry.db"))
+            SqliteStore::open(dir.path().join("registry.db"))
                 .await
                 .unwrap(),
         );

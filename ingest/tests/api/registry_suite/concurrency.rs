@@ -3,12 +3,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ingest::registry::{DeviceFilter, PageRequest, Registry, StoreError};
+use ingest::registry::{DeviceFilter, PageRequest, RegistryStore, StoreError};
 
 use super::Fixture;
 use super::given::*;
 
-pub async fn twenty_parallel_device_creates_all_get_distinct_numeric_ids(store: Arc<dyn Registry>) {
+pub async fn twenty_parallel_device_creates_all_get_distinct_numeric_ids(
+    store: Arc<dyn RegistryStore>,
+) {
     let reg = a_registry(&store, "reg-1").await;
     let tasks: Vec<_> = (0..20)
         .map(|n| {
@@ -33,7 +35,9 @@ pub async fn twenty_parallel_device_creates_all_get_distinct_numeric_ids(store: 
     assert_eq!(listed.items.len(), 20);
 }
 
-pub async fn of_ten_racing_conditional_config_updates_exactly_one_wins(store: Arc<dyn Registry>) {
+pub async fn of_ten_racing_conditional_config_updates_exactly_one_wins(
+    store: Arc<dyn RegistryStore>,
+) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
     store

@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ingest::registry::{Activity, DeviceFilter, DeviceUpdate, PageRequest, Registry, StoreError};
+use ingest::registry::{
+    Activity, DeviceFilter, DeviceUpdate, PageRequest, RegistryStore, StoreError,
+};
 use shared::resources::{DeviceConfig, LogLevel, RpcStatus};
 use shared::{DeviceId, NumId};
 
 use super::given::*;
 use super::is_not_found_naming;
 
-pub async fn a_device_can_be_read_by_id_and_by_numeric_id(store: Arc<dyn Registry>) {
+pub async fn a_device_can_be_read_by_id_and_by_numeric_id(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let created = a_device(&store, &reg, "dev-1").await;
     let num_id = created.num_id.expect("a numeric id is allocated");
@@ -31,7 +33,7 @@ pub async fn a_device_can_be_read_by_id_and_by_numeric_id(store: Arc<dyn Registr
     );
 }
 
-pub async fn output_only_fields_of_a_new_device_are_ignored(store: Arc<dyn Registry>) {
+pub async fn output_only_fields_of_a_new_device_are_ignored(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let mut input = device("dev-1");
     input.name = Some("projects/x/locations/y/registries/z/devices/w".into());
@@ -63,7 +65,7 @@ pub async fn output_only_fields_of_a_new_device_are_ignored(store: Arc<dyn Regis
     assert_eq!(created.log_level, Some(LogLevel::Info));
 }
 
-pub async fn a_new_device_with_config_data_starts_at_version_1(store: Arc<dyn Registry>) {
+pub async fn a_new_device_with_config_data_starts_at_version_1(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let mut input = device("dev-1");
     input.config = Some(DeviceConfig {
@@ -88,7 +90,7 @@ pub async fn a_new_device_with_config_data_starts_at_version_1(store: Arc<dyn Re
 
 /// This project's choice: `config` is `None` until a config exists; the HTTP bridge answers
 /// such a device with version 0 and empty data (`unwrap_or_default`).
-pub async fn a_device_without_config_data_has_no_config_yet(store: Arc<dyn Registry>) {
+pub async fn a_device_without_config_data_has_no_config_yet(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let mut input = device("dev-1");
     input.config = Some(DeviceConfig::default());
@@ -101,7 +103,7 @@ pub async fn a_device_without_config_data_has_no_config_yet(store: Arc<dyn Regis
     assert!(versions.is_empty(), "{versions:?}");
 }
 
-pub async fn creating_a_device_twice_is_already_exists(store: Arc<dyn Registry>) {
+pub async fn creating_a_device_twice_is_already_exists(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
     let err = store
@@ -115,7 +117,7 @@ pub async fn creating_a_device_twice_is_already_exists(store: Arc<dyn Registry>)
 }
 
 pub async fn the_same_device_id_in_two_registries_gets_distinct_numeric_ids(
-    store: Arc<dyn Registry>,
+    store: Arc<dyn RegistryStore>,
 ) {
     let one = a_registry(&store, "reg-1").await;
     let two = a_registry(&store, "reg-2").await;
@@ -125,7 +127,7 @@ pub async fn the_same_device_id_in_two_registries_gets_distinct_numeric_ids(
     assert_eq!(store.get_device(&two, &num(&second)).await.unwrap(), second);
 }
 
-pub async fn a_device_is_not_found_through_another_registry(store: Arc<dyn Registry>) {
+pub async fn a_device_is_not_found_through_another_registry(store: Arc<dyn RegistryStore>) {
     let one = a_registry(&store, "reg-1").await;
     let two = a_registry(&store, "reg-2").await;
     let device = a_device(&store, &one, "dev-1").await;
@@ -135,7 +137,7 @@ pub async fn a_device_is_not_found_through_another_registry(store: Arc<dyn Regis
     }
 }
 
-pub async fn device_pages_of_two_cover_five_devices_exactly_once(store: Arc<dyn Registry>) {
+pub async fn device_pages_of_two_cover_five_devices_exactly_once(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     for d in ["dev-e", "dev-b", "dev-d", "dev-a", "dev-c"] {
         a_device(&store, &reg, d).await;
@@ -169,7 +171,7 @@ pub async fn device_pages_of_two_cover_five_devices_exactly_once(store: Arc<dyn 
     assert_eq!(pages, expected);
 }
 
-pub async fn a_device_list_can_be_filtered_by_ids_and_numeric_ids(store: Arc<dyn Registry>) {
+pub async fn a_device_list_can_be_filtered_by_ids_and_numeric_ids(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let mut devices = Vec::new();
     for d in ["dev-a", "dev-b", "dev-c", "dev-d"] {
@@ -204,7 +206,7 @@ pub async fn a_device_list_can_be_filtered_by_ids_and_numeric_ids(store: Arc<dyn
     assert_eq!(got.items, vec![devices[2].clone()]);
 }
 
-pub async fn a_page_token_the_store_never_issued_is_refused(store: Arc<dyn Registry>) {
+pub async fn a_page_token_the_store_never_issued_is_refused(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let page = PageRequest {
         size: 2,
@@ -219,7 +221,7 @@ pub async fn a_page_token_the_store_never_issued_is_refused(store: Arc<dyn Regis
     assert!(matches!(err, StoreError::BadPageToken), "{err:?}");
 }
 
-pub async fn updating_a_device_changes_only_the_named_fields(store: Arc<dyn Registry>) {
+pub async fn updating_a_device_changes_only_the_named_fields(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let mut input = device("dev-1");
     input.metadata = BTreeMap::from([("site".to_owned(), "barn".to_owned())]);
@@ -259,7 +261,7 @@ pub async fn updating_a_device_changes_only_the_named_fields(store: Arc<dyn Regi
     assert_eq!(store.get_device(&reg, &id("dev-1")).await.unwrap(), updated);
 }
 
-pub async fn a_deleted_device_is_not_found_and_its_history_is_gone(store: Arc<dyn Registry>) {
+pub async fn a_deleted_device_is_not_found_and_its_history_is_gone(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
     store
@@ -293,7 +295,7 @@ pub async fn a_deleted_device_is_not_found_and_its_history_is_gone(store: Arc<dy
     );
 }
 
-pub async fn operations_on_a_missing_device_are_not_found_naming_it(store: Arc<dyn Registry>) {
+pub async fn operations_on_a_missing_device_are_not_found_naming_it(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     let ghost = id("ghost");
     let name = format!("{reg}/devices/ghost");

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ingest::registry::Registry;
+use ingest::registry::RegistryStore;
 use jiff::Timestamp;
 use shared::resources::{
     Device, DeviceCredential, DeviceRegistry, EventNotificationConfig, PublicKeyCredential,
@@ -68,7 +68,7 @@ pub fn device(id: &str) -> Device {
 }
 
 /// Creates registry `id` in the test location and returns its name.
-pub async fn a_registry(store: &Arc<dyn Registry>, id: &str) -> RegistryName {
+pub async fn a_registry(store: &Arc<dyn RegistryStore>, id: &str) -> RegistryName {
     store
         .create_registry(&location(), registry(id))
         .await
@@ -77,7 +77,7 @@ pub async fn a_registry(store: &Arc<dyn Registry>, id: &str) -> RegistryName {
 }
 
 /// Creates device `id` in `registry` and returns it as stored.
-pub async fn a_device(store: &Arc<dyn Registry>, registry: &RegistryName, id: &str) -> Device {
+pub async fn a_device(store: &Arc<dyn RegistryStore>, registry: &RegistryName, id: &str) -> Device {
     store
         .create_device(registry, device(id), at(0))
         .await

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use ingest::registry::{Activity, Registry, StoreError};
+use ingest::registry::{Activity, RegistryStore, StoreError};
 use shared::resources::{DeviceConfig, RpcStatus};
 
 use super::given::*;
 
 pub async fn the_first_config_is_version_1_and_unconditional_updates_follow(
-    store: Arc<dyn Registry>,
+    store: Arc<dyn RegistryStore>,
 ) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
@@ -39,7 +39,9 @@ pub async fn the_first_config_is_version_1_and_unconditional_updates_follow(
     );
 }
 
-pub async fn a_conditional_config_update_with_the_current_version_wins(store: Arc<dyn Registry>) {
+pub async fn a_conditional_config_update_with_the_current_version_wins(
+    store: Arc<dyn RegistryStore>,
+) {
     let reg = a_registry(&store, "reg-1").await;
     let device = a_device(&store, &reg, "dev-1").await;
     store
@@ -57,7 +59,7 @@ pub async fn a_conditional_config_update_with_the_current_version_wins(store: Ar
 }
 
 pub async fn a_conditional_config_update_with_a_stale_version_reports_the_current_one(
-    store: Arc<dyn Registry>,
+    store: Arc<dyn RegistryStore>,
 ) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
@@ -104,7 +106,9 @@ pub async fn a_conditional_config_update_with_a_stale_version_reports_the_curren
     assert_eq!((latest.version, latest.binary_data), (3, b"three".to_vec()));
 }
 
-pub async fn only_the_newest_10_config_versions_are_kept_newest_first(store: Arc<dyn Registry>) {
+pub async fn only_the_newest_10_config_versions_are_kept_newest_first(
+    store: Arc<dyn RegistryStore>,
+) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
     for n in 1..=12 {
@@ -130,7 +134,7 @@ pub async fn only_the_newest_10_config_versions_are_kept_newest_first(store: Arc
     assert_eq!(limited, kept[..3].to_vec());
 }
 
-pub async fn only_the_newest_10_states_are_kept_newest_first(store: Arc<dyn Registry>) {
+pub async fn only_the_newest_10_states_are_kept_newest_first(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
     for n in 1..=12 {
@@ -160,7 +164,7 @@ pub async fn only_the_newest_10_states_are_kept_newest_first(store: Arc<dyn Regi
     );
 }
 
-pub async fn recorded_activity_reads_back_and_absent_fields_stay(store: Arc<dyn Registry>) {
+pub async fn recorded_activity_reads_back_and_absent_fields_stay(store: Arc<dyn RegistryStore>) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
     let error = RpcStatus {

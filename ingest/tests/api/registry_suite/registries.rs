@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ingest::registry::{DeviceFilter, PageRequest, Registry, RegistryUpdate, StoreError};
+use ingest::registry::{DeviceFilter, PageRequest, RegistryStore, RegistryUpdate, StoreError};
 use shared::resources::{
     HttpConfig, HttpState, LogLevel, MqttConfig, MqttState, StateNotificationConfig,
 };
@@ -11,7 +11,9 @@ use shared::resources::{
 use super::given::*;
 use super::is_not_found_naming;
 
-pub async fn a_registry_can_be_created_read_listed_updated_and_deleted(store: Arc<dyn Registry>) {
+pub async fn a_registry_can_be_created_read_listed_updated_and_deleted(
+    store: Arc<dyn RegistryStore>,
+) {
     let created = store
         .create_registry(&location(), registry("reg-1"))
         .await
@@ -70,7 +72,7 @@ pub async fn a_registry_can_be_created_read_listed_updated_and_deleted(store: Ar
     assert!(is_not_found_naming(&gone, &name.to_string()), "{gone:?}");
 }
 
-pub async fn creating_a_registry_twice_is_already_exists(store: Arc<dyn Registry>) {
+pub async fn creating_a_registry_twice_is_already_exists(store: Arc<dyn RegistryStore>) {
     a_registry(&store, "reg-1").await;
     let err = store
         .create_registry(&location(), registry("reg-1"))
@@ -82,7 +84,7 @@ pub async fn creating_a_registry_twice_is_already_exists(store: Arc<dyn Registry
     assert!(what.contains(&registry_name("reg-1").to_string()), "{what}");
 }
 
-pub async fn a_registry_id_is_scoped_to_its_project_and_location(store: Arc<dyn Registry>) {
+pub async fn a_registry_id_is_scoped_to_its_project_and_location(store: Arc<dyn RegistryStore>) {
     let europe = shared::LocationName::parse("demo-project", "europe-west1").unwrap();
     let other_project = shared::LocationName::parse("other-project", "us-central1").unwrap();
     for parent in [location(), europe.clone(), other_project] {
@@ -102,7 +104,7 @@ pub async fn a_registry_id_is_scoped_to_its_project_and_location(store: Arc<dyn 
     );
 }
 
-pub async fn registry_pages_cover_every_registry_once(store: Arc<dyn Registry>) {
+pub async fn registry_pages_cover_every_registry_once(store: Arc<dyn RegistryStore>) {
     for id in ["reg-c", "reg-a", "reg-b"] {
         a_registry(&store, id).await;
     }
@@ -123,7 +125,7 @@ pub async fn registry_pages_cover_every_registry_once(store: Arc<dyn Registry>) 
     assert_eq!(seen, ["reg-a", "reg-b", "reg-c"]);
 }
 
-pub async fn a_missing_registry_is_not_found_by_name(store: Arc<dyn Registry>) {
+pub async fn a_missing_registry_is_not_found_by_name(store: Arc<dyn RegistryStore>) {
     let name = registry_name("nowhere");
     let text = name.to_string();
     let errors = [
@@ -147,7 +149,9 @@ pub async fn a_missing_registry_is_not_found_by_name(store: Arc<dyn Registry>) {
     }
 }
 
-pub async fn a_registry_with_devices_cannot_be_deleted_until_they_are(store: Arc<dyn Registry>) {
+pub async fn a_registry_with_devices_cannot_be_deleted_until_they_are(
+    store: Arc<dyn RegistryStore>,
+) {
     let name = a_registry(&store, "reg-1").await;
     a_device(&store, &name, "dev-1").await;
     a_device(&store, &name, "dev-2").await;

@@ -2,7 +2,7 @@
 //! device API on two `127.0.0.1:0` listeners over one fresh SQLite file and a `FileSink` in a
 //! temporary directory, typed helpers for the device calls (tokens come from `testkit::Signer`).
 //!
-//! The store (SQLite, or one the test gives) is wrapped in a [`CountingRegistry`] so tests can
+//! The store (SQLite, or one the test gives) is wrapped in a [`CountingStore`] so tests can
 //! see which calls reached it. The activity flusher runs with a long interval, so a test decides when
 //! bookkeeping is written by calling `bridge.flush_activity()`.
 
@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use ingest::auth::Authenticator;
 use ingest::bridge::{Bridge, BridgeParts, Limits};
 use ingest::http::admin::{self, AdminAccess, AdminState};
-use ingest::registry::sqlite::SqliteRegistry;
+use ingest::registry::sqlite::SqliteStore;
 use ingest::registry::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Registry, RegistryUpdate, StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, RegistryStore, RegistryUpdate,
+    StoreResult,
 };
 use ingest::sink::Sink;
 use ingest::sink::file::FileSink;
@@ -42,7 +43,7 @@ pub struct DeviceApp {
     /// The bridge behind the device API.
     pub bridge: Bridge,
     /// Counts the store calls the bridge's bookkeeping makes.
-    pub store: Arc<CountingRegistry>,
+    pub store: Arc<CountingStore>,
     /// The JSON-lines file the sink writes.
     pub sink_path: PathBuf,
 }
@@ -66,7 +67,7 @@ impl DeviceApp {
     /// Spawns both APIs with the given limits and sink (`None`: a `FileSink` at `sink_path`).
     pub async fn spawn_with_sink(limits: Limits, sink: Option<Arc<dyn Sink>>) -> Self {
         let dir = TempDir::new().unwrap();
-        let sqlite = SqliteRegistry::open(dir.path().join("registry.db"))
+        let sqlite = SqliteStore::open(dir.path().join("registry.db"))
             .await
             .unwrap();
         Self::spawn_on(Arc::new(sqlite), limits, sink, None, dir).await
@@ -75,7 +76,7 @@ impl DeviceApp {
     /// Spawns both APIs over `store`, trusting cached tokens for `freshness_secs` (`None`: until
     /// they expire); `dir` holds the sink file and lives as long as the app.
     pub async fn spawn_on(
-        store: Arc<dyn Registry>,
+        store: Arc<dyn RegistryStore>,
         limits: Limits,
         sink: Option<Arc<dyn Sink>>,
         freshness_secs: Option<u64>,
@@ -84,8 +85,8 @@ impl DeviceApp {
         if std::env::var_os("TEST_LOG").is_some() {
             let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
         }
-        let store = Arc::new(CountingRegistry::new(store));
-        let registry: Arc<dyn Registry> = store.clone();
+        let store = Arc::new(CountingStore::new(store));
+        let registry: Arc<dyn RegistryStore> = store.clone();
         let mut auth = Authenticator::new(registry.clone(), 1000);
         if let Some(secs) = freshness_secs {
             auth = auth.with_freshness(secs);
@@ -235,13 +236,13 @@ async fn serve(app: axum::Router) -> String {
 /// A registry store that counts the calls reaching it, by method, and passes every call through
 /// to the real store.
 #[derive(Debug)]
-pub struct CountingRegistry {
-    inner: Arc<dyn Registry>,
+pub struct CountingStore {
+    inner: Arc<dyn RegistryStore>,
     calls: Mutex<BTreeMap<&'static str, usize>>,
 }
 
-impl CountingRegistry {
-    fn new(inner: Arc<dyn Registry>) -> Self {
+impl CountingStore {
+    fn new(inner: Arc<dyn RegistryStore>) -> Self {
         Self {
             inner,
             calls: Mutex::default(),
@@ -264,7 +265,7 @@ impl CountingRegistry {
 }
 
 #[async_trait]
-impl Registry for CountingRegistry {
+impl RegistryStore for CountingStore {
     async fn create_registry(
         &self,
         parent: &LocationName,

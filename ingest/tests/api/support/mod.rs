@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use ingest::auth::Authenticator;
 use ingest::http::admin::{self, AdminAccess, AdminState};
-use ingest::registry::Registry;
-use ingest::registry::sqlite::SqliteRegistry;
+use ingest::registry::RegistryStore;
+use ingest::registry::sqlite::SqliteStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -27,7 +27,7 @@ pub fn spawn_ingest(args: &[&str], env: &[(&str, &str)]) -> IngestProcess {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub registry: Arc<dyn Registry>,
+    pub registry: Arc<dyn RegistryStore>,
     pub auth: Authenticator,
     _dir: TempDir,
 }
@@ -44,10 +44,10 @@ impl TestApp {
             let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
         }
         let dir = TempDir::new().unwrap();
-        let store = SqliteRegistry::open(dir.path().join("registry.db"))
+        let store = SqliteStore::open(dir.path().join("registry.db"))
             .await
             .unwrap();
-        let registry: Arc<dyn Registry> = Arc::new(store);
+        let registry: Arc<dyn RegistryStore> = Arc::new(store);
         let auth = Authenticator::new(registry.clone(), 1000);
         let app = admin::router(AdminState {
             registry: registry.clone(),
