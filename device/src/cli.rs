@@ -475,7 +475,7 @@ async fn config(args: ConfigArgs) -> anyhow::Result<()> {
     }
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(&config.data)
+        .write_all(&config.binary_data)
         .and_then(|()| stdout.flush())
         .context("writing the config to stdout")
 }

@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_PAD_INDIFFERENT, URL_SAFE};
+use base64::engine::general_purpose::URL_SAFE;
 use reqwest::{RequestBuilder, StatusCode, Url};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use shared::device_api::{ConfigResponse, PublishEventRequest, SetStateRequest, StatePayload};
 use shared::{DeviceName, ErrorBody};
 
 /// How long one request may take; a device on a bad link retries rather than waits forever.
@@ -64,27 +63,6 @@ pub enum ClientError {
     /// The HTTP client could not be set up (no TLS roots, …).
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
-}
-
-/// The device's latest configuration, as `GET …/config` answers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceConfig {
-    /// The config version; 0 when the device has none yet.
-    pub version: String,
-    /// When the cloud last changed it (RFC 3339), if ever.
-    pub cloud_update_time: Option<String>,
-    /// The configuration bytes.
-    pub data: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConfigAnswer {
-    #[serde(default)]
-    version: Value,
-    cloud_update_time: Option<String>,
-    #[serde(alias = "binary_data")]
-    binary_data: Option<String>,
 }
 
 /// One device's view of the bridge.
@@ -157,10 +135,10 @@ impl IngestClient {
         data: &[u8],
         sub_folder: Option<&str>,
     ) -> Result<(), ClientError> {
-        let mut body = json!({ "binary_data": URL_SAFE.encode(data) });
-        if let Some(sub_folder) = sub_folder {
-            body["sub_folder"] = Value::from(sub_folder);
-        }
+        let body = PublishEventRequest {
+            binary_data: Some(URL_SAFE.encode(data)),
+            sub_folder: sub_folder.map(str::to_owned),
+        };
         let url = self.device_url(Some("publishEvent"), &[]);
         self.send(self.http.post(url).json(&body), token).await?;
         Ok(())
@@ -168,7 +146,11 @@ impl IngestClient {
 
     /// `POST …:setState` with the state bytes.
     pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), ClientError> {
-        let body = json!({ "state": { "binary_data": URL_SAFE.encode(data) } });
+        let body = SetStateRequest {
+            state: Some(StatePayload {
+                binary_data: Some(URL_SAFE.encode(data)),
+            }),
+        };
         let url = self.device_url(Some("setState"), &[]);
         self.send(self.http.post(url).json(&body), token).await?;
         Ok(())
@@ -179,7 +161,7 @@ impl IngestClient {
         &self,
         token: &str,
         local_version: u64,
-    ) -> Result<DeviceConfig, ClientError> {
+    ) -> Result<ConfigResponse, ClientError> {
         let url = self.device_url(None, &["config"]);
         let request = self
             .http
@@ -279,29 +261,10 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn parse_config(body: &[u8]) -> Result<DeviceConfig, ClientError> {
-    let bad = |detail: String| ClientError::BadAnswer { detail };
-    let answer: ConfigAnswer =
-        serde_json::from_slice(body).map_err(|err| bad(format!("not a config ({err})")))?;
-    // Either alphabet, padded or not: the bridge may answer in the standard one.
-    let text = standard_alphabet(answer.binary_data.as_deref().unwrap_or_default());
-    let data = STANDARD_PAD_INDIFFERENT
-        .decode(text)
-        .map_err(|err| bad(format!("binaryData is not base64 ({err})")))?;
-    let version = match answer.version {
-        Value::String(version) => version,
-        Value::Number(number) => number.to_string(),
-        _ => "0".to_owned(),
-    };
-    Ok(DeviceConfig {
-        version,
-        cloud_update_time: answer.cloud_update_time,
-        data,
+fn parse_config(body: &[u8]) -> Result<ConfigResponse, ClientError> {
+    serde_json::from_slice(body).map_err(|err| ClientError::BadAnswer {
+        detail: format!("not a config ({err})"),
     })
-}
-
-fn standard_alphabet(text: &str) -> String {
-    text.replace('-', "+").replace('_', "/")
 }
 
 fn without_query(url: &Url) -> String {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::http::{ClientError, DeviceConfig, IngestClient};
+use shared::device_api::ConfigResponse;
+
+use crate::http::{ClientError, IngestClient};
 
 /// The connection to the service.
 #[derive(Debug)]
@@ -72,7 +74,7 @@ impl Transport {
     }
 
     /// Fetches the latest config, given the version the device has.
-    pub async fn get_config(&self, token: &str, local: u64) -> Result<DeviceConfig, Failure> {
+    pub async fn get_config(&self, token: &str, local: u64) -> Result<ConfigResponse, Failure> {
         match self {
             Self::Https(bridge) => bridge.get_config(token, local).await,
         }
