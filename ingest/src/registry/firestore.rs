@@ -23,6 +23,7 @@
 
 mod devices;
 mod history;
+mod layout;
 mod registries;
 mod rpc;
 mod value;
@@ -156,8 +157,8 @@ impl RegistryStore for FirestoreStore {
     }
 
     async fn get_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<Device> {
-        let found = devices::resolve(&self.rpc, registry, device, None).await?;
-        devices::from_doc(&self.rpc, registry, found)
+        let found = layout::resolve(&self.rpc, registry, device, None).await?;
+        layout::from_doc(&self.rpc, registry, found)
     }
 
     async fn list_devices(
@@ -199,7 +200,7 @@ impl RegistryStore for FirestoreStore {
         device: &DeviceRef,
         limit: usize,
     ) -> StoreResult<Vec<DeviceConfig>> {
-        history::list(&self.rpc, registry, device, history::Kind::Configs, limit).await
+        history::list(&self.rpc, registry, device, layout::Kind::Configs, limit).await
     }
 
     async fn record_state(
@@ -218,7 +219,7 @@ impl RegistryStore for FirestoreStore {
         device: &DeviceRef,
         limit: usize,
     ) -> StoreResult<Vec<DeviceState>> {
-        history::list(&self.rpc, registry, device, history::Kind::States, limit).await
+        history::list(&self.rpc, registry, device, layout::Kind::States, limit).await
     }
 
     async fn record_activity(

@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Command, FromArgMatches};
-use ingest::config::{LogFormat, Role, ServeArgs, SinkUrl};
+use ingest::config::{Role, ServeArgs, SinkUrl};
 use ingest::http::admin::AdminAccess;
+use ingest::telemetry::LogFormat;
 
 /// Values a terraform expression only has in a real deployment.
 const SAMPLES: &[(&str, &str)] = &[

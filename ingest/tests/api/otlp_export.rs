@@ -7,8 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ingest::config::LogFormat;
-use ingest::telemetry::{self, Metrics, TelemetrySettings};
+use ingest::telemetry::{self, LogFormat, Metrics, TelemetrySettings};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };

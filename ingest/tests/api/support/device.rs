@@ -83,7 +83,7 @@ impl DeviceApp {
         dir: TempDir,
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
+            let _ = ingest::telemetry::init(ingest::telemetry::LogFormat::Text);
         }
         let store = Arc::new(CountingStore::new(store));
         let registry: Arc<dyn RegistryStore> = store.clone();

@@ -41,7 +41,7 @@ impl TestApp {
     /// Spawns the admin API with the given access rule.
     pub async fn spawn_with(access: AdminAccess) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = ingest::telemetry::init(ingest::config::LogFormat::Text);
+            let _ = ingest::telemetry::init(ingest::telemetry::LogFormat::Text);
         }
         let dir = TempDir::new().unwrap();
         let store = SqliteStore::open(dir.path().join("registry.db"))
