@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
 use reqwest::{RequestBuilder, StatusCode, Url};
+use shared::cause::innermost_cause;
 use shared::device_api::{ConfigResponse, PublishEventRequest, SetStateRequest, StatePayload};
 use shared::{DeviceName, ErrorBody};
 
@@ -271,16 +272,6 @@ fn without_query(url: &Url) -> String {
     let mut url = url.clone();
     url.set_query(None);
     url.as_str().trim_end_matches('/').to_owned()
-}
-
-/// reqwest's own message is generic ("error sending request"); the root cause is what a person
-/// can act on.
-fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! token's claims and time rules, credential formats, the admin API's resources in IoT Core's
 //! JSON shape, and Google's error vocabulary. Pure data and validation: no I/O, no async.
 
+pub mod cause;
 pub mod credential;
 pub mod device_api;
 pub mod ids;
