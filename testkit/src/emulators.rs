@@ -57,6 +57,17 @@ impl PrivatePubSub {
         let status = script(&self.dir, "stop").status().unwrap();
         assert!(status.success(), "scripts/pubsub-emulator stop failed");
     }
+
+    /// Starts the stopped emulator again on the same port, empty (it keeps nothing).
+    pub fn restart(&self) {
+        let port = self.host.rsplit(':').next().unwrap_or_default();
+        let output = script(&self.dir, "start").arg(port).output().unwrap();
+        assert!(
+            output.status.success(),
+            "scripts/pubsub-emulator start {port} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 impl Drop for PrivatePubSub {

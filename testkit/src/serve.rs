@@ -3,9 +3,10 @@
 //! (unless the test names a store), with nothing from the developer's environment leaking in,
 //! killed when dropped.
 //!
-//! Every `LABEL listening on URL` line the service prints is collected under its label
-//! (`admin API`, `device bridge`, and whatever listeners come later), so a new listener needs no
-//! change here: a test asks for it by label with [`IngestProcess::url`].
+//! Every line the service announces itself with on stdout, `LABEL listening on URL` or
+//! `LABEL: VALUE`, is collected under its label (`admin API`, `device bridge`, and whatever
+//! listeners or files come later), so a new one needs no change here: a test asks for it by label
+//! with [`IngestProcess::announced`].
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -14,16 +15,13 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Arguments every test's `ingest serve` gets before the test's own: every listener on a
-/// loopback port the OS picks, so parallel tests never collide. A new listener with a fixed
-/// default port gets its `127.0.0.1:0` flag here.
-pub const DEFAULT_ARGS: &[&str] = &[
-    "--admin-addr",
-    "127.0.0.1:0",
-    "--port",
-    "0",
-    "--device-host",
-    "127.0.0.1",
+/// Flags (with their values) every test's `ingest serve` gets unless the test passes the same
+/// flag itself: every listener on loopback, on a port the OS picks, so parallel tests never
+/// collide. A new listener with a fixed default port gets its flag here (`127.0.0.1:0`, or off).
+pub const DEFAULT_ARGS: &[(&str, &str)] = &[
+    ("--admin-addr", "127.0.0.1:0"),
+    ("--port", "0"),
+    ("--device-host", "127.0.0.1"),
 ];
 
 /// How long the service may take to print a listening line.
@@ -51,9 +49,9 @@ struct Listeners {
     closed: bool,
 }
 
-/// Starts `binary serve` (a test passes `env!("CARGO_BIN_EXE_ingest")`) with [`DEFAULT_ARGS`],
-/// a fresh SQLite registry unless `args` has a `--registry=…`, then `args`, and only the
-/// environment in `env`. Waits until the listeners its `--role` implies have printed their URLs.
+/// Starts `binary serve` (a test passes `env!("CARGO_BIN_EXE_ingest")`) with the
+/// [`DEFAULT_ARGS`] that `args` does not set itself, a fresh SQLite registry unless `args` has a
+/// `--registry=…`, then `args`, and only the environment in `env`. Waits until the listeners its `--role` implies have printed their URLs.
 /// The service's log (stderr) goes to `service.log` in its directory, or to the test's stderr
 /// when `TEST_LOG` is set.
 pub fn spawn_ingest(binary: &str, args: &[&str], env: &[(&str, &str)]) -> IngestProcess {
@@ -71,7 +69,7 @@ pub fn spawn_ingest(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Ingest
     });
     let mut child = Command::new(binary)
         .arg("serve")
-        .args(DEFAULT_ARGS)
+        .args(defaults_not_in(args))
         .args(registry)
         .args(args)
         .env_clear()
@@ -87,9 +85,22 @@ pub fn spawn_ingest(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Ingest
         dir,
     };
     for label in expected_labels(args) {
-        process.url(label);
+        process.announced(label);
     }
     process
+}
+
+/// The [`DEFAULT_ARGS`] whose flag `args` does not give (as `--flag VALUE` or `--flag=VALUE`).
+fn defaults_not_in(args: &[&str]) -> Vec<&'static str> {
+    let given = |flag: &str| {
+        args.iter()
+            .any(|a| *a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
+    };
+    DEFAULT_ARGS
+        .iter()
+        .filter(|(flag, _)| !given(flag))
+        .flat_map(|(flag, value)| [*flag, *value])
+        .collect()
 }
 
 /// The listeners `--role` implies (the default role serves both).
@@ -106,18 +117,21 @@ fn expected_labels(args: &[&str]) -> Vec<&'static str> {
     }
 }
 
-/// Collects `LABEL listening on URL` lines on a thread of their own, which keeps draining stdout
-/// so the child never blocks on a full pipe.
+/// Collects `LABEL listening on URL` and `LABEL: VALUE` lines on a thread of their own, which
+/// keeps draining stdout so the child never blocks on a full pipe.
 fn read_listeners(stdout: ChildStdout) -> Arc<Mutex<Listeners>> {
     let listeners = Arc::new(Mutex::new(Listeners::default()));
     let seen = Arc::clone(&listeners);
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some((label, url)) = line.split_once(" listening on ") {
+            let announced = line
+                .split_once(" listening on ")
+                .or_else(|| line.split_once(": "));
+            if let Some((label, value)) = announced {
                 let mut seen = seen.lock().unwrap();
                 seen.urls
-                    .insert(label.trim().to_owned(), url.trim().to_owned());
+                    .insert(label.trim().to_owned(), value.trim().to_owned());
             }
         }
         seen.lock().unwrap().closed = true;
@@ -126,9 +140,10 @@ fn read_listeners(stdout: ChildStdout) -> Arc<Mutex<Listeners>> {
 }
 
 impl IngestProcess {
-    /// The URL the listener `label` printed (`"admin API"`, `"device bridge"`, …), waiting for
-    /// its line if it has not come yet; panics with the service's log if it never does.
-    pub fn url(&self, label: &str) -> String {
+    /// What the service announced under `label`: a listener's URL (`"admin API"`, `"device
+    /// bridge"`, …) or a `LABEL: VALUE` line's value, waiting for its line if it has not come
+    /// yet; panics with the service's log if it never does.
+    pub fn announced(&self, label: &str) -> String {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let (url, closed) = {
@@ -140,8 +155,8 @@ impl IngestProcess {
             }
             assert!(
                 !closed && Instant::now() < deadline,
-                "ingest serve printed no \"{label} listening on\" line (seen: {:?}); its log:\n{}",
-                self.listeners(),
+                "ingest serve announced no {label:?} (seen: {:?}); its log:\n{}",
+                self.all_announced(),
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -150,16 +165,16 @@ impl IngestProcess {
 
     /// `http://127.0.0.1:PORT` of the admin API.
     pub fn admin_url(&self) -> String {
-        self.url(ADMIN_API)
+        self.announced(ADMIN_API)
     }
 
     /// `http://127.0.0.1:PORT` of the HTTP device bridge.
     pub fn device_url(&self) -> String {
-        self.url(DEVICE_BRIDGE)
+        self.announced(DEVICE_BRIDGE)
     }
 
-    /// Every listener seen so far, by label.
-    pub fn listeners(&self) -> BTreeMap<String, String> {
+    /// Everything announced so far, by label.
+    pub fn all_announced(&self) -> BTreeMap<String, String> {
         self.listeners.lock().unwrap().urls.clone()
     }
 
@@ -191,5 +206,28 @@ impl Drop for IngestProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_flag_the_test_sets_itself_is_left_out() {
+        let all = defaults_not_in(&[]);
+        assert_eq!(all.len(), DEFAULT_ARGS.len() * 2);
+        let without_port = defaults_not_in(&["--port", "8080"]);
+        assert!(!without_port.contains(&"--port"));
+        let without_admin = defaults_not_in(&["--admin-addr=127.0.0.1:9"]);
+        assert!(!without_admin.contains(&"--admin-addr"));
+        assert!(without_admin.contains(&"--port"));
+    }
+
+    #[test]
+    fn the_role_decides_which_listeners_are_awaited() {
+        assert_eq!(expected_labels(&["--role", "admin"]), [ADMIN_API]);
+        assert_eq!(expected_labels(&["--role=device"]), [DEVICE_BRIDGE]);
+        assert_eq!(expected_labels(&[]), [ADMIN_API, DEVICE_BRIDGE]);
     }
 }
