@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::configsync::ConfigSync;
-use crate::http::Bridge;
+use crate::http::IngestClient;
 use crate::keys::DeviceKey;
 use crate::readings::{self, Intake};
 use crate::sender::{Health, Sender};
@@ -34,7 +34,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let clock = Clock::with_offset(settings.clock_offset_secs);
     let key = load_key(&settings.private_key, settings.algorithm)?;
     let tokens = TokenSource::new(key, &settings.project, settings.token_lifetime, clock);
-    let transport = Arc::new(Transport::Https(bridge(&settings)?));
+    let transport = Arc::new(Transport::Https(ingest_client(&settings)?));
     let spool_dir = settings.spool_dir.join("spool");
     let spool = Arc::new(
         Spool::open(&spool_dir, settings.spool_max_bytes)
@@ -130,14 +130,14 @@ pub fn load_key(path: &Path, algorithm: Option<Algorithm>) -> anyhow::Result<Dev
 }
 
 /// The HTTPS bridge client, with the settings' CA file if any.
-pub fn bridge(settings: &Settings) -> anyhow::Result<Bridge> {
+pub fn ingest_client(settings: &Settings) -> anyhow::Result<IngestClient> {
     let ca = match &settings.ca_file {
         Some(path) => Some(
             std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?,
         ),
         None => None,
     };
-    Ok(Bridge::with_ca(
+    Ok(IngestClient::with_ca(
         settings.endpoint.clone(),
         settings.device.clone(),
         ca.as_deref(),

@@ -17,7 +17,7 @@ use reqwest::Url;
 use shared::jwt::Algorithm;
 use shared::{DeviceName, ProjectId};
 
-use crate::http::{Bridge, BridgeError};
+use crate::http::{ClientError, IngestClient};
 use crate::keys::DeviceKey;
 use crate::settings::{self, Overrides, Settings};
 use crate::token::{self, Lifetime};
@@ -345,8 +345,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     let usage_or_unreachable = err.chain().any(|cause| {
         cause.is::<UsageError>()
             || matches!(
-                cause.downcast_ref::<BridgeError>(),
-                Some(BridgeError::Unreachable { .. })
+                cause.downcast_ref::<ClientError>(),
+                Some(ClientError::Unreachable { .. })
             )
     });
     if usage_or_unreachable { 2 } else { 1 }
@@ -451,7 +451,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     let key = load_key(&args.key)?;
     let payload = read_payload(&args.payload)?;
     let token = token::sign(&key, &args.identity.project, now(), args.token_lifetime)?;
-    let bridge = Bridge::new(args.identity.endpoint, device)?;
+    let bridge = IngestClient::new(args.identity.endpoint, device)?;
     if args.state {
         bridge.set_state(&token, &payload).await?;
         eprintln!("state accepted ({} bytes)", payload.len());
@@ -467,7 +467,7 @@ async fn config(args: ConfigArgs) -> anyhow::Result<()> {
     let device = args.identity.device_name()?;
     let key = load_key(&args.key)?;
     let token = token::sign(&key, &args.identity.project, now(), args.token_lifetime)?;
-    let bridge = Bridge::new(args.identity.endpoint, device)?;
+    let bridge = IngestClient::new(args.identity.endpoint, device)?;
     let config = bridge.get_config(&token, args.local_version).await?;
     match &config.cloud_update_time {
         Some(time) => eprintln!("version {} (updated {time})", config.version),
@@ -475,7 +475,7 @@ async fn config(args: ConfigArgs) -> anyhow::Result<()> {
     }
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(&config.data)
+        .write_all(&config.binary_data)
         .and_then(|()| stdout.flush())
         .context("writing the config to stdout")
 }

@@ -96,11 +96,11 @@ impl ConfigSync {
             }
             other => other?,
         };
-        let latest = config.version.parse::<u64>().unwrap_or(0);
+        let latest = config.version;
         if latest == version || latest == 0 {
             return Ok(None);
         }
-        if let Err(err) = write_atomically(&self.file, &config.data)
+        if let Err(err) = write_atomically(&self.file, &config.binary_data)
             .and_then(|()| write_atomically(&self.version_file(), latest.to_string().as_bytes()))
         {
             tracing::error!(file = %self.file.display(), error = %err, "cannot write the new config");
@@ -114,7 +114,7 @@ impl ConfigSync {
         Ok(Some((latest, outcome)))
     }
 
-    async fn fetch(&self, version: u64) -> Result<crate::http::DeviceConfig, Failure> {
+    async fn fetch(&self, version: u64) -> Result<shared::device_api::ConfigResponse, Failure> {
         let token = self.token()?;
         let answer = self.transport.get_config(&token, version).await;
         if let Err(Failure::TokenExpired { .. }) = &answer {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::agent;
 use crate::clock::Clock;
-use crate::http::Bridge;
+use crate::http::IngestClient;
 use crate::keys::DeviceKey;
 use crate::readings::Reading;
 use crate::settings::{self, FileSettings, Overrides, Settings};
@@ -94,7 +94,7 @@ pub async fn run(path: &Path, explicit: bool, overrides: Overrides) -> Report {
     };
     let key = check_key(&mut report, &settings);
     let clock = Clock::with_offset(settings.clock_offset_secs);
-    let bridge = match agent::bridge(&settings) {
+    let bridge = match agent::ingest_client(&settings) {
         Ok(bridge) => bridge,
         Err(err) => {
             report.fail(
@@ -189,7 +189,7 @@ fn check_key(report: &mut Report, settings: &Settings) -> Option<DeviceKey> {
     }
 }
 
-async fn check_clock(report: &mut Report, bridge: &Bridge, clock: Clock) {
+async fn check_clock(report: &mut Report, bridge: &IngestClient, clock: Clock) {
     let what = "clock";
     let server = match bridge.server_date().await {
         Ok(Some(date)) => date,
@@ -272,7 +272,7 @@ async fn check_network(report: &mut Report, settings: &Settings) -> bool {
     }
     if url.scheme() == "https" {
         let tls = format!("TLS {host}");
-        match agent::bridge(settings) {
+        match agent::ingest_client(settings) {
             Ok(bridge) => match bridge.server_date().await {
                 Ok(_) => report.pass(&tls, "handshake and certificate check passed"),
                 Err(err) => {

@@ -1,16 +1,16 @@
 //! The one-shot client of the HTTP device bridge: `publishEvent`, `setState` and the config
 //! fetch, with the paths, JSON bodies and `Authorization: Bearer` header of IoT Core's HTTP
 //! protocol. Success is exactly `200`, as Google's own sample had it; anything else becomes a
-//! [`BridgeError`] carrying the server's Google-style error when it sent one. The token is only
+//! [`ClientError`] carrying the server's Google-style error when it sent one. The token is only
 //! ever put in the header, never in an error or a log.
 
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_PAD_INDIFFERENT, URL_SAFE};
+use base64::engine::general_purpose::URL_SAFE;
 use reqwest::{RequestBuilder, StatusCode, Url};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use shared::cause::innermost_cause;
+use shared::device_api::{ConfigResponse, PublishEventRequest, SetStateRequest, StatePayload};
 use shared::{DeviceName, ErrorBody};
 
 /// How long one request may take; a device on a bad link retries rather than waits forever.
@@ -19,14 +19,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A failed call to the bridge.
 #[derive(Debug, thiserror::Error)]
-pub enum BridgeError {
+pub enum ClientError {
     /// The bridge refused with Google's JSON error body.
     #[error("{status}: {message}")]
     Refused {
         /// The canonical status name, e.g. `UNAUTHENTICATED`.
         status: &'static str,
-        /// The server's explanation.
+        /// The server's explanation, for people.
         message: String,
+        /// The `google.rpc.ErrorInfo` reason (`TOKEN_EXPIRED`), for the agent to act on.
+        reason: Option<String>,
         /// The HTTP status (`413` says more than its canonical name).
         http: StatusCode,
         /// The server's `Retry-After`, if it sent one (429, 503).
@@ -64,49 +66,28 @@ pub enum BridgeError {
     Setup(String),
 }
 
-/// The device's latest configuration, as `GET …/config` answers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceConfig {
-    /// The config version; 0 when the device has none yet.
-    pub version: String,
-    /// When the cloud last changed it (RFC 3339), if ever.
-    pub cloud_update_time: Option<String>,
-    /// The configuration bytes.
-    pub data: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConfigAnswer {
-    #[serde(default)]
-    version: Value,
-    cloud_update_time: Option<String>,
-    #[serde(alias = "binary_data")]
-    binary_data: Option<String>,
-}
-
 /// One device's view of the bridge.
 #[derive(Debug)]
-pub struct Bridge {
+pub struct IngestClient {
     http: reqwest::Client,
     endpoint: Url,
     device: DeviceName,
 }
 
-impl Bridge {
+impl IngestClient {
     /// A client for `device` at `endpoint` (the bridge's base URL, with or without `/v1`),
     /// trusting the system's CA roots.
-    pub fn new(endpoint: Url, device: DeviceName) -> Result<Self, BridgeError> {
+    pub fn new(endpoint: Url, device: DeviceName) -> Result<Self, ClientError> {
         Self::with_ca(endpoint, device, None)
     }
 
-    /// As [`Bridge::new`]; with `ca_pem`, only that CA bundle is trusted.
+    /// As [`IngestClient::new`]; with `ca_pem`, only that CA bundle is trusted.
     pub fn with_ca(
         endpoint: Url,
         device: DeviceName,
         ca_pem: Option<&[u8]>,
-    ) -> Result<Self, BridgeError> {
-        let setup = |err: reqwest::Error| BridgeError::Setup(innermost_cause(&err));
+    ) -> Result<Self, ClientError> {
+        let setup = |err: reqwest::Error| ClientError::Setup(innermost_cause(&err));
         crate::tls::install_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -116,7 +97,7 @@ impl Bridge {
         if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(setup)?;
             if certs.is_empty() {
-                return Err(BridgeError::Setup(
+                return Err(ClientError::Setup(
                     "the CA file holds no PEM certificate".to_owned(),
                 ));
             }
@@ -132,7 +113,7 @@ impl Bridge {
 
     /// The server's `Date` header from a plain `GET` of the endpoint (any answer will do), as
     /// Unix seconds: the doctor compares it with the device clock.
-    pub async fn server_date(&self) -> Result<Option<i64>, BridgeError> {
+    pub async fn server_date(&self) -> Result<Option<i64>, ClientError> {
         let response = self
             .http
             .get(self.endpoint.clone())
@@ -154,19 +135,23 @@ impl Bridge {
         token: &str,
         data: &[u8],
         sub_folder: Option<&str>,
-    ) -> Result<(), BridgeError> {
-        let mut body = json!({ "binary_data": URL_SAFE.encode(data) });
-        if let Some(sub_folder) = sub_folder {
-            body["sub_folder"] = Value::from(sub_folder);
-        }
+    ) -> Result<(), ClientError> {
+        let body = PublishEventRequest {
+            binary_data: Some(URL_SAFE.encode(data)),
+            sub_folder: sub_folder.map(str::to_owned),
+        };
         let url = self.device_url(Some("publishEvent"), &[]);
         self.send(self.http.post(url).json(&body), token).await?;
         Ok(())
     }
 
     /// `POST …:setState` with the state bytes.
-    pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), BridgeError> {
-        let body = json!({ "state": { "binary_data": URL_SAFE.encode(data) } });
+    pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), ClientError> {
+        let body = SetStateRequest {
+            state: Some(StatePayload {
+                binary_data: Some(URL_SAFE.encode(data)),
+            }),
+        };
         let url = self.device_url(Some("setState"), &[]);
         self.send(self.http.post(url).json(&body), token).await?;
         Ok(())
@@ -177,7 +162,7 @@ impl Bridge {
         &self,
         token: &str,
         local_version: u64,
-    ) -> Result<DeviceConfig, BridgeError> {
+    ) -> Result<ConfigResponse, ClientError> {
         let url = self.device_url(None, &["config"]);
         let request = self
             .http
@@ -213,7 +198,7 @@ impl Bridge {
         url
     }
 
-    async fn send(&self, request: RequestBuilder, token: &str) -> Result<Vec<u8>, BridgeError> {
+    async fn send(&self, request: RequestBuilder, token: &str) -> Result<Vec<u8>, ClientError> {
         let request = request
             .bearer_auth(token)
             .header("cache-control", "no-cache");
@@ -231,13 +216,13 @@ impl Bridge {
         Ok(body.to_vec())
     }
 
-    fn unreachable(&self, err: &reqwest::Error) -> BridgeError {
+    fn unreachable(&self, err: &reqwest::Error) -> ClientError {
         let reason = if err.is_timeout() {
             format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
         } else {
             innermost_cause(err)
         };
-        BridgeError::Unreachable {
+        ClientError::Unreachable {
             url: without_query(&self.endpoint),
             reason,
         }
@@ -250,17 +235,19 @@ fn refusal(
     status: StatusCode,
     body: &[u8],
     retry_after: Option<Duration>,
-) -> BridgeError {
+) -> ClientError {
     if let Ok(google) = serde_json::from_slice::<ErrorBody>(body) {
-        return BridgeError::Refused {
+        let reason = google.error.error_info().map(|info| info.reason);
+        return ClientError::Refused {
             status: google.error.status.name(),
+            reason,
             message: google.error.message,
             http: status,
             retry_after,
         };
     }
     let text = String::from_utf8_lossy(body);
-    BridgeError::Http {
+    ClientError::Http {
         url,
         status,
         body: text.chars().take(200).collect::<String>().trim().to_owned(),
@@ -275,45 +262,16 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn parse_config(body: &[u8]) -> Result<DeviceConfig, BridgeError> {
-    let bad = |detail: String| BridgeError::BadAnswer { detail };
-    let answer: ConfigAnswer =
-        serde_json::from_slice(body).map_err(|err| bad(format!("not a config ({err})")))?;
-    // Either alphabet, padded or not: the bridge may answer in the standard one.
-    let text = standard_alphabet(answer.binary_data.as_deref().unwrap_or_default());
-    let data = STANDARD_PAD_INDIFFERENT
-        .decode(text)
-        .map_err(|err| bad(format!("binaryData is not base64 ({err})")))?;
-    let version = match answer.version {
-        Value::String(version) => version,
-        Value::Number(number) => number.to_string(),
-        _ => "0".to_owned(),
-    };
-    Ok(DeviceConfig {
-        version,
-        cloud_update_time: answer.cloud_update_time,
-        data,
+fn parse_config(body: &[u8]) -> Result<ConfigResponse, ClientError> {
+    serde_json::from_slice(body).map_err(|err| ClientError::BadAnswer {
+        detail: format!("not a config ({err})"),
     })
-}
-
-fn standard_alphabet(text: &str) -> String {
-    text.replace('-', "+").replace('_', "/")
 }
 
 fn without_query(url: &Url) -> String {
     let mut url = url.clone();
     url.set_query(None);
     url.as_str().trim_end_matches('/').to_owned()
-}
-
-/// reqwest's own message is generic ("error sending request"); the root cause is what a person
-/// can act on.
-fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

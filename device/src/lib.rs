@@ -21,6 +21,3 @@ pub mod spool;
 pub mod tls;
 pub mod token;
 pub mod transport;
-
-#[cfg(test)]
-mod test_vectors;

@@ -1,4 +1,4 @@
-//! How the agent reaches the service: today HTTPS (the [`Bridge`]), with MQTT next. An enum
+//! How the agent reaches the service: today HTTPS (the [`IngestClient`]), with MQTT next. An enum
 //! rather than a trait object: there is one implementation yet, the set is closed (IoT Core had
 //! exactly two device protocols), and an enum needs no boxed futures. Adding MQTT is a variant
 //! and one arm per method. Every failure is sorted into a [`Failure`] that tells the sender what
@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::http::{Bridge, BridgeError, DeviceConfig};
+use shared::device_api::ConfigResponse;
+
+use crate::http::{ClientError, IngestClient};
 
 /// The connection to the service.
 #[derive(Debug)]
 pub enum Transport {
     /// IoT Core's HTTP bridge protocol.
-    Https(Bridge),
+    Https(IngestClient),
 }
 
 /// What a failed call means for the caller.
@@ -72,7 +74,7 @@ impl Transport {
     }
 
     /// Fetches the latest config, given the version the device has.
-    pub async fn get_config(&self, token: &str, local: u64) -> Result<DeviceConfig, Failure> {
+    pub async fn get_config(&self, token: &str, local: u64) -> Result<ConfigResponse, Failure> {
         match self {
             Self::Https(bridge) => bridge.get_config(token, local).await,
         }
@@ -81,26 +83,27 @@ impl Transport {
 }
 
 /// Sorts a bridge error by what retrying can do about it.
-pub fn classify(err: BridgeError) -> Failure {
+pub fn classify(err: ClientError) -> Failure {
     let reason = err.to_string();
     match err {
-        BridgeError::Unreachable { .. } | BridgeError::BadAnswer { .. } => Failure::Transient {
+        ClientError::Unreachable { .. } | ClientError::BadAnswer { .. } => Failure::Transient {
             reason,
             after: None,
         },
-        BridgeError::Setup(_) => Failure::Refused { reason },
-        BridgeError::Refused {
-            status,
-            message,
+        ClientError::Setup(_) => Failure::Refused { reason },
+        ClientError::Refused {
+            reason: why,
             http,
             retry_after,
+            ..
         } => {
-            if status == "UNAUTHENTICATED" && message.contains("token expired") {
+            // The ErrorInfo reason, not the message: messages are for people and may change.
+            if why.as_deref() == Some("TOKEN_EXPIRED") {
                 return Failure::TokenExpired { reason };
             }
             by_status(http, reason, retry_after)
         }
-        BridgeError::Http {
+        ClientError::Http {
             status,
             retry_after,
             ..
@@ -122,8 +125,13 @@ mod tests {
     use super::*;
 
     fn refused(http: u16, status: &'static str, message: &str) -> Failure {
-        classify(BridgeError::Refused {
+        refused_for(http, status, None, message)
+    }
+
+    fn refused_for(http: u16, status: &'static str, why: Option<&str>, message: &str) -> Failure {
+        classify(ClientError::Refused {
             status,
+            reason: why.map(str::to_owned),
             message: message.to_owned(),
             http: StatusCode::from_u16(http).unwrap(),
             retry_after: Some(Duration::from_secs(3)),
@@ -145,7 +153,7 @@ mod tests {
             Failure::Transient { .. }
         ));
         assert!(matches!(
-            refused(401, "UNAUTHENTICATED", "the token expired 14 min ago"),
+            refused_for(401, "UNAUTHENTICATED", Some("TOKEN_EXPIRED"), "expired"),
             Failure::TokenExpired { .. }
         ));
         assert!(matches!(
@@ -160,10 +168,28 @@ mod tests {
             refused(412, "FAILED_PRECONDITION", "no topic"),
             Failure::Refused { .. }
         ));
-        let down = classify(BridgeError::Unreachable {
+        let down = classify(ClientError::Unreachable {
             url: "http://x".into(),
             reason: "refused".into(),
         });
         assert!(matches!(down, Failure::Transient { after: None, .. }));
+    }
+
+    #[test]
+    fn an_expired_token_is_told_by_the_error_info_reason_not_by_the_message() {
+        let odd_words = "la clé a dépassé sa date; nothing here says the usual words";
+        assert!(matches!(
+            refused_for(401, "UNAUTHENTICATED", Some("TOKEN_EXPIRED"), odd_words),
+            Failure::TokenExpired { .. }
+        ));
+        let misleading = "the token expired 14 min ago";
+        assert!(matches!(
+            refused_for(401, "UNAUTHENTICATED", Some("BAD_SIGNATURE"), misleading),
+            Failure::Refused { .. }
+        ));
+        assert!(matches!(
+            refused(401, "UNAUTHENTICATED", misleading),
+            Failure::Refused { .. }
+        ));
     }
 }

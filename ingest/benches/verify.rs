@@ -16,8 +16,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ingest::auth::Authenticator;
 use ingest::auth::cache::TokenKey;
 use ingest::auth::jwt::{self, DeviceKey};
-use ingest::registry::Registry;
-use ingest::registry::sqlite::SqliteRegistry;
+use ingest::registry::RegistryStore;
+use ingest::registry::sqlite::SqliteStore;
 use jiff::Timestamp;
 use serde_json::Value;
 use shared::resources::{Device, DeviceCredential, DeviceRegistry, PublicKeyCredential};
@@ -182,7 +182,7 @@ async fn authenticator(
     case: &Case,
 ) -> (Authenticator, DeviceName) {
     let store = Arc::new(
-        SqliteRegistry::open(dir.path().join("bench.db"))
+        SqliteStore::open(dir.path().join("bench.db"))
             .await
             .expect("the SQLite registry opens"),
     );

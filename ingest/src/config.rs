@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::http::admin::AdminAccess;
-use crate::telemetry::TelemetrySettings;
+use crate::telemetry::{LogFormat, TelemetrySettings};
 
 /// Settings of `ingest serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -368,15 +368,6 @@ fn parse_firestore(name: &str) -> Option<StoreUrl> {
         project: project.into(),
         database: database.into(),
     })
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Why the settings cannot be used.

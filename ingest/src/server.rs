@@ -23,19 +23,19 @@ use crate::http::serve::{ServeOptions, serve};
 use crate::http::{device, health_routes};
 use crate::mqtt::tls::{self, TlsSource};
 use crate::mqtt::{MqttBridge, MqttSettings, websocket};
-use crate::registry::Registry;
-use crate::registry::firestore::{FirestoreRegistry, FirestoreSettings};
-use crate::registry::sqlite::SqliteRegistry;
+use crate::registry::RegistryStore;
+use crate::registry::firestore::{FirestoreSettings, FirestoreStore};
+use crate::registry::sqlite::SqliteStore;
 use crate::sink::Sink;
 use crate::sink::file::FileSink;
 use crate::sink::pubsub::{PubSubSettings, PubSubSink};
 use crate::telemetry::Metrics;
 
 /// Opens the configured registry store.
-pub async fn open_registry(args: &ServeArgs) -> anyhow::Result<Arc<dyn Registry>> {
+pub async fn open_registry(args: &ServeArgs) -> anyhow::Result<Arc<dyn RegistryStore>> {
     match &args.registry {
         StoreUrl::Sqlite(path) => {
-            let store = SqliteRegistry::open(path)
+            let store = SqliteStore::open(path)
                 .await
                 .with_context(|| format!("opening the SQLite registry at {}", path.display()))?;
             Ok(Arc::new(store))
@@ -46,7 +46,7 @@ pub async fn open_registry(args: &ServeArgs) -> anyhow::Result<Arc<dyn Registry>
                 database: database.clone(),
                 emulator_host: args.firestore_emulator_host.clone(),
             };
-            let store = FirestoreRegistry::open(&settings).await.with_context(|| {
+            let store = FirestoreStore::open(&settings).await.with_context(|| {
                 format!("opening the Firestore registry projects/{project}/databases/{database}")
             })?;
             Ok(Arc::new(store))

@@ -2,7 +2,9 @@
 //! token's claims and time rules, credential formats, the admin API's resources in IoT Core's
 //! JSON shape, and Google's error vocabulary. Pure data and validation: no I/O, no async.
 
+pub mod cause;
 pub mod credential;
+pub mod device_api;
 pub mod ids;
 pub mod jwt;
 pub mod names;
@@ -13,7 +15,7 @@ pub mod status;
 pub use credential::PublicKeyFormat;
 pub use ids::{DeviceId, DeviceRef, IdError, Location, NumId, ProjectId, RegistryId, TopicName};
 pub use names::{DeviceName, LocationName, RegistryName};
-pub use status::{Code, ErrorBody};
+pub use status::{Code, ErrorBody, ErrorInfo};
 
 /// The Pub/Sub attribute names IoT Core put on every telemetry and state message. Pipelines read
 /// them by these exact spellings.

@@ -1,8 +1,19 @@
 //! Google's canonical status codes and the JSON error body every refusal uses:
 //! `{"error": {"code": 404, "message": "...", "status": "NOT_FOUND"}}`. IoT Core's clients and
-//! Google's client libraries parse exactly this shape.
+//! Google's client libraries parse exactly this shape. A device refusal also carries a
+//! `google.rpc.ErrorInfo` in `details`: a stable reason a program can act on, so the device agent
+//! never has to read the message, which is written for people and may change.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The `@type` of a `google.rpc.ErrorInfo` in `details`.
+pub const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+
+/// The `domain` of this service's `ErrorInfo`s, the one IoT Core's API had.
+pub const ERROR_DOMAIN: &str = "cloudiot.googleapis.com";
 
 /// A canonical status (google.rpc.Code) with the HTTP status Google maps it to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,6 +137,47 @@ pub struct ErrorDetail {
     pub message: String,
     /// The canonical status name.
     pub status: Code,
+    /// Google's `details`: typed objects, each with its `@type`; left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<Value>,
+}
+
+impl ErrorDetail {
+    /// The `google.rpc.ErrorInfo` among the details, if the server sent one.
+    pub fn error_info(&self) -> Option<ErrorInfo> {
+        self.details
+            .iter()
+            .filter(|detail| detail["@type"] == ERROR_INFO_TYPE)
+            .find_map(|detail| serde_json::from_value(detail.clone()).ok())
+    }
+}
+
+/// `google.rpc.ErrorInfo`: why a request was refused, as a stable SCREAMING_SNAKE `reason`
+/// (`TOKEN_EXPIRED`) within a `domain`, with non-secret facts in `metadata` (never a token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Always [`ERROR_INFO_TYPE`].
+    #[serde(rename = "@type")]
+    pub type_url: String,
+    /// The reason, e.g. `TOKEN_EXPIRED`, `DEVICE_BLOCKED`.
+    pub reason: String,
+    /// Who defines the reasons: [`ERROR_DOMAIN`].
+    pub domain: String,
+    /// Facts about this refusal, e.g. `{"device": "dev-1"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ErrorInfo {
+    /// An `ErrorInfo` of this service's domain.
+    pub fn new(reason: impl Into<String>, metadata: BTreeMap<String, String>) -> Self {
+        Self {
+            type_url: ERROR_INFO_TYPE.to_owned(),
+            reason: reason.into(),
+            domain: ERROR_DOMAIN.to_owned(),
+            metadata,
+        }
+    }
 }
 
 impl ErrorBody {
@@ -136,8 +188,17 @@ impl ErrorBody {
                 code: code.http_status(),
                 message: message.into(),
                 status: code,
+                details: Vec::new(),
             },
         }
+    }
+
+    /// Adds an `ErrorInfo` to the details.
+    pub fn with_info(mut self, info: &ErrorInfo) -> Self {
+        if let Ok(value) = serde_json::to_value(info) {
+            self.error.details.push(value);
+        }
+        self
     }
 }
 
@@ -153,6 +214,34 @@ mod tests {
             json,
             serde_json::json!({"error": {"code": 404, "message": "device `d` not found", "status": "NOT_FOUND"}})
         );
+    }
+
+    #[test]
+    fn an_error_info_travels_in_details_and_is_found_again() {
+        let metadata = BTreeMap::from([("device".to_owned(), "dev-1".to_owned())]);
+        let info = ErrorInfo::new("TOKEN_EXPIRED", metadata);
+        let body = ErrorBody::new(Code::Unauthenticated, "words for people").with_info(&info);
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json["error"]["details"],
+            serde_json::json!([{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "TOKEN_EXPIRED",
+                "domain": "cloudiot.googleapis.com",
+                "metadata": {"device": "dev-1"}
+            }])
+        );
+        let parsed: ErrorBody = serde_json::from_value(json).unwrap();
+        assert_eq!(parsed.error.error_info(), Some(info));
+    }
+
+    #[test]
+    fn a_body_without_details_has_no_error_info() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"error": {"code": 404, "message": "m", "status": "NOT_FOUND"}}"#,
+        )
+        .unwrap();
+        assert_eq!(body.error.error_info(), None);
     }
 
     #[test]

@@ -90,15 +90,16 @@ fn an_id_breaking_iot_core_rules_is_a_usage_error() {
 
 #[test]
 fn refusals_exit_1_and_unreachable_bridges_exit_2() {
-    let refused = anyhow::Error::new(BridgeError::Refused {
+    let refused = anyhow::Error::new(ClientError::Refused {
         status: "UNAUTHENTICATED",
         message: "expired".into(),
+        reason: Some("TOKEN_EXPIRED".into()),
         http: reqwest::StatusCode::UNAUTHORIZED,
         retry_after: None,
     });
     assert_eq!(exit_code(&refused), 1);
     assert_eq!(format!("{refused:#}"), "UNAUTHENTICATED: expired");
-    let unreachable = anyhow::Error::new(BridgeError::Unreachable {
+    let unreachable = anyhow::Error::new(ClientError::Unreachable {
         url: "http://127.0.0.1:1".into(),
         reason: "Connection refused".into(),
     });

@@ -1,10 +1,12 @@
-//! The bridge client against a one-connection fake server on `127.0.0.1:0`: the request line,
+//! The ingest client against a one-connection fake server on `127.0.0.1:0`: the request line,
 //! headers and JSON body each call sends, and how each kind of answer comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -87,14 +89,14 @@ fn device(name: &str) -> DeviceName {
     DeviceName::parse(name).unwrap()
 }
 
-fn bridge(url: Url) -> Bridge {
-    Bridge::new(url, device(&PATH["/v1/".len()..])).unwrap()
+fn client(url: Url) -> IngestClient {
+    IngestClient::new(url, device(&PATH["/v1/".len()..])).unwrap()
 }
 
 #[tokio::test]
 async fn an_event_is_posted_as_iot_core_defined_it() {
     let (url, server) = serve_once("200 OK", "{}").await;
-    bridge(url)
+    client(url)
         .publish_event("tok.en.sig", b"temp=21.5\xff", Some("sensors/a"))
         .await
         .unwrap();
@@ -114,14 +116,14 @@ async fn an_event_is_posted_as_iot_core_defined_it() {
 #[tokio::test]
 async fn an_event_without_a_subfolder_sends_none() {
     let (url, server) = serve_once("200 OK", "{}").await;
-    bridge(url).publish_event("t", b"x", None).await.unwrap();
+    client(url).publish_event("t", b"x", None).await.unwrap();
     assert_eq!(server.await.unwrap().json(), json!({"binary_data": "eA=="}));
 }
 
 #[tokio::test]
 async fn a_state_is_posted_under_state() {
     let (url, server) = serve_once("200 OK", "{}").await;
-    bridge(url).set_state("t", b"on").await.unwrap();
+    client(url).set_state("t", b"on").await.unwrap();
     let seen = server.await.unwrap();
     assert_eq!(seen.request_line, format!("POST {PATH}:setState HTTP/1.1"));
     assert_eq!(seen.json(), json!({"state": {"binary_data": "b24="}}));
@@ -131,16 +133,16 @@ async fn a_state_is_posted_under_state() {
 async fn the_config_is_fetched_and_decoded() {
     let body = r#"{"version":"7","cloudUpdateTime":"2026-01-01T00:00:00Z","binaryData":"eyJmYW4iOiJvbiJ9"}"#;
     let (url, server) = serve_once("200 OK", body).await;
-    let config = bridge(url).get_config("t", 0).await.unwrap();
+    let config = client(url).get_config("t", 0).await.unwrap();
     let seen = server.await.unwrap();
     assert_eq!(
         seen.request_line,
         format!("GET {PATH}/config?local_version=0 HTTP/1.1")
     );
-    assert_eq!(config.version, "7");
-    assert_eq!(config.data, br#"{"fan":"on"}"#);
+    assert_eq!(config.version, 7);
+    assert_eq!(config.binary_data, br#"{"fan":"on"}"#);
     assert_eq!(
-        config.cloud_update_time.as_deref(),
+        config.cloud_update_time.map(|t| t.to_string()).as_deref(),
         Some("2026-01-01T00:00:00Z")
     );
 }
@@ -149,7 +151,7 @@ async fn the_config_is_fetched_and_decoded() {
 async fn a_google_error_comes_back_as_its_status_and_message() {
     let body = r#"{"error":{"code":401,"message":"the token expired 2 h ago","status":"UNAUTHENTICATED"}}"#;
     let (url, _server) = serve_once("401 Unauthorized", body).await;
-    let err = bridge(url).set_state("t", b"x").await.unwrap_err();
+    let err = client(url).set_state("t", b"x").await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "UNAUTHENTICATED: the token expired 2 h ago"
@@ -159,9 +161,9 @@ async fn a_google_error_comes_back_as_its_status_and_message() {
 #[tokio::test]
 async fn any_success_other_than_200_is_a_failure() {
     let (url, _server) = serve_once("204 No Content", "").await;
-    let err = bridge(url).set_state("t", b"x").await.unwrap_err();
+    let err = client(url).set_state("t", b"x").await.unwrap_err();
     assert!(
-        matches!(err, BridgeError::Http { status, .. } if status == StatusCode::NO_CONTENT),
+        matches!(err, ClientError::Http { status, .. } if status == StatusCode::NO_CONTENT),
         "{err:?}"
     );
 }
@@ -174,8 +176,8 @@ async fn a_closed_port_is_unreachable() {
         .unwrap()
         .port();
     let url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    let err = bridge(url).set_state("t", b"x").await.unwrap_err();
-    assert!(matches!(err, BridgeError::Unreachable { .. }), "{err:?}");
+    let err = client(url).set_state("t", b"x").await.unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains("--endpoint"), "{err}");
 }
 
@@ -183,7 +185,7 @@ async fn a_closed_port_is_unreachable() {
 fn urls_keep_a_base_path_add_v1_once_and_encode_ids() {
     let name = device("projects/demo-project/locations/us-central1/registries/r%1/devices/d+2");
     let url = |base: &str| {
-        Bridge::new(Url::parse(base).unwrap(), name.clone())
+        IngestClient::new(Url::parse(base).unwrap(), name.clone())
             .unwrap()
             .device_url(Some("publishEvent"), &[])
             .to_string()
@@ -199,9 +201,9 @@ fn urls_keep_a_base_path_add_v1_once_and_encode_ids() {
 #[test]
 fn a_config_answer_may_use_either_alphabet_and_may_be_empty() {
     let config = parse_config(br#"{"version":"3","binaryData":"-_8"}"#).unwrap();
-    assert_eq!(config.data, [0xfb, 0xff]);
+    assert_eq!(config.binary_data, [0xfb, 0xff]);
     let empty = parse_config(br#"{"version":"0"}"#).unwrap();
-    assert_eq!((empty.version.as_str(), empty.data.len()), ("0", 0));
+    assert_eq!((empty.version, empty.binary_data.len()), (0, 0));
     assert!(parse_config(b"not json").is_err());
     assert!(parse_config(br#"{"binaryData":"!!"}"#).is_err());
 }
@@ -211,12 +213,12 @@ async fn a_429_carries_the_servers_retry_after() {
     let body = r#"{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED"}}"#;
     // The extra header rides in after the status line.
     let (url, _server) = serve_once("429 Too Many Requests\r\nretry-after: 7", body).await;
-    let err = bridge(url)
+    let err = client(url)
         .publish_event("t", b"x", None)
         .await
         .unwrap_err();
     match err {
-        BridgeError::Refused {
+        ClientError::Refused {
             status,
             http,
             retry_after,
@@ -231,10 +233,28 @@ async fn a_429_carries_the_servers_retry_after() {
 }
 
 #[tokio::test]
+async fn the_error_info_reason_is_read_from_the_details() {
+    let body = r#"{"error":{"code":401,"message":"words for people","status":"UNAUTHENTICATED",
+        "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"TOKEN_EXPIRED",
+        "domain":"cloudiot.googleapis.com","metadata":{}}]}}"#;
+    let (url, _server) = serve_once("401 Unauthorized", body).await;
+    let err = client(url).set_state("t", b"x").await.unwrap_err();
+    match err {
+        ClientError::Refused {
+            reason, message, ..
+        } => {
+            assert_eq!(reason.as_deref(), Some("TOKEN_EXPIRED"));
+            assert_eq!(message, "words for people");
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn the_servers_date_header_is_read_for_the_clock_check() {
     let (url, _server) =
         serve_once("404 Not Found\r\ndate: Thu, 26 Nov 2026 00:44:51 GMT", "").await;
-    let date = bridge(url).server_date().await.unwrap();
+    let date = client(url).server_date().await.unwrap();
     let expected: jiff::Timestamp = "2026-11-26T00:44:51Z".parse().unwrap();
     assert_eq!(date, Some(expected.as_second()));
 }
@@ -242,14 +262,14 @@ async fn the_servers_date_header_is_read_for_the_clock_check() {
 #[test]
 fn a_ca_file_must_hold_a_certificate() {
     let url = Url::parse("https://iot.example.com").unwrap();
-    let err = Bridge::with_ca(
+    let err = IngestClient::with_ca(
         url.clone(),
         device(&PATH["/v1/".len()..]),
         Some(b"not a certificate"),
     )
     .unwrap_err();
-    assert!(matches!(err, BridgeError::Setup(_)), "{err}");
+    assert!(matches!(err, ClientError::Setup(_)), "{err}");
     let key = crate::keys::DeviceKey::generate(shared::jwt::Algorithm::ES256).unwrap();
     let cert = key.self_signed_certificate_pem(1_767_225_600).unwrap();
-    Bridge::with_ca(url, device(&PATH["/v1/".len()..]), Some(cert.as_bytes())).unwrap();
+    IngestClient::with_ca(url, device(&PATH["/v1/".len()..]), Some(cert.as_bytes())).unwrap();
 }

@@ -11,7 +11,7 @@ use rsa::signature::Verifier as _;
 use x509_cert::Certificate;
 
 use super::*;
-use crate::test_vectors::key;
+use testkit::key;
 
 /// PEM text compared line by line, ignoring line endings and surrounding blank lines.
 fn same_pem(a: &str, b: &str) -> bool {

@@ -10,7 +10,7 @@ use rsa::signature::Verifier as _;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_vectors::key;
+use testkit::key;
 
 const NOW: i64 = 1_767_225_600;
 

@@ -188,6 +188,22 @@ impl TokenError {
         }
     }
 
+    /// The reason a device reads in the answer's `google.rpc.ErrorInfo`.
+    pub fn error_reason(&self) -> &'static str {
+        match self {
+            TokenError::Malformed { .. } => "MALFORMED_TOKEN",
+            TokenError::UnsupportedAlgorithm { .. } => "UNSUPPORTED_ALGORITHM",
+            TokenError::MissingClaim { .. } => "MISSING_CLAIM",
+            TokenError::WrongAudience { .. } => "WRONG_AUDIENCE",
+            TokenError::Expired { .. } => "TOKEN_EXPIRED",
+            TokenError::IssuedInFuture { .. } => "TOKEN_ISSUED_IN_FUTURE",
+            TokenError::BadLifetime { .. } => "BAD_TOKEN_LIFETIME",
+            TokenError::NoCredentials => "NO_CREDENTIALS",
+            TokenError::BadSignature { .. } => "BAD_SIGNATURE",
+            TokenError::CredentialExpired { .. } => "CREDENTIAL_EXPIRED",
+        }
+    }
+
     fn malformed(detail: impl Into<String>) -> Self {
         TokenError::Malformed {
             detail: detail.into(),

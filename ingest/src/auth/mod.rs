@@ -12,13 +12,14 @@ pub mod cache;
 pub mod credentials;
 pub mod jwt;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shared::{Code, DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
 
 use self::cache::{TokenCache, TokenKey};
 use self::jwt::TokenError;
-use crate::registry::{Registry, StoreError};
+use crate::registry::{RegistryStore, StoreError};
 
 /// The device a token proved, as the bridges need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +100,34 @@ impl AuthError {
             AuthError::Store(_) => "store_error",
         }
     }
+
+    /// The reason a device reads in the answer's `google.rpc.ErrorInfo`.
+    pub fn error_reason(&self) -> &'static str {
+        match self {
+            AuthError::Token(err) => err.error_reason(),
+            AuthError::UnknownDevice { .. } => "UNKNOWN_DEVICE",
+            AuthError::Blocked { .. } => "DEVICE_BLOCKED",
+            AuthError::Store(StoreError::Backend(_)) => "REGISTRY_UNAVAILABLE",
+            AuthError::Store(_) => "INTERNAL",
+        }
+    }
+
+    /// Non-secret facts for the `ErrorInfo`'s metadata: the device named, never the token.
+    pub fn error_metadata(&self) -> BTreeMap<String, String> {
+        match self {
+            AuthError::UnknownDevice { device } | AuthError::Blocked { device, .. } => {
+                BTreeMap::from([("device".to_owned(), device.clone())])
+            }
+            AuthError::Token(_) | AuthError::Store(_) => BTreeMap::new(),
+        }
+    }
 }
 
 /// Checks device tokens against the registry, through the token cache. Cheap to clone; clones
 /// share the cache.
 #[derive(Clone, Debug)]
 pub struct Authenticator {
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn RegistryStore>,
     cache: Arc<TokenCache>,
     /// How long a verified token is trusted without reading the device again; `None` trusts it
     /// until it expires (fine when this process is the registry's only writer).
@@ -115,7 +137,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// An authenticator reading devices from `registry`, caching up to `cache_capacity` tokens
     /// (0 turns the cache off).
-    pub fn new(registry: Arc<dyn Registry>, cache_capacity: usize) -> Self {
+    pub fn new(registry: Arc<dyn RegistryStore>, cache_capacity: usize) -> Self {
         Self {
             registry,
             cache: Arc::new(TokenCache::new(cache_capacity)),

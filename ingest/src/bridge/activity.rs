@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 
 use shared::{DeviceId, DeviceRef, RegistryName};
 
-use crate::registry::{Activity, Registry, StoreError};
+use crate::registry::{Activity, RegistryStore, StoreError};
 
 type DeviceKey = (RegistryName, DeviceId);
 
@@ -42,7 +42,7 @@ impl ActivityBook {
     /// Writes every pending entry, one registry call per device. A write that fails for a
     /// passing reason is put back (under anything newer noted meanwhile); a device that no
     /// longer exists is dropped.
-    pub(crate) async fn flush(&self, store: &dyn Registry) -> FlushReport {
+    pub(crate) async fn flush(&self, store: &dyn RegistryStore) -> FlushReport {
         let batch =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         let mut report = FlushReport::default();

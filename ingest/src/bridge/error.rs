@@ -2,6 +2,7 @@
 //! maps to one canonical status and one stable reason code (for metrics and debug logs); the
 //! transports (HTTP now, MQTT later) turn them into their own answers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shared::Code;
@@ -154,6 +155,46 @@ impl BridgeError {
             BridgeError::SinkRejected { .. } => "pubsub_rejected",
             BridgeError::Store(StoreError::NotFound(_)) => "unknown_device",
             BridgeError::Store(_) => "store_error",
+        }
+    }
+
+    /// The reason a device reads in the answer's `google.rpc.ErrorInfo`, SCREAMING_SNAKE as
+    /// Google writes them; [`BridgeError::reason`] stays the metrics label.
+    pub fn error_reason(&self) -> &'static str {
+        match self {
+            BridgeError::Auth(err) => err.error_reason(),
+            BridgeError::ProtocolDisabled { .. } => "PROTOCOL_DISABLED",
+            BridgeError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            BridgeError::RateLimited { .. } => "RATE_LIMITED",
+            BridgeError::BadSubfolder(_) => "BAD_SUBFOLDER",
+            BridgeError::NoRoute { .. } => "NO_ROUTE",
+            BridgeError::ConfigVersionAhead { .. } => "CONFIG_VERSION_AHEAD",
+            BridgeError::SinkUnavailable { .. } => "PUBSUB_UNAVAILABLE",
+            BridgeError::TopicNotFound { .. } => "TOPIC_NOT_FOUND",
+            BridgeError::SinkRejected { .. } => "PUBSUB_REJECTED",
+            BridgeError::Store(StoreError::NotFound(_)) => "UNKNOWN_DEVICE",
+            BridgeError::Store(StoreError::Backend(_)) => "REGISTRY_UNAVAILABLE",
+            BridgeError::Store(_) => "INTERNAL",
+        }
+    }
+
+    /// Non-secret facts for the `ErrorInfo`'s metadata (device, registry, topic).
+    pub fn error_metadata(&self) -> BTreeMap<String, String> {
+        let one = |key: &str, value: &str| BTreeMap::from([(key.to_owned(), value.to_owned())]);
+        match self {
+            BridgeError::Auth(err) => err.error_metadata(),
+            BridgeError::RateLimited { device, .. } => one("device", device),
+            BridgeError::ProtocolDisabled { registry, .. }
+            | BridgeError::NoRoute { registry, .. } => one("registry", registry),
+            BridgeError::SinkUnavailable { topic }
+            | BridgeError::TopicNotFound { topic }
+            | BridgeError::SinkRejected { topic } => one("topic", topic),
+            BridgeError::ConfigVersionAhead { latest, .. } => {
+                one("latestVersion", &latest.to_string())
+            }
+            BridgeError::TooLarge { .. } | BridgeError::BadSubfolder(_) | BridgeError::Store(_) => {
+                BTreeMap::new()
+            }
         }
     }
 

@@ -40,7 +40,7 @@ use self::registries::RegistryCache;
 pub use self::routing::{MAX_SUBFOLDER_BYTES, event_topic, message_attributes};
 pub use self::session::DeviceSession;
 use crate::auth::{AuthError, AuthenticatedDevice, Authenticator};
-use crate::registry::{Activity, Registry};
+use crate::registry::{Activity, RegistryStore};
 use crate::sink::{Message, Sink, SinkError};
 use crate::telemetry::Metrics;
 
@@ -71,7 +71,7 @@ impl Protocol {
 #[derive(Debug)]
 pub struct BridgeParts {
     /// The registry store: devices, configs, states, bookkeeping.
-    pub registry: Arc<dyn Registry>,
+    pub registry: Arc<dyn RegistryStore>,
     /// The token checker (share it with the admin API so device changes invalidate tokens).
     pub auth: Authenticator,
     /// Where events and states are published.
@@ -90,7 +90,7 @@ pub struct Bridge {
 
 #[derive(Debug)]
 struct Inner {
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn RegistryStore>,
     auth: Authenticator,
     sink: Arc<dyn Sink>,
     metrics: Metrics,

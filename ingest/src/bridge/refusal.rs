@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use shared::Code;
+use shared::{Code, ErrorInfo};
 
 use super::error::BridgeError;
 use crate::auth::AuthError;
@@ -25,17 +25,32 @@ pub struct Refusal {
     pub message: String,
     /// When the device may try again, if it was told to wait.
     pub retry_after: Option<Duration>,
+    /// The machine-readable reason (`google.rpc.ErrorInfo`) a device acts on; none for an
+    /// internal error, which tells nothing. Boxed: refusals travel in `Result`s on the hot path.
+    pub info: Option<Box<ErrorInfo>>,
 }
 
 impl Refusal {
-    /// A refusal with no retry hint.
+    /// A refusal with no retry hint; its `ErrorInfo` reason is `reason` in capitals.
     pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             reason,
             message: message.into(),
             retry_after: None,
+            info: Some(Box::new(ErrorInfo::new(
+                reason.to_ascii_uppercase(),
+                Default::default(),
+            ))),
         }
+    }
+
+    /// The `ErrorInfo` reason, or the metrics reason in capitals when there is none.
+    pub fn error_type(&self) -> String {
+        self.info.as_ref().map_or_else(
+            || self.reason.to_ascii_uppercase(),
+            |info| info.reason.clone(),
+        )
     }
 
     /// Whether resending the same message could ever succeed (a payload over its limit cannot).
@@ -53,6 +68,10 @@ impl std::fmt::Display for Refusal {
 impl From<BridgeError> for Refusal {
     fn from(err: BridgeError) -> Self {
         let reason = err.reason();
+        let mut info = Some(Box::new(ErrorInfo::new(
+            err.error_reason(),
+            err.error_metadata(),
+        )));
         let retry_after = match &err {
             BridgeError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
@@ -71,6 +90,7 @@ impl From<BridgeError> for Refusal {
             BridgeError::Store(StoreError::NotFound(_)) => (err.code(), err.to_string()),
             BridgeError::Store(_) | BridgeError::Auth(AuthError::Store(_)) => {
                 tracing::error!(error = %ErrorChain(&err), "internal error");
+                info = None;
                 (
                     Code::Internal,
                     "internal error; the service log has the details".to_owned(),
@@ -83,6 +103,7 @@ impl From<BridgeError> for Refusal {
             reason,
             message,
             retry_after,
+            info,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use shared::RegistryName;
 use shared::resources::DeviceRegistry;
 
-use crate::registry::{Registry, StoreResult};
+use crate::registry::{RegistryStore, StoreResult};
 
 /// Above this many entries an insert first drops the expired ones, so a stream of lookups for
 /// many registries cannot grow the map without bound.
@@ -47,7 +47,7 @@ impl RegistryCache {
     /// The registry `name` as read at most a TTL before `now`.
     pub(crate) async fn get(
         &self,
-        store: &dyn Registry,
+        store: &dyn RegistryStore,
         name: &RegistryName,
         now: Instant,
     ) -> StoreResult<Arc<DeviceRegistry>> {
@@ -106,13 +106,13 @@ impl RegistryCache {
 mod tests {
     use super::*;
     use crate::registry::RegistryUpdate;
-    use crate::registry::sqlite::SqliteRegistry;
+    use crate::registry::sqlite::SqliteStore;
     use shared::resources::{HttpConfig, HttpState};
     use shared::{LocationName, RegistryId};
 
-    async fn store_with_registry() -> (tempfile::TempDir, SqliteRegistry, RegistryName) {
+    async fn store_with_registry() -> (tempfile::TempDir, SqliteStore, RegistryName) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteRegistry::open(dir.path().join("r.db")).await.unwrap();
+        let store = SqliteStore::open(dir.path().join("r.db")).await.unwrap();
         let parent = LocationName::parse("demo-project", "us-central1").unwrap();
         let registry = DeviceRegistry {
             id: Some(RegistryId::parse("reg-1").unwrap()),
@@ -123,7 +123,7 @@ mod tests {
         (dir, store, name)
     }
 
-    async fn disable_http(store: &SqliteRegistry, name: &RegistryName) {
+    async fn disable_http(store: &SqliteStore, name: &RegistryName) {
         let update = RegistryUpdate {
             http_config: Some(HttpConfig {
                 http_enabled_state: HttpState::HttpDisabled,

@@ -11,6 +11,7 @@ use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::Serialize;
 use serde_json::Value;
 use shared::ErrorBody;
+use shared::cause::innermost_cause;
 
 use super::id_token;
 use super::output::Output;
@@ -357,16 +358,6 @@ fn without_query(url: &Url) -> String {
     let mut url = url.clone();
     url.set_query(None);
     url.to_string()
-}
-
-/// reqwest's own message is generic ("error sending request"); the root cause is what a person
-/// can act on.
-fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

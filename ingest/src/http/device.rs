@@ -43,9 +43,8 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::routing::{get, post};
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::resources::DeviceConfig;
+use shared::device_api::{ConfigResponse, PublishEventRequest, SetStateRequest};
 use shared::{Code, DeviceName};
 
 use self::answer::{DeviceApiError, HttpRefusal};
@@ -73,50 +72,6 @@ type DevicePath = Path<(String, String, String, String)>;
 enum DeviceMethod {
     PublishEvent,
     SetState,
-}
-
-/// `{"binary_data": b64, "sub_folder": "a/b"}`, camelCase accepted too.
-#[derive(Debug, Deserialize)]
-struct PublishEventRequest {
-    #[serde(default, alias = "binaryData")]
-    binary_data: Option<String>,
-    #[serde(default, alias = "subFolder")]
-    sub_folder: Option<String>,
-}
-
-/// `{"state": {"binary_data": b64}}`, camelCase accepted too.
-#[derive(Debug, Deserialize)]
-struct SetStateRequest {
-    #[serde(default)]
-    state: Option<StatePayload>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StatePayload {
-    #[serde(default, alias = "binaryData")]
-    binary_data: Option<String>,
-}
-
-/// The config answer: `{"version": "7", "cloudUpdateTime": …, "binaryData": b64}`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ConfigResponse {
-    #[serde(with = "shared::proto3::int64")]
-    version: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cloud_update_time: Option<Timestamp>,
-    #[serde(with = "shared::proto3::bytes")]
-    binary_data: Vec<u8>,
-}
-
-impl From<DeviceConfig> for ConfigResponse {
-    fn from(config: DeviceConfig) -> Self {
-        Self {
-            version: config.version,
-            cloud_update_time: config.cloud_update_time,
-            binary_data: config.binary_data,
-        }
-    }
 }
 
 /// `POST …/devices/{device}:publishEvent` and `:setState`.

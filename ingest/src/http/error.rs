@@ -1,12 +1,13 @@
 //! The one error type of the HTTP layer. Every refusal becomes Google's JSON error body with a
 //! canonical status and a message naming the cause; an internal failure is logged once with its
-//! cause chain and answered with a message that reveals nothing about internals.
+//! cause chain and answered with a message that reveals nothing about internals. A device
+//! refusal also carries a `google.rpc.ErrorInfo` with its machine-readable reason.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use shared::resources::FieldViolation;
-use shared::{Code, ErrorBody, IdError};
+use shared::{Code, ErrorBody, ErrorInfo, IdError};
 
 use crate::registry::StoreError;
 use crate::telemetry::ErrorChain;
@@ -18,6 +19,9 @@ pub struct ApiError {
     message: String,
     /// An HTTP status other than the code's usual one (413 for an oversized body).
     http_status: Option<StatusCode>,
+    /// The machine-readable reason sent in `details`, if any (boxed: errors travel in every
+    /// `Result` of the HTTP layer and should stay small).
+    info: Option<Box<ErrorInfo>>,
     /// Why an internal error happened; logged, never sent.
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -29,8 +33,15 @@ impl ApiError {
             code,
             message: message.into(),
             http_status: None,
+            info: None,
             source: None,
         }
+    }
+
+    /// Sends `info` in the body's `details`, for programs that must not parse the message.
+    pub fn with_info(mut self, info: ErrorInfo) -> Self {
+        self.info = Some(Box::new(info));
+        self
     }
 
     /// Sends a different HTTP status than the code's usual one, as Google does for `413`.
@@ -50,6 +61,7 @@ impl ApiError {
             code: Code::Internal,
             message: "internal error; the service log has the details".into(),
             http_status: None,
+            info: None,
             source: Some(source.into()),
         }
     }
@@ -81,6 +93,9 @@ impl IntoResponse for ApiError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         });
         let mut body = ErrorBody::new(self.code, self.message);
+        if let Some(info) = &self.info {
+            body = body.with_info(info);
+        }
         body.error.code = status.as_u16();
         (status, Json(body)).into_response()
     }

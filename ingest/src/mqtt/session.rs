@@ -605,7 +605,7 @@ where
             return;
         }
         let body = serde_json::json!({
-            "error_type": refusal.reason.to_ascii_uppercase(),
+            "error_type": refusal.error_type(),
             "description": refusal.message,
             "device_id": self.session.device().id.as_str(),
             "message_id": message_id.unwrap_or(0),

@@ -23,6 +23,7 @@
 
 mod devices;
 mod history;
+mod layout;
 mod registries;
 mod rpc;
 mod value;
@@ -35,8 +36,8 @@ use shared::{DeviceRef, LocationName, RegistryName};
 
 use self::rpc::Rpc;
 use super::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Registry, RegistryUpdate, StoreError,
-    StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, RegistryStore, RegistryUpdate,
+    StoreError, StoreResult,
 };
 
 /// Which Firestore database to use, and how to reach it.
@@ -75,11 +76,11 @@ pub enum OpenError {
 
 /// The Firestore registry store. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
-pub struct FirestoreRegistry {
+pub struct FirestoreStore {
     rpc: Rpc,
 }
 
-impl FirestoreRegistry {
+impl FirestoreStore {
     /// Connects to the database and checks with one read that it answers.
     pub async fn open(settings: &FirestoreSettings) -> Result<Self, OpenError> {
         let options = FirestoreDbOptions::new(settings.project.clone())
@@ -113,7 +114,7 @@ fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreE
 }
 
 #[async_trait]
-impl Registry for FirestoreRegistry {
+impl RegistryStore for FirestoreStore {
     async fn create_registry(
         &self,
         parent: &LocationName,
@@ -156,8 +157,8 @@ impl Registry for FirestoreRegistry {
     }
 
     async fn get_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<Device> {
-        let found = devices::resolve(&self.rpc, registry, device, None).await?;
-        devices::from_doc(&self.rpc, registry, found)
+        let found = layout::resolve(&self.rpc, registry, device, None).await?;
+        layout::from_doc(&self.rpc, registry, found)
     }
 
     async fn list_devices(
@@ -199,7 +200,7 @@ impl Registry for FirestoreRegistry {
         device: &DeviceRef,
         limit: usize,
     ) -> StoreResult<Vec<DeviceConfig>> {
-        history::list(&self.rpc, registry, device, history::Kind::Configs, limit).await
+        history::list(&self.rpc, registry, device, layout::Kind::Configs, limit).await
     }
 
     async fn record_state(
@@ -218,7 +219,7 @@ impl Registry for FirestoreRegistry {
         device: &DeviceRef,
         limit: usize,
     ) -> StoreResult<Vec<DeviceState>> {
-        history::list(&self.rpc, registry, device, history::Kind::States, limit).await
+        history::list(&self.rpc, registry, device, layout::Kind::States, limit).await
     }
 
     async fn record_activity(

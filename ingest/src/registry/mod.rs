@@ -148,7 +148,7 @@ pub struct Activity {
 /// The registry store. Every method is one atomic operation on the store; none relies on a
 /// transaction spanning calls.
 #[async_trait]
-pub trait Registry: Send + Sync + std::fmt::Debug {
+pub trait RegistryStore: Send + Sync + std::fmt::Debug {
     /// Creates a registry (its `id` is set and valid, its fields validated). Fails with
     /// `AlreadyExists` when the id is taken in that location.
     async fn create_registry(

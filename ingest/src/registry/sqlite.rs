@@ -21,7 +21,8 @@ use shared::{DeviceRef, LocationName, RegistryName};
 use tokio::sync::Mutex;
 
 use super::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Registry, RegistryUpdate, StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, RegistryStore, RegistryUpdate,
+    StoreResult,
 };
 
 /// The schema migrations, in order; migration `i` brings the file to `user_version` `i + 1`.
@@ -60,11 +61,11 @@ pub enum OpenError {
 
 /// The SQLite registry store. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
-pub struct SqliteRegistry {
+pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-impl SqliteRegistry {
+impl SqliteStore {
     /// Opens (creating if missing) the database at `path`, configures it and brings its schema
     /// up to date. Safe to call on a file another process has open.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
@@ -180,7 +181,7 @@ fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
 }
 
 #[async_trait]
-impl Registry for SqliteRegistry {
+impl RegistryStore for SqliteStore {
     async fn create_registry(
         &self,
         parent: &LocationName,
@@ -355,15 +356,15 @@ mod tests {
     async fn opening_twice_applies_the_migrations_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        drop(SqliteRegistry::open(&path).await.unwrap());
-        SqliteRegistry::open(&path).await.unwrap();
+        drop(SqliteStore::open(&path).await.unwrap());
+        SqliteStore::open(&path).await.unwrap();
         assert_eq!(user_version(&path), MIGRATIONS.len() as i64);
     }
 
     #[tokio::test]
     async fn the_file_is_in_wal_mode_with_foreign_keys_on() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteRegistry::open(dir.path().join("registry.db"))
+        let store = SqliteStore::open(dir.path().join("registry.db"))
             .await
             .unwrap();
         let conn = store.conn.lock().await;
@@ -384,7 +385,7 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
-        let err = SqliteRegistry::open(&path).await.unwrap_err();
+        let err = SqliteStore::open(&path).await.unwrap_err();
         assert!(matches!(err, OpenError::TooNew { found: 99, .. }), "{err}");
     }
 
@@ -394,8 +395,8 @@ mod tests {
     async fn stores_sharing_a_file_never_both_win_a_conditional_update() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        let first = SqliteRegistry::open(&path).await.unwrap();
-        let second = SqliteRegistry::open(&path).await.unwrap();
+        let first = SqliteStore::open(&path).await.unwrap();
+        let second = SqliteStore::open(&path).await.unwrap();
         let location = LocationName::parse("demo-project", "us-central1").unwrap();
         let registry = DeviceRegistry {
             id: Some(shared::RegistryId::parse("reg-1").unwrap()),

@@ -23,14 +23,21 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter};
 
-use crate::config::LogFormat;
-
 mod metrics;
 
 pub use metrics::Metrics;
 
 /// How long one export (and the flush at shutdown) may take before it is abandoned.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// What `init` needs; `config` fills it from flags and the environment.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use shared::Code;
 use super::error::ApiError;
 use crate::auth::Authenticator;
 use crate::c2d::Delivery;
-use crate::registry::Registry;
+use crate::registry::RegistryStore;
 
 mod devices;
 mod registries;
@@ -39,7 +39,7 @@ pub enum AdminAccess {
 #[derive(Debug, Clone)]
 pub struct AdminState {
     /// The registry store.
-    pub registry: Arc<dyn Registry>,
+    pub registry: Arc<dyn RegistryStore>,
     /// The token checker, told when a device's keys or blocked flag change.
     pub auth: Authenticator,
     /// The access rule.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shared::Code;
+use shared::{Code, ErrorInfo};
 
 use crate::bridge::{Bridge, DeviceSession, Protocol, Refusal};
 use crate::http::error::ApiError;
@@ -48,8 +48,12 @@ impl From<ApiError> for DeviceApiError {
 /// when the device was told to wait.
 impl From<Refusal> for DeviceApiError {
     fn from(refusal: Refusal) -> Self {
-        let mut error = ApiError::new(refusal.code, refusal.message.clone());
-        if refusal.is_too_large() {
+        let too_large = refusal.is_too_large();
+        let mut error = ApiError::new(refusal.code, refusal.message);
+        if let Some(info) = refusal.info {
+            error = error.with_info(*info);
+        }
+        if too_large {
             error = error.with_http_status(StatusCode::PAYLOAD_TOO_LARGE);
         }
         Self {
@@ -108,7 +112,8 @@ impl HttpRefusal {
                 &Refusal::new(self.code, self.reason, self.message.clone()),
             ),
         }
-        let mut error = ApiError::new(self.code, self.message);
+        let info = ErrorInfo::new(self.reason.to_ascii_uppercase(), Default::default());
+        let mut error = ApiError::new(self.code, self.message).with_info(info);
         if let Some(status) = self.http_status {
             error = error.with_http_status(status);
         }

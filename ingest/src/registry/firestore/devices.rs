@@ -11,17 +11,15 @@ use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, Document, Value, 
 use firestore::gcloud_sdk::tonic::Code;
 use jiff::Timestamp;
 use shared::resources::{Device, DeviceConfig};
-use shared::{DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
+use shared::{DeviceRef, NumId, RegistryName};
 
-use super::rpc::{self, Rpc, TxId};
+use super::layout::{Kind, describe, from_doc, named, num_id_path, path, resolve, resolve_path};
+use super::rpc::{self, Rpc};
 use super::{backend, registries, value};
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
     Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, StoreError, StoreResult, random_num_id,
 };
-
-/// The store's own field: the sequence number of the latest kept state report.
-pub(super) const STATE_SEQ: &str = "stateSeq";
 
 /// Random numeric ids collide with odds of about n / 2^53; a few retries make a failure
 /// practically impossible while bounding the loop.
@@ -29,81 +27,6 @@ const NUM_ID_ATTEMPTS: usize = 16;
 
 /// Firestore's limit on the values of one `in` filter.
 const IN_FILTER_LIMIT: usize = 30;
-
-/// How a device is named in errors: its full path, by the id or numeric id the caller used.
-pub(super) fn describe(registry: &RegistryName, device: &DeviceRef) -> String {
-    let name = DeviceName {
-        registry: registry.clone(),
-        device: device.clone(),
-    };
-    format!("device `{name}`")
-}
-
-fn path(registry: &RegistryName, id: &DeviceId) -> String {
-    format!("{registry}/devices/{id}")
-}
-
-fn num_id_path(num_id: u64) -> String {
-    format!("numIds/{num_id}")
-}
-
-/// The device's document, or `NotFound` naming it (also when its registry does not exist). By
-/// id it is one read; by numeric id, one query returning one document.
-pub(super) async fn resolve(
-    rpc: &Rpc,
-    registry: &RegistryName,
-    device: &DeviceRef,
-    tx: Option<&TxId>,
-) -> StoreResult<Document> {
-    let found = match device {
-        DeviceRef::Id(id) => rpc.get(&path(registry, id), tx).await?,
-        DeviceRef::Num(num) => {
-            let filter = rpc::compare(
-                "numId",
-                field_filter::Operator::Equal,
-                value::string(num.0.to_string()),
-            );
-            let query = rpc::ordered("devices", Some(filter), Some(1));
-            rpc.query(&registry.to_string(), query, tx)
-                .await?
-                .into_iter()
-                .next()
-        }
-    };
-    found.ok_or_else(|| StoreError::NotFound(describe(registry, device)))
-}
-
-/// The device's document path; by id without reading it.
-pub(super) async fn resolve_path(
-    rpc: &Rpc,
-    registry: &RegistryName,
-    device: &DeviceRef,
-) -> StoreResult<String> {
-    match device {
-        DeviceRef::Id(id) => Ok(path(registry, id)),
-        DeviceRef::Num(_) => {
-            let doc = resolve(rpc, registry, device, None).await?;
-            Ok(rpc.relative(&doc.name).to_string())
-        }
-    }
-}
-
-/// A device from its document, with its id and name from the document's path.
-pub(super) fn from_doc(rpc: &Rpc, registry: &RegistryName, doc: Document) -> StoreResult<Device> {
-    let id = DeviceId::parse(rpc::id_of(rpc.relative(&doc.name))).map_err(backend)?;
-    let mut fields = doc.fields;
-    fields.remove(STATE_SEQ);
-    let device: Device = value::decode(fields)?;
-    Ok(named(registry, &id, device))
-}
-
-fn named(registry: &RegistryName, id: &DeviceId, device: Device) -> Device {
-    Device {
-        name: Some(path(registry, id)),
-        id: Some(id.clone()),
-        ..device
-    }
-}
 
 /// Creates a device. Output-only fields of the input are ignored; config data becomes version 1.
 pub(super) async fn create(
@@ -145,10 +68,7 @@ pub(super) async fn create(
             rpc.create(&num_id_path(num_id), claim),
         ];
         if let Some(config) = &config {
-            writes.push(rpc.create(
-                &super::history::Kind::Configs.path(&device_path, 1),
-                value::encode(config)?,
-            ));
+            writes.push(rpc.create(&Kind::Configs.path(&device_path, 1), value::encode(config)?));
         }
         // The registry is read in the transaction, so a registry delete cannot slip in between.
         let registry_path = registry.to_string();
@@ -296,7 +216,7 @@ pub(super) async fn delete(
         let doc_path = rpc.relative(&doc.name).to_string();
         let num_id = from_doc(rpc, registry, doc)?.num_id;
         let mut writes: Vec<Write> = Vec::new();
-        for kind in [super::history::Kind::Configs, super::history::Kind::States] {
+        for kind in [Kind::Configs, Kind::States] {
             let mut query = rpc::ordered(kind.collection(), None, None);
             query.select = Some(Projection {
                 fields: vec![rpc::name_field()],

@@ -10,10 +10,10 @@ use firestore::gcloud_sdk::google::firestore::v1::Write;
 use firestore::gcloud_sdk::tonic::Code;
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
-use shared::resources::{Device, DeviceConfig, DeviceState, MAX_CONFIG_VERSIONS, MAX_STATES};
+use shared::resources::{Device, DeviceConfig, DeviceState};
 use shared::{DeviceRef, RegistryName};
 
-use super::devices::{self, STATE_SEQ, describe};
+use super::layout::{self, Kind, STATE_SEQ, describe};
 use super::rpc::{self, Rpc};
 use super::{backend, value};
 use crate::registry::{StoreError, StoreResult};
@@ -22,37 +22,6 @@ use crate::registry::{StoreError, StoreResult};
 /// updates are limited to one per second per device, so losing this many times in a row means
 /// something is wrong.
 const ATTEMPTS: usize = 10;
-
-/// Which history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// Config versions, numbered by version.
-    Configs,
-    /// State reports, numbered by `stateSeq`.
-    States,
-}
-
-impl Kind {
-    pub(super) fn collection(self) -> &'static str {
-        match self {
-            Kind::Configs => "configs",
-            Kind::States => "states",
-        }
-    }
-
-    /// How many entries are kept.
-    fn kept(self) -> usize {
-        match self {
-            Kind::Configs => MAX_CONFIG_VERSIONS,
-            Kind::States => MAX_STATES,
-        }
-    }
-
-    /// The document of entry `number` of the device at `device_path`.
-    pub(super) fn path(self, device_path: &str, number: u64) -> String {
-        format!("{device_path}/{}/{number:020}", self.collection())
-    }
-}
 
 /// Stores the next config version if `version_to_update` is 0 or the latest.
 pub(super) async fn modify_config(
@@ -64,9 +33,9 @@ pub(super) async fn modify_config(
     now: Timestamp,
 ) -> StoreResult<DeviceConfig> {
     for _ in 0..ATTEMPTS {
-        let doc = devices::resolve(rpc, registry, device, None).await?;
+        let doc = layout::resolve(rpc, registry, device, None).await?;
         let device_path = rpc.relative(&doc.name).to_string();
-        let current = devices::from_doc(rpc, registry, doc)?
+        let current = layout::from_doc(rpc, registry, doc)?
             .config
             .map_or(0, |c| c.version);
         if version_to_update != 0 && version_to_update != current {
@@ -156,7 +125,7 @@ pub(super) async fn record_state(
     now: Timestamp,
 ) -> StoreResult<DeviceState> {
     for _ in 0..ATTEMPTS {
-        let doc = devices::resolve(rpc, registry, device, None).await?;
+        let doc = layout::resolve(rpc, registry, device, None).await?;
         let device_path = rpc.relative(&doc.name).to_string();
         let seq = u64::try_from(value::integer_field(&doc.fields, STATE_SEQ)).unwrap_or(0) + 1;
         let state = DeviceState {
@@ -230,7 +199,7 @@ pub(super) async fn list<T: DeserializeOwned>(
     kind: Kind,
     limit: usize,
 ) -> StoreResult<Vec<T>> {
-    let doc = devices::resolve(rpc, registry, device, None).await?;
+    let doc = layout::resolve(rpc, registry, device, None).await?;
     let device_path = rpc.relative(&doc.name).to_string();
     let limit = match limit {
         0 => kind.kept(),

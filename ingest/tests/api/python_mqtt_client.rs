@@ -1,0 +1,231 @@
+//! A real IoT Core MQTT client nobody here wrote the server into: `tests/python/
+//! cloudiot_mqtt_example.py`, in the shape of Google's MQTT sample and the old guides (paho-mqtt
+//! 1.x, PyJWT, the JWT as password, QoS 1 events each awaited for its PUBACK, the config topic at
+//! QoS 1, `commands/#` at QoS 0, a state report), against a running `ingest serve` publishing to
+//! the real Pub/Sub emulator. Once over TLS with the CA ingest made itself (as a newcomer would
+//! run it), once over WebSocket on the device port (`/mqtt`, as on Cloud Run). What a subscriber
+//! pulls is checked for data and every attribute. The interpreter comes from `IOTCORE_PYTHON`.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use crate::support::{PROJECT, REGION, spawn_ingest};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::IngestProcess;
+use testkit::emulators::pubsub_host;
+use testkit::pubsub::PubSubRest;
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/python/cloudiot_mqtt_example.py"
+);
+const REGISTRY: &str = "reg-1";
+const CONFIG: &[u8] = b"{\"interval\": 30}";
+const MESSAGES: usize = 5;
+
+fn python() -> PathBuf {
+    let Some(path) = std::env::var_os("IOTCORE_PYTHON") else {
+        panic!(
+            "IOTCORE_PYTHON is not set: run the tests through scripts/test, or \
+             `export IOTCORE_PYTHON=$(scripts/python-env)` first"
+        );
+    };
+    PathBuf::from(path)
+}
+
+/// `ingest serve` with MQTT over TLS (its own CA) and the Pub/Sub emulator as the sink.
+struct Server {
+    process: IngestProcess,
+    http: reqwest::Client,
+    rest: PubSubRest,
+    subscription: String,
+    /// Holds the TLS directory the service made its CA in.
+    _tls: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let host = pubsub_host();
+        let rest = PubSubRest::new(&host);
+        let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls_dir = dir.path().join("tls");
+        let process = spawn_ingest(
+            &[
+                "--sink=pubsub",
+                &format!("--pubsub-emulator-host={host}"),
+                "--mqtt-addr=127.0.0.1:0",
+                &format!("--mqtt-tls-dir={}", tls_dir.display()),
+            ],
+            &[],
+        );
+        let server = Self {
+            process,
+            http: reqwest::Client::new(),
+            rest,
+            subscription,
+            _tls: dir,
+        };
+        server
+            .post(
+                "/registries",
+                json!({"id": REGISTRY, "eventNotificationConfigs": [{"pubsubTopicName": topic.to_string()}]}),
+            )
+            .await;
+        server
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!(
+            "{}/v1/projects/{PROJECT}/locations/{REGION}{path}",
+            self.process.admin_url()
+        )
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(self.admin(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self.http.get(self.admin(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    /// A device with the vectors' EC key and a config; returns its numeric id.
+    async fn device(&self, id: &str) -> String {
+        let created = self
+            .post(
+                &format!("/registries/{REGISTRY}/devices"),
+                json!({"id": id, "credentials": [{"publicKey": {"format": "ES256_PEM", "key": crate::support::key("ec_public")}}]}),
+            )
+            .await;
+        self.post(
+            &format!("/registries/{REGISTRY}/devices/{id}:modifyCloudToDeviceConfig"),
+            json!({"binaryData": STANDARD.encode(CONFIG)}),
+        )
+        .await;
+        created["numId"].as_str().unwrap().to_owned()
+    }
+
+    fn key_file(&self) -> PathBuf {
+        let path = self.process.path("ec_private.pem");
+        std::fs::write(&path, crate::support::key("ec_private_pkcs8")).unwrap();
+        path
+    }
+
+    /// Runs the client as the sample's README ran it, plus `extra`.
+    fn client(&self, device: &str, extra: &[String]) -> Output {
+        let key = self.key_file();
+        let output = std::process::Command::new(python())
+            .arg(SCRIPT)
+            .args([
+                format!("--project_id={PROJECT}"),
+                format!("--cloud_region={REGION}"),
+                format!("--registry_id={REGISTRY}"),
+                format!("--device_id={device}"),
+                format!("--private_key_file={}", key.display()),
+                "--algorithm=ES256".into(),
+                format!("--num_messages={MESSAGES}"),
+                "--delay_seconds=0".into(),
+                "--timeout_seconds=30".into(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "the client failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Checks what the run left behind: every event pulled with its attributes, the state in
+    /// the registry, the config heard by the client.
+    async fn check(&self, device: &str, num_id: &str, output: &Output) {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.lines().any(|l| l == "CONNACK 0"), "{stdout}");
+        let pubacks = stdout.lines().filter(|l| l.starts_with("PUBACK ")).count();
+        assert_eq!(pubacks, MESSAGES + 1, "each event and the state: {stdout}");
+        let config_line = format!("CONFIG {}", STANDARD.encode(CONFIG));
+        assert!(stdout.lines().any(|l| l == config_line), "{stdout}");
+        assert!(stdout.lines().any(|l| l == "DONE"), "{stdout}");
+
+        let pulled = self.rest.pull(&self.subscription, MESSAGES).await;
+        let mut data: Vec<String> = pulled
+            .iter()
+            .map(|m| String::from_utf8(m.data.clone()).unwrap())
+            .collect();
+        data.sort();
+        let expected: Vec<String> = (1..=MESSAGES)
+            .map(|i| format!("{REGISTRY}/{device}-payload-{i}"))
+            .collect();
+        assert_eq!(data, expected);
+        for message in &pulled {
+            let attributes = &message.attributes;
+            assert_eq!(attributes["deviceId"], device);
+            assert_eq!(attributes["deviceNumId"], num_id);
+            assert_eq!(attributes["deviceRegistryId"], REGISTRY);
+            assert_eq!(attributes["deviceRegistryLocation"], REGION);
+            assert_eq!(attributes["projectId"], PROJECT);
+            assert!(!attributes.contains_key("subFolder"));
+        }
+        let record = self
+            .get(&format!("/registries/{REGISTRY}/devices/{device}"))
+            .await;
+        let state = STANDARD
+            .decode(record["state"]["binaryData"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(state, format!("{REGISTRY}/{device}-state").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn googles_mqtt_sample_over_tls_lands_in_pubsub_with_iot_cores_attributes() {
+    let server = Server::start().await;
+    let num_id = server.device("py-tls").await;
+    let url = server.process.announced("MQTT bridge");
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let ca = server.process.announced("MQTT CA certificate");
+    let output = server.client(
+        "py-tls",
+        &[
+            format!("--ca_certs={ca}"),
+            "--mqtt_bridge_hostname=localhost".into(),
+            format!("--mqtt_bridge_port={port}"),
+        ],
+    );
+    server.check("py-tls", &num_id, &output).await;
+}
+
+#[tokio::test]
+async fn googles_mqtt_sample_over_websocket_on_the_device_port_works_the_same() {
+    let server = Server::start().await;
+    let num_id = server.device("py-ws").await;
+    let device_url = server.process.device_url();
+    let port = device_url.rsplit(':').next().unwrap().to_owned();
+    let output = server.client(
+        "py-ws",
+        &[
+            "--transport=websockets".into(),
+            "--no_tls".into(),
+            "--mqtt_bridge_hostname=127.0.0.1".into(),
+            format!("--mqtt_bridge_port={port}"),
+        ],
+    );
+    server.check("py-ws", &num_id, &output).await;
+}

@@ -1,0 +1,125 @@
+//! What the registry costs per message on Firestore, measured: devices publish over the real HTTP
+//! bridge for a while against the real Firestore emulator, and every registry call that reaches
+//! the store is counted. On the Firestore store each of these calls is one billed operation: a
+//! device read by id is one document read, a registry read one, a bookkeeping write by id one
+//! document write. The cached token (trusted for the production default of 10 s), the registry
+//! cache (5 s) and the coalesced bookkeeping (one write per device per flush) keep the count far
+//! below one per message; the figure is printed and recorded in the README.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::PROJECT;
+use crate::support::device::{DeviceApp, Signer, device_path};
+use ingest::bridge::Limits;
+use ingest::registry::RegistryStore;
+use ingest::registry::firestore::{FirestoreSettings, FirestoreStore};
+use serde_json::json;
+
+const DEVICES: usize = 10;
+const RUN: Duration = Duration::from_secs(12);
+/// Each device sends one event per this interval: 10 a second, a busy sensor.
+const INTERVAL: Duration = Duration::from_millis(100);
+/// ingest's default `REGISTRY_FRESHNESS_SECS`.
+const FRESHNESS_SECS: u64 = 10;
+
+async fn firestore_store() -> Arc<dyn RegistryStore> {
+    let settings = FirestoreSettings {
+        project: "registry-cost".into(),
+        database: testkit::unique("cost"),
+        emulator_host: Some(testkit::emulators::firestore_host()),
+    };
+    Arc::new(FirestoreStore::open(&settings).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firestore_operations_per_1000_events_stay_far_below_one_per_event() {
+    let app = DeviceApp::spawn_on(
+        firestore_store().await,
+        Limits::default(),
+        None,
+        Some(FRESHNESS_SECS),
+        tempfile::TempDir::new().unwrap(),
+    )
+    .await;
+    app.admin.create_registry("reg-1").await;
+    for n in 0..DEVICES {
+        let id = format!("dev-{n}");
+        app.admin
+            .create_device("reg-1", &id, "RSA_PEM", "rsa_public")
+            .await;
+    }
+    let before = app.store.calls();
+
+    let app = Arc::new(app);
+    let start = Instant::now();
+    let senders: Vec<_> = (0..DEVICES)
+        .map(|n| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                // The devices share a key here; distinct issue times keep their tokens distinct,
+                // as distinct keys would.
+                let now = jiff::Timestamp::now().as_second();
+                let token =
+                    Signer::rsa("rsa_private").token(now - 60 - n as i64, now + 3600, PROJECT);
+                let path = device_path("reg-1", &format!("dev-{n}"));
+                let mut sent = 0usize;
+                while start.elapsed() < RUN {
+                    let (status, body) = app
+                        .publish_event(&token, &path, json!({"binary_data": "AQ=="}))
+                        .await;
+                    assert_eq!(status, 200, "{body}");
+                    sent += 1;
+                    tokio::time::sleep(INTERVAL).await;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut events = 0;
+    for sender in senders {
+        events += sender.await.unwrap();
+    }
+    // One flush: what ACTIVITY_FLUSH_SECS (60 s by default) does at most once a minute.
+    app.bridge.flush_activity().await;
+
+    let after = app.store.calls();
+    let delta = |method: &str| after.get(method).unwrap_or(&0) - before.get(method).unwrap_or(&0);
+    let (device_reads, registry_reads) = (delta("get_device"), delta("get_registry"));
+    let writes = delta("record_activity");
+    let others: usize = after.values().sum::<usize>()
+        - before.values().sum::<usize>()
+        - device_reads
+        - registry_reads
+        - writes;
+    let operations = device_reads + registry_reads + writes;
+    let per_1000 = operations as f64 * 1000.0 / events as f64;
+    eprintln!(
+        "{events} events from {DEVICES} devices in {RUN:?}: {device_reads} device reads, \
+         {registry_reads} registry reads, {writes} bookkeeping writes = {per_1000:.1} Firestore \
+         operations per 1000 events"
+    );
+
+    assert_eq!(others, 0, "no other store call is on the message path");
+    assert_eq!(
+        writes, DEVICES,
+        "one coalesced bookkeeping write per device"
+    );
+    // Each device is read when its token is first seen and once per freshness period after.
+    let periods = RUN.as_secs().div_ceil(FRESHNESS_SECS) as usize + 1;
+    assert!(
+        device_reads >= DEVICES && device_reads <= DEVICES * periods,
+        "{device_reads} device reads"
+    );
+    // The registry is read once per cache period (5 s), not once per device that missed it.
+    let registry_periods = RUN.as_secs().div_ceil(5) as usize + 1;
+    assert!(
+        registry_reads <= registry_periods,
+        "{registry_reads} registry reads"
+    );
+    assert!(
+        events >= DEVICES * 20,
+        "only {events} events were sent: too few to measure"
+    );
+    assert!(per_1000 < 100.0, "{per_1000:.1} operations per 1000 events");
+}

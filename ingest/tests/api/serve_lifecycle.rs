@@ -1,0 +1,223 @@
+//! The listener's lifecycle: a request past its deadline gets Google's `504` body, connections
+//! beyond the cap wait to be accepted instead of being refused, and shutdown lets quick
+//! in-flight requests finish but returns once the drain time is up. Handlers are held and
+//! released through semaphores so the tests wait on events, not on guessed sleeps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use ingest::http::serve::{ServeOptions, serve};
+use ingest::telemetry::Metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// A handler that reports its arrival and then waits until the test releases it.
+#[derive(Clone)]
+struct Gate {
+    arrived: mpsc::UnboundedSender<()>,
+    release: Arc<Semaphore>,
+}
+
+async fn held(State(gate): State<Gate>) -> &'static str {
+    let _ = gate.arrived.send(());
+    gate.release.acquire().await.unwrap().forget();
+    "done"
+}
+
+async fn forever() -> &'static str {
+    std::future::pending::<()>().await;
+    "unreachable"
+}
+
+struct Harness {
+    addr: SocketAddr,
+    arrived: mpsc::UnboundedReceiver<()>,
+    release: Arc<Semaphore>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Harness {
+    async fn start(options: ServeOptions) -> Self {
+        let (arrived_tx, arrived) = mpsc::unbounded_channel();
+        let release = Arc::new(Semaphore::new(0));
+        let app = Router::new()
+            .route("/held", get(held))
+            .route("/forever", get(forever))
+            .route("/quick", get(|| async { "quick" }))
+            .with_state(Gate {
+                arrived: arrived_tx,
+                release: release.clone(),
+            });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve(listener, app, options, shutdown));
+        Self {
+            addr,
+            arrived,
+            release,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    /// Sends `GET path` on a new connection and returns the task reading the answer.
+    async fn send(&self, path: &str) -> JoinHandle<(u16, String)> {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        tokio::spawn(read_response(stream))
+    }
+
+    async fn arrival(&mut self) {
+        within(Duration::from_secs(5), self.arrived.recv())
+            .await
+            .unwrap();
+    }
+
+    fn shut_down(&mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+    }
+}
+
+/// The status and body of a `Connection: close` response.
+async fn read_response(mut stream: TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (status, body.unwrap_or_default())
+}
+
+async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, work)
+        .await
+        .expect("timed out waiting")
+}
+
+fn options() -> ServeOptions {
+    ServeOptions {
+        max_connections: 16,
+        request_timeout: Duration::from_secs(30),
+        drain_timeout: Duration::from_secs(30),
+        metrics: Some(Metrics::new()),
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_gets_googles_deadline_exceeded() {
+    let harness = Harness::start(ServeOptions {
+        request_timeout: Duration::from_millis(200),
+        ..options()
+    })
+    .await;
+    let started = Instant::now();
+    let (status, body) = within(Duration::from_secs(5), harness.send("/forever").await)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(status, 504);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], 504);
+    assert_eq!(body["error"]["status"], "DEADLINE_EXCEEDED");
+    assert!(body["error"]["message"].as_str().unwrap().contains("200ms"));
+    // Quick requests are untouched.
+    let (status, body) = harness.send("/quick").await.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "quick"));
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_to_be_accepted() {
+    let mut harness = Harness::start(ServeOptions {
+        max_connections: 2,
+        ..options()
+    })
+    .await;
+    let first = harness.send("/held").await;
+    let second = harness.send("/held").await;
+    harness.arrival().await;
+    harness.arrival().await;
+    // The kernel completes the third handshake, but the server does not accept it yet.
+    let third = harness.send("/held").await;
+    let early = tokio::time::timeout(Duration::from_millis(300), harness.arrived.recv()).await;
+    assert!(early.is_err(), "a third connection was served past the cap");
+
+    harness.release.add_permits(1);
+    let done = within(Duration::from_secs(5), async {
+        tokio::select! {
+            answer = first => answer,
+            answer = second => answer,
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, (200, "done".to_owned()));
+    // A slot is free: the waiting connection is accepted and served, not dropped.
+    harness.arrival().await;
+    harness.release.add_permits(2);
+    let (status, body) = within(Duration::from_secs(5), third).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "done"));
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_quick_in_flight_request_finish() {
+    let mut harness = Harness::start(options()).await;
+    let in_flight = harness.send("/held").await;
+    harness.arrival().await;
+    harness.shut_down();
+    // New connections are refused once the listener closes.
+    within(Duration::from_secs(5), async {
+        while TcpStream::connect(harness.addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(!harness.server.is_finished(), "returned before the drain");
+
+    harness.release.add_permits(1);
+    let (status, body) = within(Duration::from_secs(5), in_flight).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "done"));
+    within(Duration::from_secs(5), harness.server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_returns_when_the_drain_time_is_up() {
+    let drain = Duration::from_millis(300);
+    let mut harness = Harness::start(ServeOptions {
+        drain_timeout: drain,
+        ..options()
+    })
+    .await;
+    let _stuck = harness.send("/held").await;
+    harness.arrival().await;
+    let started = Instant::now();
+    harness.shut_down();
+    within(Duration::from_secs(5), harness.server)
+        .await
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= drain,
+        "returned after {took:?}, before the drain time"
+    );
+    assert!(took < drain + Duration::from_secs(2), "took {took:?}");
+}

@@ -1,0 +1,96 @@
+//! The real `ingest serve` process as Cloud Run runs it: JSON logs in Cloud Logging's layout that
+//! never carry a device token or payload, even at debug level and even for refused requests, and
+//! a clean exit on SIGTERM after draining.
+
+use crate::support::device::Signer;
+use crate::support::spawn_ingest;
+use crate::support::{PROJECT, REGION};
+use serde_json::{Value, json};
+
+const PAYLOAD: &[u8] = b"secret-reading-7d1e";
+
+#[tokio::test]
+async fn json_logs_name_events_but_never_tokens_or_payloads_and_sigterm_exits_cleanly() {
+    let mut service = spawn_ingest(
+        &["--log-format", "json", "--sink=file:/dev/null"],
+        &[("RUST_LOG", "debug")],
+    );
+    let http = reqwest::Client::new();
+    let admin = format!(
+        "{}/v1/projects/{PROJECT}/locations/{REGION}/registries",
+        &service.admin_url()
+    );
+    let topic = format!("projects/{PROJECT}/topics/events");
+    let registry = json!({"id": "reg-1", "eventNotificationConfigs": [{"pubsubTopicName": topic}]});
+    assert!(
+        http.post(&admin)
+            .json(&registry)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let device = json!({"id": "dev-1", "credentials": [{"publicKey": {"format": "RSA_PEM", "key": crate::support::key("rsa_public")}}]});
+    let created = http
+        .post(format!("{admin}/reg-1/devices"))
+        .json(&device)
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+
+    let token = Signer::rsa("rsa_private").fresh();
+    let publish = format!(
+        "{}/v1/projects/{PROJECT}/locations/{REGION}/registries/reg-1/devices/dev-1:publishEvent",
+        &service.device_url()
+    );
+    let body = json!({"binary_data": shared::proto3::encode_base64(PAYLOAD)});
+    let accepted = http
+        .post(&publish)
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    let forged = format!("{token}x");
+    let refused = http
+        .post(&publish)
+        .bearer_auth(&forged)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let status = service.terminate();
+    assert!(
+        status.success(),
+        "ingest serve exited with {status} after SIGTERM"
+    );
+
+    let log = std::fs::read_to_string(service.path("service.log")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["severity"].is_string() && l["message"].is_string())
+    );
+    assert!(lines.iter().any(|l| l["message"] == "stopped"), "{log}");
+    let signature = token.rsplit('.').next().unwrap();
+    for secret in [
+        token.as_str(),
+        signature,
+        &shared::proto3::encode_base64(PAYLOAD),
+        std::str::from_utf8(PAYLOAD).unwrap(),
+    ] {
+        assert!(
+            !log.contains(secret),
+            "the log holds a secret ({secret}):\n{log}"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The device API's request and response bodies (IoT Core's HTTP bridge protocol), one
+//! definition for both sides: ingest reads the requests and writes the config answer, the
+//! device agent writes the requests and reads the answer. Payload fields stay base64 text here
+//! so the service can name the exact field when one does not decode.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::proto3;
+use crate::resources::DeviceConfig;
+
+/// `POST …:publishEvent`: `{"binary_data": b64, "sub_folder": "a/b"}` (camelCase accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PublishEventRequest {
+    /// The event payload, base64 in either alphabet.
+    #[serde(default, alias = "binaryData", skip_serializing_if = "Option::is_none")]
+    pub binary_data: Option<String>,
+    /// The subfolder the event is routed by.
+    #[serde(default, alias = "subFolder", skip_serializing_if = "Option::is_none")]
+    pub sub_folder: Option<String>,
+}
+
+/// `POST …:setState`: `{"state": {"binary_data": b64}}` (camelCase accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SetStateRequest {
+    /// The state; required, but read as optional so its absence gets a message naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StatePayload>,
+}
+
+/// The `state` inside a [`SetStateRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatePayload {
+    /// The state bytes, base64 in either alphabet.
+    #[serde(default, alias = "binaryData", skip_serializing_if = "Option::is_none")]
+    pub binary_data: Option<String>,
+}
+
+/// `GET …/config`'s answer: `{"version": "7", "cloudUpdateTime": …, "binaryData": b64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigResponse {
+    /// The config version; 0 when the device has none yet.
+    #[serde(with = "proto3::int64", default)]
+    pub version: u64,
+    /// When the operator last set it, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_update_time: Option<Timestamp>,
+    /// The configuration bytes (either base64 alphabet accepted on input).
+    #[serde(with = "proto3::bytes", default, alias = "binary_data")]
+    pub binary_data: Vec<u8>,
+}
+
+impl From<DeviceConfig> for ConfigResponse {
+    fn from(config: DeviceConfig) -> Self {
+        Self {
+            version: config.version,
+            cloud_update_time: config.cloud_update_time,
+            binary_data: config.binary_data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_request_reads_either_spelling_and_writes_snake_case() {
+        let camel: PublishEventRequest =
+            serde_json::from_str(r#"{"binaryData": "AQ==", "subFolder": "a"}"#).unwrap();
+        let snake: PublishEventRequest =
+            serde_json::from_str(r#"{"binary_data": "AQ==", "sub_folder": "a"}"#).unwrap();
+        assert_eq!(camel, snake);
+        assert_eq!(
+            serde_json::to_value(&snake).unwrap(),
+            serde_json::json!({"binary_data": "AQ==", "sub_folder": "a"})
+        );
+    }
+
+    #[test]
+    fn a_config_answer_may_use_either_alphabet_and_may_be_empty() {
+        let config: ConfigResponse =
+            serde_json::from_str(r#"{"version":"3","binaryData":"-_8"}"#).unwrap();
+        assert_eq!((config.version, config.binary_data), (3, vec![0xfb, 0xff]));
+        let empty: ConfigResponse = serde_json::from_str(r#"{"version":"0"}"#).unwrap();
+        assert_eq!(empty, ConfigResponse::default());
+        assert!(serde_json::from_str::<ConfigResponse>(r#"{"binaryData":"!!"}"#).is_err());
+    }
+}
