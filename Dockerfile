@@ -16,8 +16,13 @@ COPY Cargo.toml Cargo.lock ./
 COPY shared/Cargo.toml shared/
 COPY ingest/Cargo.toml ingest/
 COPY device/Cargo.toml device/
-RUN mkdir -p shared/src ingest/src ingest/benches device/src \
- && touch shared/src/lib.rs ingest/src/lib.rs device/src/lib.rs \
+# Members only the tests and benchmarks use: cargo needs their manifests (and a target each) to
+# load the workspace, not their sources, so their placeholders stay.
+COPY testkit/Cargo.toml testkit/
+COPY tools/mqtt-load/Cargo.toml tools/mqtt-load/
+RUN mkdir -p shared/src ingest/src ingest/benches device/src testkit/src tools/mqtt-load/src \
+ && touch shared/src/lib.rs ingest/src/lib.rs device/src/lib.rs testkit/src/lib.rs \
+ && echo 'fn main() {}' > tools/mqtt-load/src/main.rs \
  && echo 'fn main() {}' > ingest/src/main.rs \
  && echo 'fn main() {}' > ingest/benches/verify.rs \
  && echo 'fn main() {}' > device/src/main.rs \

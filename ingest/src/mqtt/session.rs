@@ -8,11 +8,11 @@
 //! stays connected: that one message is refused and the device told on its `errors` topic.
 //!
 //! The config is sent right after a SUBACK for `/devices/{d}/config` and whenever the admin API
-//! changes it; at QoS 1 it is sent again until acknowledged, a newer version replacing an older
-//! one. The connection is closed when its token expires (plus the allowed clock skew), when the
-//! client is silent past 1.5 × its keepalive or for the idle timeout, when another connection for
-//! the same device is accepted, when the device is blocked or re-keyed and its token no longer
-//! passes, and at shutdown (after the PUBACKs still owed, within the drain timeout). Every such
+//! changes it; at QoS 1 it is sent again (as it was, DUP set) until acknowledged, a newer version
+//! pushed meanwhile replacing it. The connection is closed when its token expires (plus the
+//! allowed clock skew), when the client is silent past 1.5 × its keepalive or for the idle
+//! timeout, when another connection for the same device is accepted, when the device is blocked
+//! or re-keyed and its token no longer passes, and at shutdown (after the PUBACKs still owed, within the drain timeout). Every such
 //! close is told on the `errors` topic when subscribed and kept as the device's last error.
 
 use std::future::Future;
@@ -58,11 +58,12 @@ enum Close {
     Because(Refusal),
 }
 
-/// A config sent at QoS 1 and not yet acknowledged.
-#[derive(Debug, Clone, Copy)]
+/// A config sent at QoS 1 and not yet acknowledged, kept to be sent again as it was.
+#[derive(Debug, Clone)]
 struct Unacked {
     pkid: u16,
     version: u64,
+    payload: bytes::Bytes,
     resend_at: Instant,
 }
 
@@ -229,7 +230,7 @@ where
         if let Some(keep_alive) = self.keep_alive {
             due = due.min(self.last_heard + keep_alive);
         }
-        if let Some(unacked) = self.unacked {
+        if let Some(unacked) = &self.unacked {
             due = due.min(unacked.resend_at);
         }
         due
@@ -270,7 +271,7 @@ where
                 ),
             ));
         }
-        if let Some(unacked) = self.unacked
+        if let Some(unacked) = &self.unacked
             && now >= unacked.resend_at
         {
             self.resend_config().await?;
@@ -499,72 +500,49 @@ where
         if self.sent_version.is_some_and(|sent| sent >= config.version) {
             return Ok(());
         }
-        let mut publish = Publish::new(self.topics.config_topic(), qos, config.binary_data);
+        let payload = bytes::Bytes::from(config.binary_data);
+        let mut publish = Publish::from_bytes(self.topics.config_topic(), qos, payload.clone());
         if qos == QoS::AtLeastOnce {
             publish.pkid = self.pkid();
             self.unacked = Some(Unacked {
                 pkid: publish.pkid,
                 version: config.version,
+                payload,
                 resend_at: Instant::now() + self.shared.settings.config_resend,
             });
         }
         self.sent_version = Some(config.version);
+        self.session.config_sent();
         self.write(&Packet::Publish(publish)).await
     }
 
-    /// Sends the unacknowledged config again (DUP set), reading the latest first: if it moved
-    /// on, the newer version replaces the old one.
+    /// Sends the unacknowledged config again, DUP set. No store read: a newer version reaches
+    /// the connection as a push and replaces this one in `send_config`.
     async fn resend_config(&mut self) -> Result<(), Close> {
-        let Some(unacked) = self.unacked else {
+        let Some(unacked) = self.unacked.as_mut() else {
             return Ok(());
         };
-        let config = match self.session.config(0).await {
-            Ok(config) => config,
-            Err(refusal) => {
-                self.tell(&refusal, None).await;
-                self.unacked = Some(Unacked {
-                    resend_at: Instant::now() + self.shared.settings.config_resend,
-                    ..unacked
-                });
-                return Ok(());
-            }
-        };
-        if config.version != unacked.version {
-            self.sent_version = None;
-            return self.send_config(config).await;
-        }
-        let mut publish = Publish::new(
+        unacked.resend_at = Instant::now() + self.shared.settings.config_resend;
+        let mut publish = Publish::from_bytes(
             self.topics.config_topic(),
             QoS::AtLeastOnce,
-            config.binary_data,
+            unacked.payload.clone(),
         );
         publish.pkid = unacked.pkid;
         publish.dup = true;
-        self.unacked = Some(Unacked {
-            resend_at: Instant::now() + self.shared.settings.config_resend,
-            ..unacked
-        });
         self.session.config_sent();
         self.write(&Packet::Publish(publish)).await
     }
 
     fn acked(&mut self, pkid: u16) {
-        if let Some(unacked) = self.unacked
-            && unacked.pkid == pkid
-        {
-            self.unacked = None;
+        if let Some(unacked) = self.unacked.take_if(|unacked| unacked.pkid == pkid) {
             self.session.config_acked(unacked.version);
         }
     }
 
     async fn control(&mut self, control: Option<Control>) -> Result<(), Close> {
         match control {
-            Some(Control::Config(config)) => {
-                if self.config_qos.is_some() {
-                    self.session.config_sent();
-                }
-                self.send_config(*config).await
-            }
+            Some(Control::Config(config)) => self.send_config(*config).await,
             Some(Control::Recheck) => self.recheck().await,
             Some(Control::Replaced) | None => Err(self.refuse(
                 Code::Aborted,
