@@ -8,46 +8,62 @@
 //! the lines written since the last fsync, which happens only in `flush()` at shutdown (an fsync
 //! per line would cap throughput at the disk's sync rate).
 //!
-//! Group commit: one writer thread owns the file. Lines that arrive while it writes wait and go
-//! out together in the next `write`, and each publisher is answered when its batch is written.
-//! Under load that is one system call and one thread wake-up per batch, not per message (a
-//! blocking-pool hand-off per line was most of this sink's cost).
+//! Group commit: publishers add their lines to one pending batch on the async side, and a
+//! committer task hands the whole batch to the one writer thread that owns the file, then answers
+//! everyone in it. The committer lets the other ready tasks run before it takes the batch, so
+//! under load a batch holds what every connection had to say in that turn of the runtime: one
+//! thread wake-up and one `write` per batch, not per message. (Waking the writer per line made
+//! the two threads take turns on one core, a context switch each way for every message.)
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
 use serde::Serialize;
 use shared::TopicName;
+use tokio::sync::{Notify, oneshot};
 
 use super::{Message, Sink, SinkError};
 
-/// The most lines one write carries; a batch also ends when nothing more is waiting.
-const MAX_BATCH: usize = 1024;
-
-type Done = tokio::sync::oneshot::Sender<std::io::Result<()>>;
-
-/// What the writer thread is asked to do.
-enum Job {
-    /// Append a whole line.
-    Append(Vec<u8>, Done),
-    /// fsync everything written so far.
-    Sync(Done),
-}
+type Done = oneshot::Sender<std::io::Result<()>>;
 
 /// Appends messages as JSON lines to one file; one writer, so lines never interleave.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
-    // The writer thread ends when the sink (this sender) is dropped.
-    jobs: mpsc::Sender<Job>,
+    batch: Arc<Batch>,
+    // Ends the committer (and with it the writer thread) when the sink is dropped.
+    committer: tokio::task::JoinHandle<()>,
     // Message ids are `{open time in µs}-{sequence}`, unique across restarts of the process.
     id_prefix: i64,
     sequence: AtomicU64,
+}
+
+/// The lines waiting for the next write, and who waits on them.
+#[derive(Debug, Default)]
+struct Batch {
+    pending: Mutex<Pending>,
+    /// Told when a batch gets its first waiter.
+    started: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    waiting: Vec<Done>,
+    /// Someone asked for an fsync once these lines are written.
+    sync: bool,
+}
+
+/// One batch for the writer thread; `done` gets the buffer back (for reuse) and the outcome.
+struct BatchWrite {
+    bytes: Vec<u8>,
+    sync: bool,
+    done: oneshot::Sender<(Vec<u8>, std::io::Result<()>)>,
 }
 
 /// One line of the file, in the field order and spelling of a Pub/Sub pull.
@@ -62,7 +78,7 @@ struct Line<'a> {
 }
 
 impl FileSink {
-    /// Opens `path` for appending, creating it if needed.
+    /// Opens `path` for appending, creating it if needed. Must be called within a tokio runtime.
     pub async fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref().to_owned();
         let file = tokio::fs::OpenOptions::new()
@@ -72,13 +88,16 @@ impl FileSink {
             .await?
             .into_std()
             .await;
-        let (jobs, queue) = mpsc::channel();
+        let (writes, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("file-sink".into())
             .spawn(move || write_batches(file, &queue))?;
+        let batch = Arc::new(Batch::default());
+        let committer = tokio::spawn(commit_batches(Arc::clone(&batch), writes));
         Ok(Self {
             path,
-            jobs,
+            batch,
+            committer,
             id_prefix: jiff::Timestamp::now().as_microsecond(),
             sequence: AtomicU64::new(0),
         })
@@ -103,66 +122,101 @@ impl FileSink {
         Ok(bytes)
     }
 
-    /// Hands a job to the writer thread and waits for its answer.
-    async fn ask(&self, job: impl FnOnce(Done) -> Job) -> std::io::Result<()> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let gone = || std::io::Error::other("the file writer thread has stopped");
-        self.jobs.send(job(done)).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-}
-
-/// The writer thread: takes whatever is waiting (up to [`MAX_BATCH`]), writes it, answers.
-fn write_batches(mut file: File, queue: &mpsc::Receiver<Job>) {
-    let mut batch = Vec::new();
-    let mut waiting = Vec::new();
-    while let Ok(first) = queue.recv() {
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(job) = next.take() {
-            taken += 1;
-            match job {
-                Job::Append(line, done) => {
-                    batch.extend_from_slice(&line);
-                    waiting.push(done);
-                }
-                Job::Sync(done) => {
-                    commit(&mut file, &mut batch, &mut waiting);
-                    let _ = done.send(file.sync_all());
-                }
-            }
-            if taken < MAX_BATCH {
-                next = queue.try_recv().ok();
-            }
-        }
-        commit(&mut file, &mut batch, &mut waiting);
-    }
-}
-
-/// Writes the batch and answers everyone in it with the outcome.
-fn commit(file: &mut File, batch: &mut Vec<u8>, waiting: &mut Vec<Done>) {
-    if waiting.is_empty() {
-        return;
-    }
-    let result = append_line(file, batch);
-    for done in waiting.drain(..) {
-        let answer = match &result {
-            Ok(()) => Ok(()),
-            Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+    /// Adds `line` (and an fsync, if asked) to the pending batch and waits until it is written.
+    async fn commit(&self, line: &[u8], sync: bool) -> std::io::Result<()> {
+        let (done, answer) = oneshot::channel();
+        let first = {
+            let mut pending = self.batch.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.bytes.extend_from_slice(line);
+            pending.sync |= sync;
+            pending.waiting.push(done);
+            pending.waiting.len() == 1
         };
-        // A publisher that gave up waiting has nobody to tell.
-        let _ = done.send(answer);
+        if first {
+            self.batch.started.notify_one();
+        }
+        answer
+            .await
+            .map_err(|_| std::io::Error::other("the file writer has stopped"))?
     }
-    batch.clear();
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        self.committer.abort();
+    }
+}
+
+/// The committer task: takes each batch, has the writer thread write it, answers its waiters.
+/// One write is in flight at a time; lines arriving meanwhile form the next batch.
+async fn commit_batches(batch: Arc<Batch>, writes: mpsc::Sender<BatchWrite>) {
+    let mut spare = Vec::new();
+    loop {
+        batch.started.notified().await;
+        // The publishers woken with this one add their lines before the batch is taken.
+        tokio::task::yield_now().await;
+        let Pending {
+            bytes,
+            waiting,
+            sync,
+        } = {
+            let mut pending = batch.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let bytes = std::mem::replace(&mut pending.bytes, std::mem::take(&mut spare));
+            Pending {
+                bytes,
+                waiting: std::mem::take(&mut pending.waiting),
+                sync: std::mem::take(&mut pending.sync),
+            }
+        };
+        if waiting.is_empty() {
+            spare = bytes;
+            continue;
+        }
+        let (done, written) = oneshot::channel();
+        // Without the writer thread the waiters are dropped, which tells them it has stopped.
+        if writes.send(BatchWrite { bytes, sync, done }).is_err() {
+            return;
+        }
+        let Ok((bytes, result)) = written.await else {
+            return;
+        };
+        spare = bytes;
+        for done in waiting {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+            };
+            // A publisher that gave up waiting has nobody to tell.
+            let _ = done.send(answer);
+        }
+    }
+}
+
+/// The writer thread: writes each batch it is given (and fsyncs when asked), hands back the
+/// emptied buffer with the outcome.
+fn write_batches(mut file: File, queue: &mpsc::Receiver<BatchWrite>) {
+    while let Ok(BatchWrite {
+        mut bytes,
+        sync,
+        done,
+    }) = queue.recv()
+    {
+        let mut result = append(&mut file, &bytes);
+        if sync && result.is_ok() {
+            result = file.sync_all();
+        }
+        bytes.clear();
+        let _ = done.send((bytes, result));
+    }
 }
 
 /// Appends whole lines, unbuffered, so they have reached the OS when this returns. If a write
 /// fails part-way (a full disk), the part already written is cut off again, so the next line
 /// does not continue a broken one (and no line of a failed batch is left behind).
-fn append_line(file: &mut File, line: &[u8]) -> std::io::Result<()> {
+fn append(file: &mut File, lines: &[u8]) -> std::io::Result<()> {
     let mut written = 0;
-    while written < line.len() {
-        match file.write(&line[written..]) {
+    while written < lines.len() {
+        match file.write(&lines[written..]) {
             Ok(0) => return Err(undo(file, written, std::io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -172,7 +226,7 @@ fn append_line(file: &mut File, line: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Truncates the `written` bytes of a failed line; returns the error that made it fail.
+/// Truncates the `written` bytes of a failed batch; returns the error that made it fail.
 fn undo(file: &File, written: usize, error: std::io::Error) -> std::io::Error {
     if written > 0 {
         let cut = file
@@ -195,13 +249,13 @@ impl Sink for FileSink {
         let line = self
             .render(topic, &message)
             .map_err(|e| unavailable(format!("could not encode the message: {e}")))?;
-        self.ask(move |done| Job::Append(line, done))
+        self.commit(&line, false)
             .await
             .map_err(|e| unavailable(format!("could not write to {}: {e}", self.path.display())))
     }
 
     async fn flush(&self) {
-        let synced = self.ask(Job::Sync).await;
+        let synced = self.commit(&[], true).await;
         if let Err(error) = synced {
             tracing::warn!(path = %self.path.display(), %error, "could not fsync the message file");
         }
