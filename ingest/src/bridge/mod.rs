@@ -200,7 +200,7 @@ impl Bridge {
 
     /// Publishes a telemetry event to the topic its subfolder routes to, with IoT Core's
     /// attributes; returns once Pub/Sub has accepted it.
-    #[tracing::instrument(name = "publish_event", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
+    #[tracing::instrument(target = "ingest::per_message", name = "publish_event", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
     async fn publish_event(
         &self,
         protocol: Protocol,
@@ -242,7 +242,7 @@ impl Bridge {
 
     /// Stores a state report (the registry keeps the newest 10) and, when the registry has a
     /// state notification config, publishes it there too; returns once both are done.
-    #[tracing::instrument(name = "set_state", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
+    #[tracing::instrument(target = "ingest::per_message", name = "set_state", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
     async fn set_state(
         &self,
         protocol: Protocol,
@@ -288,7 +288,7 @@ impl Bridge {
     /// The config a device should run: the latest version, whatever `local_version` it has (0
     /// means it has none). A `local_version` above the latest is refused as out of range; a
     /// device with no config yet gets version 0 with empty data.
-    #[tracing::instrument(name = "config", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
+    #[tracing::instrument(target = "ingest::per_message", name = "config", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
     async fn config(
         &self,
         protocol: Protocol,
@@ -425,7 +425,7 @@ impl Bridge {
     }
 
     /// Hands a message to the sink, timing it; `Ok` only once the destination accepted it.
-    #[tracing::instrument(name = "pubsub.publish", skip_all, fields(topic = %topic))]
+    #[tracing::instrument(target = "ingest::per_message", name = "pubsub.publish", skip_all, fields(topic = %topic))]
     async fn publish(&self, topic: &TopicName, message: Message) -> Result<(), BridgeError> {
         let started = Instant::now();
         let result = self.inner.sink.publish(topic, message).await;

@@ -87,6 +87,10 @@ struct Providers {
     meter: SdkMeterProvider,
 }
 
+/// The target of the spans made once per device message (`#[tracing::instrument(target =
+/// "ingest::per_message")]`): exported as traces when OpenTelemetry is on, never logged.
+pub const PER_MESSAGE: &str = "ingest::per_message";
+
 /// Installs the global subscriber and, with an OTLP endpoint, the global tracer and meter
 /// providers. Call it inside the Tokio runtime, before building [`Metrics`]. A second call (as in
 /// tests) keeps the first subscriber.
@@ -218,13 +222,20 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    // Spans made for every message are for traces only: formatting their fields for the log
+    // on each message cost a third of the MQTT bridge's throughput (BENCHMARKS.md). Without an
+    // OpenTelemetry layer nothing else wants them, so they are not even created.
+    let not_per_message = filter::Targets::new()
+        .with_default(Level::TRACE)
+        .with_target(PER_MESSAGE, filter::LevelFilter::OFF);
     match settings.log_format {
-        LogFormat::Text => layer.boxed(),
+        LogFormat::Text => layer.with_filter(not_per_message).boxed(),
         LogFormat::Json => layer
             .fmt_fields(JsonFields::new())
             .event_format(CloudLogging {
                 project_id: settings.project_id.clone(),
             })
+            .with_filter(not_per_message)
             .boxed(),
     }
 }
@@ -428,6 +439,29 @@ mod tests {
         assert!(location["file"].as_str().unwrap().ends_with("mod.rs"));
         // No OpenTelemetry layer, no trace to name.
         assert!(line.get("logging.googleapis.com/trace").is_none(), "{line}");
+    }
+
+    #[test]
+    fn per_message_spans_exist_only_for_an_opentelemetry_layer() {
+        let per_message = || tracing::info_span!(target: "ingest::per_message", "publish_event");
+        let logs_only = tracing_subscriber::registry().with(log_layer(
+            &TelemetrySettings::new(LogFormat::Text),
+            Buffer::default(),
+        ));
+        tracing::subscriber::with_default(logs_only, || {
+            assert!(per_message().is_disabled());
+            assert!(!tracing::info_span!("request").is_disabled());
+        });
+        let provider = SdkTracerProvider::builder().build();
+        let traced = tracing_subscriber::registry()
+            .with(otel_layer(provider.tracer("test")))
+            .with(log_layer(
+                &TelemetrySettings::new(LogFormat::Text),
+                Buffer::default(),
+            ));
+        tracing::subscriber::with_default(traced, || {
+            assert!(!per_message().is_disabled());
+        });
     }
 
     #[test]
