@@ -102,12 +102,41 @@ pub fn init(settings: impl Into<TelemetrySettings>) -> anyhow::Result<TelemetryG
     let providers = providers.transpose()?;
     let tracer = providers.as_ref().map(|p| p.tracer.tracer("ingest"));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracer.map(otel_layer))
-        .with(log_layer(&settings, std::io::stderr))
-        .try_init();
+    let _ = subscriber(&settings, filter, tracer, std::io::stderr).try_init();
     Ok(TelemetryGuard { providers })
+}
+
+/// `RUST_LOG`'s filter, the OpenTelemetry layer when there is a tracer, and the log output.
+/// Without a tracer the per-message spans are switched off in `RUST_LOG`'s filter itself: the log
+/// output's own filter turns them down, but a global filter that enables them still has them
+/// created and entered, a tenth of the MQTT bridge's CPU (BENCHMARKS.md).
+fn subscriber<W>(
+    settings: &TelemetrySettings,
+    filter: EnvFilter,
+    tracer: Option<SdkTracer>,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match tracer {
+        Some(tracer) => Box::new(
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(otel_layer(tracer))
+                .with(log_layer(settings, writer)),
+        ),
+        None => {
+            let off = format!("{PER_MESSAGE}=off")
+                .parse()
+                .expect("a valid directive");
+            Box::new(
+                tracing_subscriber::registry()
+                    .with(filter.add_directive(off))
+                    .with(log_layer(settings, writer)),
+            )
+        }
+    }
 }
 
 impl TelemetryGuard {
@@ -443,23 +472,18 @@ mod tests {
 
     #[test]
     fn per_message_spans_exist_only_for_an_opentelemetry_layer() {
+        // The subscriber `init` installs, with `RUST_LOG=info`.
+        let installed = |tracer| {
+            let settings = TelemetrySettings::new(LogFormat::Text);
+            subscriber(&settings, EnvFilter::new("info"), tracer, Buffer::default())
+        };
         let per_message = || tracing::info_span!(target: "ingest::per_message", "publish_event");
-        let logs_only = tracing_subscriber::registry().with(log_layer(
-            &TelemetrySettings::new(LogFormat::Text),
-            Buffer::default(),
-        ));
-        tracing::subscriber::with_default(logs_only, || {
+        tracing::subscriber::with_default(installed(None), || {
             assert!(per_message().is_disabled());
             assert!(!tracing::info_span!("request").is_disabled());
         });
         let provider = SdkTracerProvider::builder().build();
-        let traced = tracing_subscriber::registry()
-            .with(otel_layer(provider.tracer("test")))
-            .with(log_layer(
-                &TelemetrySettings::new(LogFormat::Text),
-                Buffer::default(),
-            ));
-        tracing::subscriber::with_default(traced, || {
+        tracing::subscriber::with_default(installed(Some(provider.tracer("test"))), || {
             assert!(!per_message().is_disabled());
         });
     }
