@@ -16,6 +16,7 @@
 //! the two threads take turns on one core, a context switch each way for every message.)
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
+use base64::display::Base64Display;
+use base64::engine::GeneralPurpose;
+use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use shared::TopicName;
 use tokio::sync::{Notify, oneshot};
@@ -66,15 +70,34 @@ struct BatchWrite {
     done: oneshot::Sender<(Vec<u8>, std::io::Result<()>)>,
 }
 
-/// One line of the file, in the field order and spelling of a Pub/Sub pull.
+/// One line of the file, in the field order and spelling of a Pub/Sub pull. Its fields borrow
+/// or are written as they are serialized, so a line costs no allocation of its own.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Line<'a> {
-    topic: String,
-    message_id: String,
-    publish_time: String,
-    data: String,
+    topic: &'a TopicName,
+    #[serde(serialize_with = "display")]
+    message_id: MessageId,
+    publish_time: jiff::Timestamp,
+    #[serde(serialize_with = "display")]
+    data: Base64Display<'a, 'static, GeneralPurpose>,
     attributes: &'a BTreeMap<String, String>,
+}
+
+/// `{open time in µs}-{sequence}`.
+struct MessageId {
+    prefix: i64,
+    sequence: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.prefix, self.sequence)
+    }
+}
+
+fn display<T: fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 impl FileSink {
@@ -108,26 +131,35 @@ impl FileSink {
         &self.path
     }
 
-    fn render(&self, topic: &TopicName, message: &Message) -> Result<Vec<u8>, serde_json::Error> {
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let line = Line {
-            topic: topic.to_string(),
-            message_id: format!("{}-{sequence}", self.id_prefix),
-            publish_time: jiff::Timestamp::now().to_string(),
-            data: shared::proto3::encode_base64(&message.data),
+    fn line<'a>(&self, topic: &'a TopicName, message: &'a Message) -> Line<'a> {
+        Line {
+            topic,
+            message_id: MessageId {
+                prefix: self.id_prefix,
+                sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+            },
+            publish_time: jiff::Timestamp::now(),
+            data: Base64Display::new(&message.data, &STANDARD),
             attributes: &message.attributes,
-        };
-        let mut bytes = serde_json::to_vec(&line)?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        }
     }
 
-    /// Adds `line` (and an fsync, if asked) to the pending batch and waits until it is written.
-    async fn commit(&self, line: &[u8], sync: bool) -> std::io::Result<()> {
+    /// Adds `line` (if any, serialized straight into the pending batch) and an fsync (if asked)
+    /// to the batch, and waits until it is written.
+    async fn commit(&self, line: Option<Line<'_>>, sync: bool) -> std::io::Result<()> {
         let (done, answer) = oneshot::channel();
         let first = {
             let mut pending = self.batch.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.bytes.extend_from_slice(line);
+            if let Some(line) = line {
+                let start = pending.bytes.len();
+                if let Err(err) = serde_json::to_writer(&mut pending.bytes, &line) {
+                    pending.bytes.truncate(start);
+                    return Err(std::io::Error::other(format!(
+                        "could not encode the message: {err}"
+                    )));
+                }
+                pending.bytes.push(b'\n');
+            }
             pending.sync |= sync;
             pending.waiting.push(done);
             pending.waiting.len() == 1
@@ -246,16 +278,13 @@ impl Sink for FileSink {
             topic: topic.to_string(),
             detail,
         };
-        let line = self
-            .render(topic, &message)
-            .map_err(|e| unavailable(format!("could not encode the message: {e}")))?;
-        self.commit(&line, false)
+        self.commit(Some(self.line(topic, &message)), false)
             .await
             .map_err(|e| unavailable(format!("could not write to {}: {e}", self.path.display())))
     }
 
     async fn flush(&self) {
-        let synced = self.commit(&[], true).await;
+        let synced = self.commit(None, true).await;
         if let Err(error) = synced {
             tracing::warn!(path = %self.path.display(), %error, "could not fsync the message file");
         }
