@@ -1,33 +1,79 @@
 //! Cloud-to-device delivery inside one `ingest serve`: which MQTT connection holds each device,
 //! and a way for the admin API to reach it. A config change is pushed to the device's connection
-//! at once; a change to its keys or blocked flag makes the connection check its token again; a
-//! second CONNECT for the same device replaces the first, which is told why (one connection per
-//! device, as IoT Core). Across several instances this is the delivery bus's job (a later stage);
-//! here the admin API and the bridge share the process.
+//! at once; a command goes to a connection subscribed to `commands/#`, and its sender learns how
+//! it ended (written at QoS 0, acknowledged at QoS 1, or why not); a change to its keys or
+//! blocked flag makes the connection check its token again; a second CONNECT for the same device
+//! replaces the first, which is told why (one connection per device, as IoT Core). Across several
+//! instances this is the delivery bus's job (a later stage); here the admin API and the bridge
+//! share the process.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use bytes::Bytes;
 use shared::resources::DeviceConfig;
 use shared::{DeviceId, DeviceRef, NumId, RegistryName};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How many deliveries may wait for a connection before newer ones are dropped. A connection
 /// reads them between packets; configs carry their version, so a dropped one is never needed
 /// (the next push, or the config sent after SUBACK, is newer).
 const QUEUE: usize = 8;
 
+/// IoT Core's limit on a command's data.
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+
+/// QoS 1 commands a connection may have awaiting their PUBACK; more are refused as busy.
+pub const MAX_UNACKED_COMMANDS: usize = 16;
+
 /// What the rest of the service tells a device's connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Control {
     /// The device's config changed; this is the new latest version. Boxed: every connection's
     /// inbox holds a block of these, and a small one keeps idle connections cheap.
     Config(Box<DeviceConfig>),
+    /// A command to send to the device.
+    Command(Box<Command>),
     /// The device's keys or blocked flag changed, or it was deleted: check the token again.
     Recheck,
     /// Another connection for the same device was accepted; this one must close.
     Replaced,
+}
+
+/// A command on its way to a device's connection.
+#[derive(Debug)]
+pub struct Command {
+    /// Sent to `/devices/{d}/commands/{subfolder}` when given.
+    pub subfolder: Option<String>,
+    /// The command, as the device receives it.
+    pub data: Bytes,
+    /// Told how delivery ended. Dropped unanswered when the connection closes first.
+    pub done: oneshot::Sender<Result<(), CommandFailure>>,
+}
+
+/// Why a command was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandFailure {
+    /// No MQTT connection of the device is held here.
+    NotConnected,
+    /// The device is connected but not subscribed to `/devices/{d}/commands/#`.
+    NotSubscribed,
+    /// The connection has too many deliveries waiting already.
+    Busy,
+    /// Sent at QoS 1 `sends` times, and no PUBACK came within `waited`: the device may or may
+    /// not have it.
+    NotAcknowledged { waited: Duration, sends: u32 },
+    /// The connection closed before the device acknowledged it: it may or may not have it.
+    ConnectionClosed,
+}
+
+/// Whether a delivery reached a connection's inbox.
+enum Handed {
+    Yes,
+    NoConnection,
+    InboxFull,
 }
 
 type Key = (RegistryName, DeviceId);
@@ -111,6 +157,30 @@ impl Delivery {
         self.send(registry, device, Control::Recheck);
     }
 
+    /// Sends a command to the device's connection and waits until the connection says how it
+    /// ended (it always answers within its command timeout, or closes).
+    pub async fn send_command(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        subfolder: Option<String>,
+        data: Bytes,
+    ) -> Result<(), CommandFailure> {
+        let (done, answer) = oneshot::channel();
+        let command = Command {
+            subfolder,
+            data,
+            done,
+        };
+        match self.send(registry, device, Control::Command(Box::new(command))) {
+            Handed::Yes => answer
+                .await
+                .unwrap_or(Err(CommandFailure::ConnectionClosed)),
+            Handed::NoConnection => Err(CommandFailure::NotConnected),
+            Handed::InboxFull => Err(CommandFailure::Busy),
+        }
+    }
+
     /// Whether the device has a connection here (for tests and the admin API).
     pub fn is_connected(&self, registry: &RegistryName, device: &DeviceId) -> bool {
         self.lock()
@@ -118,19 +188,26 @@ impl Delivery {
             .contains_key(&(registry.clone(), device.clone()))
     }
 
-    fn send(&self, registry: &RegistryName, device: &DeviceRef, control: Control) {
+    fn send(&self, registry: &RegistryName, device: &DeviceRef, control: Control) -> Handed {
         let table = self.lock();
         let key = match device {
             DeviceRef::Id(id) => (registry.clone(), id.clone()),
             DeviceRef::Num(num) => match table.by_num.get(num) {
                 Some(key) if key.0 == *registry => key.clone(),
-                _ => return,
+                _ => return Handed::NoConnection,
             },
         };
-        if let Some(holder) = table.by_id.get(&key)
-            && holder.tx.try_send(control).is_err()
-        {
-            tracing::debug!(device = %key.1, "a device connection's inbox is full; delivery dropped");
+        let Some(holder) = table.by_id.get(&key) else {
+            return Handed::NoConnection;
+        };
+        match holder.tx.try_send(control) {
+            Ok(()) => Handed::Yes,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!(device = %key.1, "a device connection's inbox is full; delivery dropped");
+                Handed::InboxFull
+            }
+            // The connection is closing and has not detached yet.
+            Err(mpsc::error::TrySendError::Closed(_)) => Handed::NoConnection,
         }
     }
 
@@ -157,7 +234,7 @@ mod tests {
         let (registry, device) = names();
         let mut first = delivery.attach(&registry, &device, NumId(7));
         let mut second = delivery.attach(&registry, &device, NumId(7));
-        assert_eq!(first.inbox.try_recv(), Ok(Control::Replaced));
+        assert!(matches!(first.inbox.try_recv(), Ok(Control::Replaced)));
         delivery.detach(&registry, &device, first.generation);
         assert!(delivery.is_connected(&registry, &device));
 
@@ -169,5 +246,47 @@ mod tests {
         assert!(matches!(second.inbox.try_recv(), Ok(Control::Config(_))));
         delivery.detach(&registry, &device, second.generation);
         assert!(!delivery.is_connected(&registry, &device));
+    }
+
+    #[tokio::test]
+    async fn a_command_gets_the_connections_answer_or_says_there_is_no_connection() {
+        let delivery = Delivery::default();
+        let (registry, device) = names();
+        let by_id = DeviceRef::Id(device.clone());
+        let send = |data: &'static [u8]| {
+            delivery.send_command(&registry, &by_id, None, Bytes::from_static(data))
+        };
+        assert_eq!(send(b"x").await, Err(CommandFailure::NotConnected));
+
+        let mut held = delivery.attach(&registry, &device, NumId(7));
+        let connection = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(Control::Command(command)) = held.inbox.recv().await {
+                seen.push((command.subfolder.clone(), command.data.clone()));
+                let answer = match seen.len() {
+                    1 => Ok(()),
+                    2 => Err(CommandFailure::NotSubscribed),
+                    // The third is dropped unanswered, as by a connection that closes.
+                    _ => break,
+                };
+                let _ = command.done.send(answer);
+            }
+            seen
+        });
+        assert_eq!(send(b"one").await, Ok(()));
+        assert_eq!(send(b"two").await, Err(CommandFailure::NotSubscribed));
+        let third = delivery.send_command(
+            &registry,
+            &DeviceRef::Num(NumId(7)),
+            Some("a/b".into()),
+            Bytes::from_static(b"three"),
+        );
+        assert_eq!(third.await, Err(CommandFailure::ConnectionClosed));
+        let seen = connection.await.unwrap();
+        let data: Vec<&[u8]> = seen.iter().map(|(_, data)| &data[..]).collect();
+        assert_eq!(data, [&b"one"[..], b"two", b"three"]);
+        assert_eq!(seen[2].0.as_deref(), Some("a/b"));
+        // The inbox is gone with the connection's task: nobody holds the device.
+        assert_eq!(send(b"four").await, Err(CommandFailure::NotConnected));
     }
 }

@@ -258,7 +258,7 @@ pub struct MqttArgs {
     )]
     pub mqtt_idle_timeout_secs: u64,
 
-    /// How long a config sent at QoS 1 waits for its PUBACK before it is sent again.
+    /// How long a config or command sent at QoS 1 waits for its PUBACK before it is sent again.
     #[arg(
         long,
         env = "MQTT_CONFIG_RESEND_SECS",
@@ -266,6 +266,16 @@ pub struct MqttArgs {
         value_name = "SECONDS"
     )]
     pub mqtt_config_resend_secs: u64,
+
+    /// How long a command sent at QoS 1 is sent again without a PUBACK before
+    /// `sendCommandToDevice` answers that the device did not acknowledge it.
+    #[arg(
+        long,
+        env = "MQTT_COMMAND_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub mqtt_command_timeout_secs: u64,
 }
 
 /// A listener address, or `off`.

@@ -218,6 +218,7 @@ fn mqtt_settings(args: &ServeArgs) -> MqttSettings {
         idle_timeout: Duration::from_secs(args.mqtt.mqtt_idle_timeout_secs),
         messages_per_second: args.mqtt.mqtt_messages_per_second,
         config_resend: Duration::from_secs(args.mqtt.mqtt_config_resend_secs.max(1)),
+        command_timeout: Duration::from_secs(args.mqtt.mqtt_command_timeout_secs.max(1)),
         max_packet_bytes: limits.max_event_bytes.max(limits.max_state_bytes) + 4096,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         ..MqttSettings::default()

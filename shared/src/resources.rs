@@ -482,6 +482,18 @@ pub struct ModifyCloudToDeviceConfigRequest {
     pub binary_data: Vec<u8>,
 }
 
+/// `SendCommandToDeviceRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendCommandToDeviceRequest {
+    /// The command, as the device receives it.
+    #[serde(with = "proto3::bytes", default)]
+    pub binary_data: Vec<u8>,
+    /// Sent to `/devices/{d}/commands/{subfolder}` when given; `/devices/{d}/commands` if not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subfolder: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
-//! The admin command line: `ingest registries|devices|config|states …`, a client of the admin
-//! API that mirrors IoT Core's `gcloud iot` verbs, so operators can manage registries, devices,
-//! keys and configs without writing JSON. `main.rs` flattens [`AdminCommand`] into its own
+//! The admin command line: `ingest registries|devices|config|states|commands …`, a client of the
+//! admin API that mirrors IoT Core's `gcloud iot` verbs, so operators can manage registries,
+//! devices, keys, configs and commands without writing JSON. `main.rs` flattens [`AdminCommand`] into its own
 //! subcommands and calls [`run`], which prints any failure as `error: …` and picks the exit code:
 //! 1 when the server refused or a local file could not be read, 2 for usage mistakes and when
 //! the admin API cannot be reached.
@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 mod client;
+mod commands;
 mod config;
 mod devices;
 mod id_token;
@@ -16,6 +17,7 @@ mod output;
 mod registries;
 
 pub use client::{AdminError, AdminOptions, IdTokenMode};
+pub use commands::CommandsCommand;
 pub use config::{ConfigCommand, StatesCommand};
 pub use devices::DevicesCommand;
 pub use output::Output;
@@ -57,6 +59,13 @@ pub enum AdminCommand {
         after_help = format!("{SETUP}\n\nExample:\n  ingest states list boiler-7 --registry barn-sensors")
     )]
     States(Box<StatesCommand>),
+    /// Send commands to devices connected over MQTT
+    #[command(
+        subcommand,
+        alias = "command",
+        after_help = format!("{SETUP}\n\nExample:\n  ingest commands send boiler-7 --registry barn-sensors --data reboot")
+    )]
+    Commands(Box<CommandsCommand>),
 }
 
 /// A mistake in how the command was called that clap cannot see (flags that must pair up, an
@@ -73,6 +82,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Devices(command) => devices::run(*command).await,
         AdminCommand::Config(command) => config::run(*command).await,
         AdminCommand::States(command) => config::run_states(*command).await,
+        AdminCommand::Commands(command) => commands::run(*command).await,
     };
     Ok(match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,8 +45,11 @@ pub struct MqttSettings {
     pub idle_timeout: Duration,
     /// Messages a connection may publish per second (IoT Core: 100).
     pub messages_per_second: u32,
-    /// How long an unacknowledged QoS 1 config waits before it is sent again.
+    /// How long an unacknowledged QoS 1 config or command waits before it is sent again.
     pub config_resend: Duration,
+    /// How long a QoS 1 command is sent again without a PUBACK before its sender is told the
+    /// device did not acknowledge it.
+    pub command_timeout: Duration,
     /// Messages of one connection handed to the bridge at once; the socket is not read while
     /// this many wait, so a fast publisher is slowed, not buffered without bound.
     pub max_in_flight: usize,
@@ -64,6 +67,7 @@ impl Default for MqttSettings {
             idle_timeout: Duration::from_secs(20 * 60),
             messages_per_second: 100,
             config_resend: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(30),
             max_in_flight: 64,
             max_packet_bytes: 256 * 1024 + 4096,
             drain_timeout: Duration::from_secs(8),

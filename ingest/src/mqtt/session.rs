@@ -9,7 +9,9 @@
 //!
 //! The config is sent right after a SUBACK for `/devices/{d}/config` and whenever the admin API
 //! changes it; at QoS 1 it is sent again (as it was, DUP set) until acknowledged, a newer version
-//! pushed meanwhile replacing it. The connection is closed when its token expires (plus the
+//! pushed meanwhile replacing it. A command from the admin API goes to a connection subscribed
+//! to `/devices/{d}/commands/#`, at that subscription's QoS; at QoS 1 it is sent again until
+//! acknowledged or the command timeout passes, and its sender is told which. The connection is closed when its token expires (plus the
 //! allowed clock skew), when the client is silent past 1.5 × its keepalive or for the idle
 //! timeout, when another connection for the same device is accepted, when the device is blocked
 //! or re-keyed and its token no longer passes, and at shutdown (after the PUBACKs still owed, within the drain timeout). Every such
@@ -39,7 +41,7 @@ use super::connect::Admitted;
 use super::topics::{OwnTopics, PublishTopic, Subscription};
 use super::wire::{self, ReadError};
 use crate::bridge::{Bucket, DeviceSession, Rate, Refusal};
-use crate::c2d::{Attachment, Control};
+use crate::c2d::{Attachment, Command, CommandFailure, Control, MAX_UNACKED_COMMANDS};
 
 type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
@@ -67,6 +69,18 @@ struct Unacked {
     resend_at: Instant,
 }
 
+/// A command sent at QoS 1 and not yet acknowledged.
+#[derive(Debug)]
+struct UnackedCommand {
+    pkid: u16,
+    topic: String,
+    payload: bytes::Bytes,
+    first_sent: Instant,
+    resend_at: Instant,
+    sends: u32,
+    done: tokio::sync::oneshot::Sender<Result<(), CommandFailure>>,
+}
+
 /// The connection's state.
 pub(crate) struct Live<R, W> {
     reader: R,
@@ -83,7 +97,9 @@ pub(crate) struct Live<R, W> {
     bucket: Bucket,
     rate: Rate,
     config_qos: Option<QoS>,
-    commands: bool,
+    /// The QoS of the `commands/#` subscription, if there is one.
+    commands_qos: Option<QoS>,
+    unacked_commands: Vec<UnackedCommand>,
     errors: bool,
     sent_version: Option<u64>,
     unacked: Option<Unacked>,
@@ -133,7 +149,8 @@ where
             bucket: Bucket::full(rate, now.into_std()),
             rate,
             config_qos: None,
-            commands: false,
+            commands_qos: None,
+            unacked_commands: Vec::new(),
             errors: false,
             sent_version: None,
             unacked: None,
@@ -233,6 +250,9 @@ where
         if let Some(unacked) = &self.unacked {
             due = due.min(unacked.resend_at);
         }
+        for command in &self.unacked_commands {
+            due = due.min(command.resend_at);
+        }
         due
     }
 
@@ -276,7 +296,7 @@ where
         {
             self.resend_config().await?;
         }
-        Ok(())
+        self.resend_commands(now).await
     }
 
     async fn received(&mut self, read: std::io::Result<usize>) -> Result<(), Close> {
@@ -447,7 +467,7 @@ where
                     SubscribeReasonCode::Success(qos)
                 }
                 Ok(Subscription::Commands) => {
-                    self.commands = true;
+                    self.commands_qos = Some(qos);
                     SubscribeReasonCode::Success(qos)
                 }
                 Ok(Subscription::Errors) => {
@@ -483,7 +503,7 @@ where
                     self.config_qos = None;
                     self.unacked = None;
                 }
-                Ok(Subscription::Commands) => self.commands = false,
+                Ok(Subscription::Commands) => self.commands_qos = None,
                 Ok(Subscription::Errors) => self.errors = false,
                 Err(_) => {}
             }
@@ -537,12 +557,100 @@ where
     fn acked(&mut self, pkid: u16) {
         if let Some(unacked) = self.unacked.take_if(|unacked| unacked.pkid == pkid) {
             self.session.config_acked(unacked.version);
+        } else if let Some(at) = self.unacked_commands.iter().position(|c| c.pkid == pkid) {
+            let _ = self.unacked_commands.swap_remove(at).done.send(Ok(()));
         }
+    }
+
+    /// Sends a command at the QoS the device subscribed to `commands/#` with; its sender is
+    /// answered once it is written (QoS 0), or acknowledged (QoS 1, from `acked`).
+    async fn command(&mut self, command: Command) -> Result<(), Close> {
+        let Command {
+            subfolder,
+            data,
+            done,
+        } = command;
+        let Some(qos) = self.commands_qos else {
+            let _ = done.send(Err(CommandFailure::NotSubscribed));
+            return Ok(());
+        };
+        let topic = self.topics.command_topic(subfolder.as_deref());
+        let mut publish = Publish::from_bytes(topic.clone(), qos, data.clone());
+        if qos == QoS::AtMostOnce {
+            self.write(&Packet::Publish(publish)).await?;
+            let _ = done.send(Ok(()));
+            return Ok(());
+        }
+        if self.unacked_commands.len() >= MAX_UNACKED_COMMANDS {
+            let _ = done.send(Err(CommandFailure::Busy));
+            return Ok(());
+        }
+        publish.pkid = self.pkid();
+        let now = Instant::now();
+        self.unacked_commands.push(UnackedCommand {
+            pkid: publish.pkid,
+            topic,
+            payload: data,
+            first_sent: now,
+            resend_at: now
+                + self
+                    .shared
+                    .settings
+                    .config_resend
+                    .min(self.shared.settings.command_timeout),
+            sends: 1,
+            done,
+        });
+        self.write(&Packet::Publish(publish)).await
+    }
+
+    /// Sends the QoS 1 commands that are due again (DUP set), and answers those past the
+    /// command timeout or whose sender stopped waiting.
+    async fn resend_commands(&mut self, now: Instant) -> Result<(), Close> {
+        let (resend, timeout) = (
+            self.shared.settings.config_resend,
+            self.shared.settings.command_timeout,
+        );
+        let mut index = 0;
+        while index < self.unacked_commands.len() {
+            let command = &mut self.unacked_commands[index];
+            if command.done.is_closed() {
+                self.unacked_commands.swap_remove(index);
+                continue;
+            }
+            if now < command.resend_at {
+                index += 1;
+                continue;
+            }
+            let give_up_at = command.first_sent + timeout;
+            if now >= give_up_at {
+                let command = self.unacked_commands.swap_remove(index);
+                let failure = CommandFailure::NotAcknowledged {
+                    waited: now - command.first_sent,
+                    sends: command.sends,
+                };
+                let _ = command.done.send(Err(failure));
+                continue;
+            }
+            command.resend_at = (now + resend).min(give_up_at);
+            command.sends += 1;
+            let mut publish = Publish::from_bytes(
+                command.topic.clone(),
+                QoS::AtLeastOnce,
+                command.payload.clone(),
+            );
+            publish.pkid = command.pkid;
+            publish.dup = true;
+            self.queue(&Packet::Publish(publish));
+            index += 1;
+        }
+        self.flush().await
     }
 
     async fn control(&mut self, control: Option<Control>) -> Result<(), Close> {
         match control {
             Some(Control::Config(config)) => self.send_config(*config).await,
+            Some(Control::Command(command)) => self.command(*command).await,
             Some(Control::Recheck) => self.recheck().await,
             Some(Control::Replaced) | None => Err(self.refuse(
                 Code::Aborted,
@@ -618,9 +726,17 @@ where
         self.flush().await
     }
 
+    /// The next packet id not held by an unacknowledged config or command.
     fn pkid(&mut self) -> u16 {
-        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1).max(1);
-        self.next_pkid
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1).max(1);
+            let id = self.next_pkid;
+            let taken = self.unacked.as_ref().is_some_and(|u| u.pkid == id)
+                || self.unacked_commands.iter().any(|c| c.pkid == id);
+            if !taken {
+                return id;
+            }
+        }
     }
 }
 

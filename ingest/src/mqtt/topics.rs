@@ -104,6 +104,14 @@ impl OwnTopics {
         format!("/devices/{}/config", self.id)
     }
 
+    /// The topic a command is delivered on: `/devices/{d}/commands[/{subfolder}]`.
+    pub(crate) fn command_topic(&self, subfolder: Option<&str>) -> String {
+        match subfolder {
+            Some(subfolder) => format!("/devices/{}/commands/{subfolder}", self.id),
+            None => format!("/devices/{}/commands", self.id),
+        }
+    }
+
     /// The topic errors are delivered on.
     pub(crate) fn errors_topic(&self) -> String {
         format!("/devices/{}/errors", self.id)

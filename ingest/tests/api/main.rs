@@ -12,6 +12,7 @@ mod device_http;
 mod device_pubsub;
 mod infra_settings;
 mod mqtt_bridge;
+mod mqtt_commands;
 mod otlp_export;
 mod python_client;
 mod python_mqtt_client;

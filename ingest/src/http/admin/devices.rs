@@ -285,10 +285,13 @@ pub async fn custom_method(
                 serde_json::to_value(config).map_err(ApiError::internal)?,
             ))
         }
-        "sendCommandToDevice" => Err(ApiError::new(
-            Code::FailedPrecondition,
-            "the device is not subscribed to commands: commands need an MQTT connection, which this server does not serve yet",
-        )),
+        "sendCommandToDevice" => {
+            let (registry, device) = device_name(&path)?;
+            let request = parse_json(&body)?;
+            Ok(Json(
+                super::commands::send(&state, &registry, &device, request).await?,
+            ))
+        }
         other => Err(ApiError::new(
             Code::Unimplemented,
             format!("device method `{other}` is not supported by this server"),

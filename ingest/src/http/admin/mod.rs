@@ -18,6 +18,7 @@ use crate::auth::Authenticator;
 use crate::c2d::Delivery;
 use crate::registry::RegistryStore;
 
+mod commands;
 mod devices;
 mod registries;
 
