@@ -91,9 +91,7 @@ impl ConfigSync {
     async fn poll(&self, version: u64) -> Result<Option<(u64, String)>, Failure> {
         let config = match self.fetch(version).await {
             // The service forgot newer versions (a fresh registry): take its latest.
-            Err(Failure::Rejected { reason }) if reason.contains("OUT_OF_RANGE") => {
-                self.fetch(0).await?
-            }
+            Err(Failure::ConfigVersionAhead { .. }) => self.fetch(0).await?,
             other => other?,
         };
         let latest = config.version;
@@ -145,6 +143,7 @@ impl ConfigSync {
     fn token(&self) -> Result<String, Failure> {
         self.tokens.token().map_err(|err| Failure::Refused {
             reason: format!("cannot sign a token: {err}"),
+            info_reason: None,
         })
     }
 

@@ -18,7 +18,7 @@ use crate::keys::DeviceKey;
 use crate::readings::Reading;
 use crate::settings::{self, FileSettings, Overrides, Settings};
 use crate::token;
-use crate::transport::Transport;
+use crate::transport::{Failure, Transport};
 
 const NET_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -313,8 +313,7 @@ async fn check_service(
             &format!("{device} fetched its config (version {})", config.version),
         ),
         Err(failure) => {
-            let reason = failure.to_string();
-            report.fail("token accepted", &reason, token_fix(&reason));
+            report.fail("token accepted", &failure.to_string(), token_fix(&failure));
             return report.skip("test event accepted", "the token was refused");
         }
     }
@@ -336,20 +335,60 @@ async fn check_service(
     }
 }
 
-/// The fix for a refused token, by what the service said.
-fn token_fix(reason: &str) -> &'static str {
-    let has = |word: &str| reason.contains(word);
-    if has("clock") || has("future") || has("token expired") {
-        "set the device clock right (see the clock check above), then try again"
-    } else if has("signature") || has("credential") {
-        "this key is not registered for the device: have the operator add its public key \
-         (`ingest devices create … --public-key public.pem --format ES256_PEM`, or RSA_PEM), \
-         or point private_key at the key that is registered"
-    } else if has("blocked") {
-        "the device is blocked in the registry: ask its operator to unblock it"
-    } else if has("NOT_FOUND") || has("unknown") || has("audience") {
-        "check project, region, registry and device in the settings against the registry"
-    } else {
-        "check the settings against the registry, and the service's log"
+/// The fix for a refused token, by the `ErrorInfo` reason the service sent (never its message,
+/// which is written for people and may change).
+fn token_fix(failure: &Failure) -> &'static str {
+    const GENERIC: &str = "check the settings against the registry, and the service's log";
+    match failure {
+        Failure::TokenExpired { .. } | Failure::ClockWrong { .. } => {
+            "set the device clock right (see the clock check above), then try again"
+        }
+        Failure::Refused {
+            info_reason: Some(reason),
+            ..
+        } => match reason.as_str() {
+            "BAD_SIGNATURE" | "CREDENTIAL_EXPIRED" | "NO_CREDENTIALS" => {
+                "this key is not registered for the device: have the operator add its public key \
+                 (`ingest devices create … --public-key public.pem --format ES256_PEM`, or RSA_PEM), \
+                 or point private_key at the key that is registered"
+            }
+            "DEVICE_BLOCKED" => {
+                "the device is blocked in the registry: ask its operator to unblock it"
+            }
+            "UNKNOWN_DEVICE" | "WRONG_AUDIENCE" => {
+                "check project, region, registry and device in the settings against the registry"
+            }
+            _ => GENERIC,
+        },
+        _ => GENERIC,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(info_reason: Option<&str>, message: &str) -> Failure {
+        Failure::Refused {
+            reason: message.to_owned(),
+            info_reason: info_reason.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_fix_follows_the_error_info_reason_not_the_message() {
+        let blocked = token_fix(&refused(
+            Some("DEVICE_BLOCKED"),
+            "the signature and the clock",
+        ));
+        assert!(blocked.contains("unblock"), "{blocked}");
+        let key = token_fix(&refused(Some("BAD_SIGNATURE"), "the device is blocked"));
+        assert!(key.contains("not registered"), "{key}");
+        let clock = token_fix(&Failure::ClockWrong {
+            reason: "nothing about time here".into(),
+        });
+        assert!(clock.contains("clock"), "{clock}");
+        let words_only = token_fix(&refused(None, "the device clock looks ahead; blocked"));
+        assert!(words_only.contains("service's log"), "{words_only}");
     }
 }

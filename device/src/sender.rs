@@ -55,7 +55,7 @@ impl Health {
     fn failed(&self, failure: &Failure) {
         if !self.failing.swap(true, Ordering::Relaxed) {
             let hint = match failure {
-                Failure::Refused { reason } if reason.contains("clock") => {
+                Failure::ClockWrong { .. } => {
                     " (the device clock seems wrong; check it with `iotcore-device doctor`)"
                 }
                 Failure::Refused { .. } => {
@@ -175,7 +175,7 @@ impl Sender {
                 }
                 Err((Failure::TokenExpired { reason }, token)) => {
                     self.tokens.expired(&token);
-                    let failure = Failure::Refused {
+                    let failure = Failure::ClockWrong {
                         reason: format!(
                             "{reason} (even a token signed just now: is the device clock right?)"
                         ),
@@ -189,7 +189,12 @@ impl Sender {
                     self.ack(entry.seq);
                     return;
                 }
-                Err((failure @ Failure::Refused { .. }, _)) => {
+                Err((
+                    failure @ (Failure::Refused { .. }
+                    | Failure::ClockWrong { .. }
+                    | Failure::ConfigVersionAhead { .. }),
+                    _,
+                )) => {
                     self.health.failed(&failure);
                     self.max_backoff
                 }
@@ -212,7 +217,11 @@ impl Sender {
     async fn attempt(&self, event: &Queued) -> Result<(), (Failure, String)> {
         let token = self.tokens.token().map_err(|err| {
             let reason = format!("cannot sign a token: {err}");
-            (Failure::Refused { reason }, String::new())
+            let failure = Failure::Refused {
+                reason,
+                info_reason: None,
+            };
+            (failure, String::new())
         })?;
         self.transport
             .publish_event(&token, &event.payload, event.sub_folder.as_deref())

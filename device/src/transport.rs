@@ -36,6 +36,21 @@ pub enum Failure {
         /// The server's message.
         reason: String,
     },
+    /// The token was refused for a time only a wrong device clock explains (issued in the
+    /// future, or expired even when signed just now): retrying cannot help until the clock is
+    /// set right.
+    #[error("{reason}")]
+    ClockWrong {
+        /// The server's message.
+        reason: String,
+    },
+    /// The device asked for a config version newer than the service has (a fresh registry
+    /// forgot the newer ones): ask for the latest instead.
+    #[error("{reason}")]
+    ConfigVersionAhead {
+        /// The server's message.
+        reason: String,
+    },
     /// This one message can never be accepted (malformed, too large): give it up.
     #[error("{reason}")]
     Rejected {
@@ -48,6 +63,9 @@ pub enum Failure {
     Refused {
         /// The server's message.
         reason: String,
+        /// The server's `ErrorInfo` reason (`DEVICE_BLOCKED`, `BAD_SIGNATURE` …), when it sent
+        /// one: what `iotcore-device doctor` reads to say what to fix.
+        info_reason: Option<String>,
     },
 }
 
@@ -90,7 +108,10 @@ pub fn classify(err: ClientError) -> Failure {
             reason,
             after: None,
         },
-        ClientError::Setup(_) => Failure::Refused { reason },
+        ClientError::Setup(_) => Failure::Refused {
+            reason,
+            info_reason: None,
+        },
         ClientError::Refused {
             reason: why,
             http,
@@ -98,24 +119,34 @@ pub fn classify(err: ClientError) -> Failure {
             ..
         } => {
             // The ErrorInfo reason, not the message: messages are for people and may change.
-            if why.as_deref() == Some("TOKEN_EXPIRED") {
-                return Failure::TokenExpired { reason };
+            match why.as_deref() {
+                Some("TOKEN_EXPIRED") => Failure::TokenExpired { reason },
+                Some("TOKEN_ISSUED_IN_FUTURE") => Failure::ClockWrong { reason },
+                Some("CONFIG_VERSION_AHEAD") => Failure::ConfigVersionAhead { reason },
+                _ => by_status(http, reason, why, retry_after),
             }
-            by_status(http, reason, retry_after)
         }
         ClientError::Http {
             status,
             retry_after,
             ..
-        } => by_status(status, reason, retry_after),
+        } => by_status(status, reason, None, retry_after),
     }
 }
 
-fn by_status(status: StatusCode, reason: String, after: Option<Duration>) -> Failure {
+fn by_status(
+    status: StatusCode,
+    reason: String,
+    info_reason: Option<String>,
+    after: Option<Duration>,
+) -> Failure {
     match status.as_u16() {
         408 | 429 | 500..=599 => Failure::Transient { reason, after },
         400 | 413 | 415 => Failure::Rejected { reason },
-        401 | 403 | 404 | 409 | 412 => Failure::Refused { reason },
+        401 | 403 | 404 | 409 | 412 => Failure::Refused {
+            reason,
+            info_reason,
+        },
         _ => Failure::Transient { reason, after },
     }
 }
@@ -190,6 +221,52 @@ mod tests {
         assert!(matches!(
             refused(401, "UNAUTHENTICATED", misleading),
             Failure::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_clock_ahead_is_told_by_the_error_info_reason_not_by_the_message() {
+        let odd_words = "l'horloge avance; nothing here names the usual word";
+        assert!(matches!(
+            refused_for(
+                401,
+                "UNAUTHENTICATED",
+                Some("TOKEN_ISSUED_IN_FUTURE"),
+                odd_words
+            ),
+            Failure::ClockWrong { .. }
+        ));
+        let misleading = "the device clock looks ahead by 20 min";
+        assert!(matches!(
+            refused_for(401, "UNAUTHENTICATED", Some("BAD_SIGNATURE"), misleading),
+            Failure::Refused { .. }
+        ));
+        assert!(matches!(
+            refused(401, "UNAUTHENTICATED", misleading),
+            Failure::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_config_version_ahead_is_told_by_the_error_info_reason_not_by_the_status() {
+        let odd_words = "version inconnue; no status name in here";
+        assert!(matches!(
+            refused_for(400, "OUT_OF_RANGE", Some("CONFIG_VERSION_AHEAD"), odd_words),
+            Failure::ConfigVersionAhead { .. }
+        ));
+        // Another refusal with the same status is still a lasting rejection.
+        assert!(matches!(
+            refused_for(
+                400,
+                "OUT_OF_RANGE",
+                Some("SOMETHING_ELSE"),
+                "local_version 4"
+            ),
+            Failure::Rejected { .. }
+        ));
+        assert!(matches!(
+            refused(400, "OUT_OF_RANGE", "local_version 4 is newer"),
+            Failure::Rejected { .. }
         ));
     }
 }

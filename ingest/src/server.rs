@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use shared::clock::SystemClock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -106,6 +107,7 @@ pub async fn run(
             sink: sink.clone(),
             metrics: metrics.clone(),
             limits: limits(&args),
+            clock: Arc::new(SystemClock),
         });
         let flusher = bridge.spawn_activity_flusher(
             Duration::from_secs(args.activity_flush_secs),

@@ -3,6 +3,7 @@
 //! JSON shape, and Google's error vocabulary. Pure data and validation: no I/O, no async.
 
 pub mod cause;
+pub mod clock;
 pub mod credential;
 pub mod device_api;
 pub mod ids;

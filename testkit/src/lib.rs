@@ -1,10 +1,12 @@
 //! What the integration and unit tests of every crate in this workspace share, in one place so
 //! that no crate keeps its own copy: the JWT vectors and their keys, names no other test uses,
 //! the Pub/Sub and Firestore emulators `scripts/test` starts, the Pub/Sub REST calls a test makes
-//! to see what arrived, a device token signer, and a real `ingest serve` process with the URLs it
-//! printed. Tests may panic on anything unexpected: that is how a test reports it.
+//! to see what arrived, a device token signer, a real `ingest serve` process with the URLs it
+//! printed, and a clock a test moves by hand instead of waiting. Tests may panic on anything
+//! unexpected: that is how a test reports it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod clock;
 pub mod emulators;
 pub mod names;
 pub mod pubsub;
@@ -14,6 +16,7 @@ pub mod vectors;
 
 use std::time::{Duration, Instant};
 
+pub use clock::ManualClock;
 pub use names::unique;
 pub use serve::{DEFAULT_ARGS, IngestProcess, spawn_ingest};
 pub use signer::Signer;

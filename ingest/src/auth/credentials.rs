@@ -12,11 +12,14 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
+use jsonwebtoken::DecodingKey;
 use shared::PublicKeyFormat;
 use shared::credential::UnknownFormat;
 use shared::jwt::Algorithm;
 use spki::{AlgorithmIdentifierRef, AsAlgorithmIdentifierRef, ObjectIdentifier};
 use x509_cert::der::Decode;
+
+use super::jws;
 
 /// The smallest RSA modulus IoT Core accepted.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -127,6 +130,8 @@ struct KeyInner {
     public: Box<[u8]>,
     /// Parsed once here so each verification skips re-parsing the key.
     parsed: ParsedPublicKey,
+    /// The same key as jsonwebtoken takes it, built once too (see `jws`).
+    decoding: DecodingKey,
 }
 
 impl VerifyingKey {
@@ -140,6 +145,7 @@ impl VerifyingKey {
                 "the key's numbers are not a valid public key ({e})"
             ))
         })?;
+        let decoding = jws::decoding_key(alg, &public);
         let public = public.into_boxed_slice();
         Ok(Self {
             inner: Arc::new(KeyInner {
@@ -147,6 +153,7 @@ impl VerifyingKey {
                 bits,
                 public,
                 parsed,
+                decoding,
             }),
         })
     }
@@ -166,8 +173,13 @@ impl VerifyingKey {
         &self.inner.public
     }
 
+    /// The key for jsonwebtoken, which the JWS layer (`jws`) verifies tokens with.
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.inner.decoding
+    }
+
     /// Whether `signature` is this key's signature over `signing_input` (for ES256, in the
-    /// 64-byte `r||s` form JWS uses).
+    /// 64-byte `r||s` form JWS uses), with the key as parsed once.
     pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
         self.inner
             .parsed

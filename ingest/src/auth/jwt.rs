@@ -1,12 +1,15 @@
 //! Device token (JWT) verification, by the rules in `protocol.md`: RS256 or ES256 only, the
 //! signature checked against the device's unexpired credentials before any claim is trusted, then
 //! `aud` (the project id), `iat` and `exp` with 10 minutes of clock skew and at most 24 hours of
-//! lifetime. The JWT is parsed here rather than by a library so that nothing in the header (`kid`,
-//! `jku`, `x5u`) can steer verification, and so every refusal can say exactly what to fix.
-//! Time is a parameter (`now`, Unix seconds), never read from the clock.
+//! lifetime. The JWS layer (the header's `alg`, the signature and its check, ES256's `r||s`) is
+//! jsonwebtoken's, in [`super::jws`]; the rules and the messages are here, so that nothing in the
+//! header (`kid`, `jku`, `x5u`) can steer verification (the key is always one of the device's,
+//! never one the token names) and every refusal can say exactly what to fix. Segments are
+//! base64url without padding, as JWS defines them. Time is a parameter (`now`, Unix seconds),
+//! never read from the clock.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD_INDIFFERENT as BASE64URL;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use serde::Deserialize;
 use serde_json::Value;
 use shared::ProjectId;
@@ -14,6 +17,7 @@ use shared::jwt::{Algorithm, MAX_CLOCK_SKEW_SECS, MAX_TOKEN_LIFETIME_SECS};
 use shared::resources::DeviceCredential;
 
 use super::credentials::{KeyError, VerifyingKey, parse_credential};
+use super::jws;
 
 /// The longest token considered; real device tokens are under 1 KiB, and refusing huge ones
 /// early bounds the work an unauthenticated client can cause.
@@ -223,10 +227,10 @@ pub fn verify(
     now: i64,
 ) -> Result<VerifiedToken, TokenError> {
     let parts = split(token)?;
-    let alg = header_algorithm(parts.header)?;
+    let alg = header_algorithm(token, parts.header)?;
     let claims = decode_segment("claims", parts.claims)?;
     let signature = decode_segment("signature", parts.signature)?;
-    let key_expires_at = check_signature(alg, parts.signing_input, &signature, keys, now)?;
+    let key_expires_at = check_signature(alg, &parts, &signature, keys, now)?;
     let (iat, exp) = check_claims(&claims, project, now)?;
     Ok(VerifiedToken {
         alg,
@@ -273,9 +277,15 @@ fn split(token: &str) -> Result<Parts<'_>, TokenError> {
 }
 
 fn decode_segment(name: &str, segment: &str) -> Result<Vec<u8>, TokenError> {
-    BASE64URL
-        .decode(segment)
-        .map_err(|_| TokenError::malformed(format!("the {name} part is not base64url")))
+    BASE64URL.decode(segment).map_err(|_| {
+        TokenError::malformed(if segment.ends_with('=') {
+            format!(
+                "the {name} part ends in base64 padding (`=`), which JWS does not allow; encode                  each part as base64url without padding"
+            )
+        } else {
+            format!("the {name} part is not base64url")
+        })
+    })
 }
 
 /// Parses a JSON object into `T`. Serde would also take a JSON array for a struct; a JWT
@@ -292,23 +302,46 @@ struct Header {
     alg: Option<String>,
 }
 
-fn header_algorithm(segment: &str) -> Result<Algorithm, TokenError> {
-    let bytes = decode_segment("header", segment)?;
-    let header: Header = json_object(&bytes).ok_or_else(|| {
-        TokenError::malformed("the header is not a JSON object with a string `alg`")
-    })?;
-    let alg = header
-        .alg
-        .ok_or_else(|| TokenError::malformed("the header has no `alg`"))?;
-    Algorithm::from_header(&alg)
-        .ok_or_else(|| TokenError::UnsupportedAlgorithm { alg: quoted(&alg) })
+/// The token's algorithm, as jsonwebtoken reads the header; only RS256 and ES256 pass.
+fn header_algorithm(token: &str, segment: &str) -> Result<Algorithm, TokenError> {
+    match jws::header(token) {
+        Ok(header) => {
+            jws::device_algorithm(header.alg).ok_or_else(|| TokenError::UnsupportedAlgorithm {
+                alg: quoted(&format!("{:?}", header.alg)),
+            })
+        }
+        Err(err) => Err(header_refusal(segment, &err)),
+    }
+}
+
+/// Why jsonwebtoken refused the header, in words that say what to fix: the header's own shape
+/// first, an `alg` jsonwebtoken does not know (`none`, `es256`) as unsupported, and only then
+/// jsonwebtoken's reason.
+fn header_refusal(segment: &str, err: &jsonwebtoken::errors::Error) -> TokenError {
+    let bytes = match decode_segment("header", segment) {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
+    };
+    let Some(header) = json_object::<Header>(&bytes) else {
+        return TokenError::malformed("the header is not a JSON object with a string `alg`");
+    };
+    let Some(alg) = header.alg else {
+        return TokenError::malformed("the header has no `alg`");
+    };
+    if Algorithm::from_header(&alg).is_none() {
+        return TokenError::UnsupportedAlgorithm { alg: quoted(&alg) };
+    }
+    TokenError::malformed(format!(
+        "the header is not a valid JWS header ({})",
+        quoted(&err.to_string())
+    ))
 }
 
 /// Tries the unexpired keys of the token's algorithm, then (only to explain a refusal) the
 /// expired ones. Returns the verifying credential's expiry.
 fn check_signature(
     alg: Algorithm,
-    signing_input: &[u8],
+    parts: &Parts<'_>,
     signature: &[u8],
     keys: &[DeviceKey],
     now: i64,
@@ -316,8 +349,10 @@ fn check_signature(
     if keys.is_empty() {
         return Err(TokenError::NoCredentials);
     }
-    let verifies =
-        |k: &&DeviceKey| k.key.algorithm() == alg && k.key.verify(signing_input, signature);
+    let verifies = |k: &&DeviceKey| {
+        k.key.algorithm() == alg
+            && jws::signature_verifies(&k.key, alg, parts.signature, parts.signing_input)
+    };
     if let Some(key) = keys.iter().filter(|k| k.usable_at(now)).find(verifies) {
         return Ok(key.expires_at);
     }
@@ -561,8 +596,9 @@ mod tests {
     }
 
     #[test]
-    fn padded_base64_is_tolerated() {
-        // A device that pads signs the padded text, so pad before signing.
+    fn padded_base64_is_refused_naming_the_padding() {
+        // JWS segments are base64url without padding; a device that pads is told so, even
+        // when the padded text is what it signed.
         let pad = |bytes: &[u8]| {
             let part = b64(bytes);
             format!("{part}{}", "=".repeat((4 - part.len() % 4) % 4))
@@ -574,7 +610,44 @@ mod tests {
             .pair
             .sign(&SystemRandom::new(), input.as_bytes())
             .unwrap();
-        assert!(check(&format!("{input}.{}", pad(sig.as_ref()))).is_ok());
+        let err = check(&format!("{input}.{}", pad(sig.as_ref()))).unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        assert!(err.to_string().contains("padding"), "{err}");
+    }
+
+    #[test]
+    fn a_header_jsonwebtoken_refuses_is_malformed_with_its_reason() {
+        // `kid` must be a string in a JWS header.
+        let header = json!({"alg": "ES256", "kid": 5});
+        let err = check(&sign_with(&header, &good_claims(), &ec(0).pair)).unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        assert!(err.to_string().contains("not a valid JWS header"), "{err}");
+    }
+
+    #[test]
+    fn the_parsed_key_and_jsonwebtokens_own_parse_agree() {
+        use jsonwebtoken::crypto;
+        let token = es256(good_claims());
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let key = &ec(0).key;
+        let own = |input: &str| {
+            crypto::verify(
+                signature,
+                input.as_bytes(),
+                key.decoding_key(),
+                jsonwebtoken::Algorithm::ES256,
+            )
+            .unwrap()
+        };
+        let lent = |input: &str| {
+            jws::signature_verifies(key, Algorithm::ES256, signature, input.as_bytes())
+        };
+        // Lent first: the first verification installs this module's provider.
+        assert!(lent(input));
+        assert!(own(input));
+        let changed = format!("{input}x");
+        assert!(!lent(&changed));
+        assert!(!own(&changed));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Device authentication: a device proves itself with a JWT signed by one of the public keys its
-//! registry entry holds. `credentials` parses and checks those keys, `jwt` verifies a token
-//! against them by IoT Core's rules, and `cache` remembers verified tokens so that the hot path
+//! registry entry holds. `credentials` parses and checks those keys, `jws` reads a token's header
+//! and checks its signature with jsonwebtoken, `jwt` applies IoT Core's rules on top (algorithms,
+//! keys, claims, every message), and `cache` remembers verified tokens so that the hot path
 //! (every HTTP request, every MQTT connect) costs a hash and a map probe instead of a registry
-//! read and a signature check. [`Authenticator`] ties the three to the registry; the admin API
+//! read and a signature check. [`Authenticator`] ties them to the registry; the admin API
 //! calls [`Authenticator::invalidate_device`] after every device change so a blocked or re-keyed
 //! device is refused at once. Changes made elsewhere (another instance sharing the registry) are
 //! seen within the freshness bound ([`Authenticator::with_freshness`]): a cached token is trusted
@@ -10,6 +11,7 @@
 
 pub mod cache;
 pub mod credentials;
+pub mod jws;
 pub mod jwt;
 
 use std::collections::BTreeMap;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use shared::clock::Clock;
 use shared::resources::{DeviceConfig, DeviceRegistry, HttpState, MqttState, RpcStatus};
 use shared::{DeviceId, DeviceName, DeviceRef, RegistryName, TopicName};
 use tokio::task::JoinHandle;
@@ -80,6 +81,9 @@ pub struct BridgeParts {
     pub metrics: Metrics,
     /// Sizes, rates and cache lifetimes.
     pub limits: Limits,
+    /// Where "now" comes from for token checks, the registry cache and the rate buckets:
+    /// [`SystemClock`](shared::clock::SystemClock), or a clock a test moves by hand.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The shared device operations. Cheap to clone; clones share caches, limits and bookkeeping.
@@ -95,6 +99,7 @@ struct Inner {
     sink: Arc<dyn Sink>,
     metrics: Metrics,
     limits: Limits,
+    clock: Arc<dyn Clock>,
     registries: RegistryCache,
     activity: ActivityBook,
     http_rate: RateLimiter,
@@ -111,6 +116,7 @@ impl Bridge {
             sink,
             metrics,
             limits,
+            clock,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -123,8 +129,14 @@ impl Bridge {
                 sink,
                 metrics,
                 limits,
+                clock,
             }),
         }
+    }
+
+    /// The bridge's clock: what a transport checks a token's times against.
+    pub fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
     }
 
     /// The limits in force.
@@ -404,7 +416,11 @@ impl Bridge {
         let inner = &self.inner;
         Ok(inner
             .registries
-            .get(inner.registry.as_ref(), &device.registry, Instant::now())
+            .get(
+                inner.registry.as_ref(),
+                &device.registry,
+                inner.clock.instant(),
+            )
             .await?)
     }
 
@@ -415,7 +431,7 @@ impl Bridge {
         what: &'static str,
     ) -> Result<(), BridgeError> {
         limiter
-            .check(device.num_id, Instant::now())
+            .check(device.num_id, self.inner.clock.instant())
             .map_err(|retry_after| BridgeError::RateLimited {
                 device: device.id.to_string(),
                 what,

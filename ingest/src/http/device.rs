@@ -42,7 +42,6 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::routing::{get, post};
-use jiff::Timestamp;
 use serde_json::{Value, json};
 use shared::device_api::{ConfigResponse, PublishEventRequest, SetStateRequest};
 use shared::{Code, DeviceName};
@@ -212,7 +211,7 @@ fn device_name(
         .map_err(|err| HttpRefusal::invalid("bad_path", err.to_string()).note(bridge, None))
 }
 
-/// Proves the device with the request's bearer token, checked against the system clock, and
+/// Proves the device with the request's bearer token, checked against the bridge's clock, and
 /// admits the request (HTTP switched on for the registry, the device within its rate).
 async fn admit(
     bridge: &Bridge,
@@ -220,7 +219,7 @@ async fn admit(
     headers: &HeaderMap,
 ) -> Result<DeviceSession, DeviceApiError> {
     let token = bearer_token(headers).map_err(|r| r.note(bridge, None))?;
-    let now = Timestamp::now().as_second();
+    let now = bridge.clock().now().as_second();
     Ok(bridge.admit(Protocol::Http, name, token, now).await?)
 }
 

@@ -1,7 +1,11 @@
 //! The one error type of the HTTP layer. Every refusal becomes Google's JSON error body with a
 //! canonical status and a message naming the cause; an internal failure is logged once with its
-//! cause chain and answered with a message that reveals nothing about internals. A device
-//! refusal also carries a `google.rpc.ErrorInfo` with its machine-readable reason.
+//! cause chain and answered with a message that reveals nothing about internals. Every refusal
+//! also carries a `google.rpc.ErrorInfo` with its machine-readable reason: a specific one where a
+//! program may act on it (`DEVICE_NOT_FOUND`, `CONFIG_VERSION_MISMATCH`, `TOKEN_EXPIRED` …), the
+//! status name otherwise. An internal error carries none: it tells nothing.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -9,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use shared::resources::FieldViolation;
 use shared::{Code, ErrorBody, ErrorInfo, IdError};
 
-use crate::registry::StoreError;
+use crate::registry::{Resource, StoreError};
 use crate::telemetry::ErrorChain;
 
 /// A refusal or failure, ready to be sent.
@@ -19,8 +23,9 @@ pub struct ApiError {
     message: String,
     /// An HTTP status other than the code's usual one (413 for an oversized body).
     http_status: Option<StatusCode>,
-    /// The machine-readable reason sent in `details`, if any (boxed: errors travel in every
-    /// `Result` of the HTTP layer and should stay small).
+    /// The machine-readable reason sent in `details`; without one a refusal sends its status
+    /// name as the reason (boxed: errors travel in every `Result` of the HTTP layer and should
+    /// stay small).
     info: Option<Box<ErrorInfo>>,
     /// Why an internal error happened; logged, never sent.
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
@@ -50,9 +55,11 @@ impl ApiError {
         self
     }
 
-    /// `400 INVALID_ARGUMENT` naming a field.
+    /// `400 INVALID_ARGUMENT` naming a field, in the message and in the `ErrorInfo`'s metadata.
     pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> Self {
+        let metadata = BTreeMap::from([("field".to_owned(), field.to_owned())]);
         Self::new(Code::InvalidArgument, format!("{field}: {message}"))
+            .with_info(ErrorInfo::new(Code::InvalidArgument.name(), metadata))
     }
 
     /// `500 INTERNAL`: the cause is logged, the caller sees only that it failed.
@@ -95,6 +102,8 @@ impl IntoResponse for ApiError {
         let mut body = ErrorBody::new(self.code, self.message);
         if let Some(info) = &self.info {
             body = body.with_info(info);
+        } else if self.code != Code::Internal {
+            body = body.with_info(&ErrorInfo::new(self.code.name(), BTreeMap::new()));
         }
         body.error.code = status.as_u16();
         (status, Json(body)).into_response()
@@ -103,18 +112,42 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        let code = match &err {
-            StoreError::NotFound(_) => Code::NotFound,
-            StoreError::AlreadyExists(_) => Code::AlreadyExists,
-            StoreError::FailedPrecondition(_) => Code::FailedPrecondition,
-            StoreError::VersionMismatch { .. } => Code::Aborted,
+        let (code, info) = match &err {
+            StoreError::NotFound(resource) => (Code::NotFound, about(resource, "NOT_FOUND")),
+            StoreError::AlreadyExists(resource) => {
+                (Code::AlreadyExists, about(resource, "ALREADY_EXISTS"))
+            }
+            StoreError::FailedPrecondition(_) => (
+                Code::FailedPrecondition,
+                ErrorInfo::new(Code::FailedPrecondition.name(), BTreeMap::new()),
+            ),
+            StoreError::VersionMismatch { expected, current } => (
+                Code::Aborted,
+                ErrorInfo::new(
+                    "CONFIG_VERSION_MISMATCH",
+                    BTreeMap::from([
+                        ("expectedVersion".to_owned(), expected.to_string()),
+                        ("currentVersion".to_owned(), current.to_string()),
+                    ]),
+                ),
+            ),
             StoreError::BadPageToken => {
                 return Self::invalid_field("pageToken", err);
             }
             StoreError::Backend(_) => return Self::internal(err),
         };
-        Self::new(code, err.to_string())
+        Self::new(code, err.to_string()).with_info(info)
     }
+}
+
+/// `REGISTRY_NOT_FOUND`, `DEVICE_ALREADY_EXISTS` …, with the resource's full name as metadata.
+fn about(resource: &Resource, outcome: &str) -> ErrorInfo {
+    let (kind, name) = match resource {
+        Resource::Registry(name) => ("registry", name.to_string()),
+        Resource::Device(name) => ("device", name.to_string()),
+    };
+    let reason = format!("{}_{outcome}", kind.to_ascii_uppercase());
+    ErrorInfo::new(reason, BTreeMap::from([(kind.to_owned(), name)]))
 }
 
 impl From<FieldViolation> for ApiError {

@@ -4,7 +4,6 @@
 //! bridge's answer (4: the token; 5: not allowed; 3: try later) and then the connection closes;
 //! the cause, in the same words as HTTP's, becomes the device's last error.
 
-use jiff::Timestamp;
 use rumqttc::mqttbytes::Protocol as Level;
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
 use shared::{Code, DeviceName};
@@ -72,7 +71,7 @@ pub(crate) async fn admit(bridge: &Bridge, connect: Connect) -> Result<Admitted,
                 ),
             )
         })?;
-    let now = Timestamp::now().as_second();
+    let now = bridge.clock().now().as_second();
     let session = bridge
         .admit(Protocol::Mqtt, &name, &token, now)
         .await

@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use jiff::Timestamp;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     Packet, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
@@ -135,7 +134,8 @@ where
             .attach(&device.registry, &device.id, device.num_id);
         let rate = Rate::per_second(shared.settings.messages_per_second);
         let now = Instant::now();
-        let token_deadline = token_deadline(device.token_exp, now);
+        let wall = admitted.session.bridge().clock().now().as_second();
+        let token_deadline = token_deadline(device.token_exp, wall, now);
         Self {
             reader,
             writer,
@@ -670,7 +670,7 @@ where
             registry: device.registry.clone(),
             device: shared::DeviceRef::Id(device.id.clone()),
         };
-        let now = Timestamp::now().as_second();
+        let now = bridge.clock().now().as_second();
         match bridge
             .admit(crate::bridge::Protocol::Mqtt, &name, &self.token, now)
             .await
@@ -740,11 +740,10 @@ where
     }
 }
 
-/// When a connection holding a token that expires at `exp` must close: `exp` plus the skew.
-fn token_deadline(exp: i64, now: Instant) -> Instant {
-    let left = exp
-        .saturating_add(MAX_CLOCK_SKEW_SECS)
-        .saturating_sub(Timestamp::now().as_second());
+/// When a connection holding a token that expires at `exp` must close: `exp` plus the skew,
+/// counted from `wall` (Unix seconds, the bridge's clock) at the instant `now`.
+fn token_deadline(exp: i64, wall: i64, now: Instant) -> Instant {
+    let left = exp.saturating_add(MAX_CLOCK_SKEW_SECS).saturating_sub(wall);
     now + Duration::from_secs(u64::try_from(left).unwrap_or(0))
 }
 

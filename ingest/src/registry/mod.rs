@@ -13,7 +13,7 @@ use shared::resources::{
     Device, DeviceConfig, DeviceCredential, DeviceRegistry, DeviceState, EventNotificationConfig,
     HttpConfig, LogLevel, MqttConfig, RpcStatus, StateNotificationConfig,
 };
-use shared::{DeviceId, DeviceRef, LocationName, NumId, RegistryId, RegistryName};
+use shared::{DeviceId, DeviceName, DeviceRef, LocationName, NumId, RegistryId, RegistryName};
 
 pub mod firestore;
 pub mod page;
@@ -22,12 +22,12 @@ pub mod sqlite;
 /// What a store call can fail with. Each variant is an outcome the admin API maps to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The named registry or device does not exist; the text names it.
+    /// The named registry or device does not exist.
     #[error("{0} not found")]
-    NotFound(String),
-    /// A registry or device with this id exists already; the text names it.
+    NotFound(Resource),
+    /// A registry or device with this id exists already.
     #[error("{0} already exists")]
-    AlreadyExists(String),
+    AlreadyExists(Resource),
     /// The operation needs a different state, e.g. deleting a registry that still has devices.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -47,6 +47,41 @@ pub enum StoreError {
     /// The store itself failed (disk, network, corruption); the source says how.
     #[error("registry store failure")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The registry or device a [`StoreError::NotFound`] or [`StoreError::AlreadyExists`] is about:
+/// named in the message (`device `projects/…/devices/d``) and, by kind, in the admin API's
+/// `ErrorInfo` reason (`DEVICE_NOT_FOUND`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A device registry.
+    Registry(RegistryName),
+    /// A device, by id or numeric id.
+    Device(DeviceName),
+}
+
+impl Resource {
+    /// The registry `name`.
+    pub fn registry(name: &RegistryName) -> Self {
+        Resource::Registry(name.clone())
+    }
+
+    /// The device `device` of `registry`.
+    pub fn device(registry: &RegistryName, device: &DeviceRef) -> Self {
+        Resource::Device(DeviceName {
+            registry: registry.clone(),
+            device: device.clone(),
+        })
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Registry(name) => write!(f, "registry `{name}`"),
+            Resource::Device(name) => write!(f, "device `{name}`"),
+        }
+    }
 }
 
 /// Shorthand for store results.

@@ -2,7 +2,7 @@
 //! device manager offered here, and every refusal, each answered in Google's error shape with a
 //! message naming the cause.
 
-use crate::support::{PROJECT, REGION, TestApp, assert_error, key};
+use crate::support::{PROJECT, REGION, TestApp, assert_error, assert_reason, key};
 use ingest::http::admin::AdminAccess;
 use jiff::Timestamp;
 use reqwest::StatusCode;
@@ -80,6 +80,8 @@ async fn a_second_registry_with_the_same_id_is_refused() {
     app.create_registry("reg-1").await;
     let answer = app.post("/registries", json!({"id": "reg-1"})).await;
     assert_error(&answer, 409, "ALREADY_EXISTS", &["reg-1"]);
+    let name = format!("projects/{PROJECT}/locations/{REGION}/registries/reg-1");
+    assert_reason(&answer, "REGISTRY_ALREADY_EXISTS", &[("registry", &name)]);
 }
 
 #[tokio::test]
@@ -113,6 +115,17 @@ async fn bad_registry_requests_are_refused_naming_the_field() {
     }
     let answer = app.post_raw("/registries", "{\"id\": ").await;
     assert_error(&answer, 400, "INVALID_ARGUMENT", &["not valid JSON"]);
+    let answer = app
+        .post(
+            "/registries",
+            json!({"id": "reg-1", "httpConfig": {"httpEnabledState": "SOMETIMES"}}),
+        )
+        .await;
+    assert_reason(
+        &answer,
+        "INVALID_ARGUMENT",
+        &[("field", "httpConfig.httpEnabledState")],
+    );
 }
 
 #[tokio::test]
@@ -351,10 +364,15 @@ async fn a_second_device_with_the_same_id_is_refused_and_a_missing_registry_is_n
         .post("/registries/reg-1/devices", json!({"id": "dev-1"}))
         .await;
     assert_error(&answer, 409, "ALREADY_EXISTS", &["dev-1"]);
+    let registry = format!("projects/{PROJECT}/locations/{REGION}/registries/reg-1");
+    let device = format!("{registry}/devices/dev-1");
+    assert_reason(&answer, "DEVICE_ALREADY_EXISTS", &[("device", &device)]);
     let answer = app
         .post("/registries/nope-1/devices", json!({"id": "dev-1"}))
         .await;
     assert_error(&answer, 404, "NOT_FOUND", &["nope-1"]);
+    let missing = format!("projects/{PROJECT}/locations/{REGION}/registries/nope-1");
+    assert_reason(&answer, "REGISTRY_NOT_FOUND", &[("registry", &missing)]);
 }
 
 #[tokio::test]
@@ -376,6 +394,7 @@ async fn a_device_is_read_by_id_or_by_numeric_id() {
 
     let answer = app.get("/registries/reg-1/devices/dev-2").await;
     assert_error(&answer, 404, "NOT_FOUND", &["dev-2"]);
+    assert_reason(&answer, "DEVICE_NOT_FOUND", &[]);
     let answer = app.get("/registries/reg-1/devices/123").await;
     assert_error(&answer, 404, "NOT_FOUND", &["123"]);
 }
@@ -599,6 +618,11 @@ async fn configs_are_versioned_with_an_optimistic_check() {
         .post(modify, json!({"versionToUpdate": 1, "binaryData": "eA"}))
         .await;
     assert_error(&answer, 409, "ABORTED", &["version 2", "not 1"]);
+    assert_reason(
+        &answer,
+        "CONFIG_VERSION_MISMATCH",
+        &[("currentVersion", "2"), ("expectedVersion", "1")],
+    );
 
     let (_, device) = app.get("/registries/reg-1/devices/dev-1").await;
     assert_eq!(device["config"]["version"], "2");
@@ -720,6 +744,7 @@ async fn with_a_token_configured_the_admin_api_refuses_callers_without_it() {
     let url = app.url("/registries");
     let answer = crate::support::answer(app.client.get(&url).send().await.unwrap()).await;
     assert_error(&answer, 401, "UNAUTHENTICATED", &["Bearer"]);
+    assert_reason(&answer, "ADMIN_TOKEN_MISSING", &[]);
     let answer = crate::support::answer(
         app.client
             .get(&url)
@@ -730,6 +755,7 @@ async fn with_a_token_configured_the_admin_api_refuses_callers_without_it() {
     )
     .await;
     assert_error(&answer, 401, "UNAUTHENTICATED", &["not the one"]);
+    assert_reason(&answer, "ADMIN_TOKEN_INVALID", &[]);
     let (status, _) = crate::support::answer(
         app.client
             .get(&url)

@@ -338,6 +338,10 @@ async fn the_config_is_the_latest_whatever_local_version_the_device_has() {
         "OUT_OF_RANGE",
         &["local_version 4", "version 3"],
     );
+    // The device agent acts on this reason (it asks for the latest), never on the words.
+    let info = &answer.1["error"]["details"][0];
+    assert_eq!(info["reason"], "CONFIG_VERSION_AHEAD", "{}", answer.1);
+    assert_eq!(info["metadata"]["latestVersion"], "3", "{}", answer.1);
 
     app.bridge.flush_activity().await;
     let device = app.device(REG, "dev-a").await;
@@ -462,6 +466,7 @@ async fn bad_inputs_are_each_refused_with_a_status_that_names_the_cause() {
         .header(CONTENT_TYPE, "application/json")
         .body(vec![b' '; 4 * 1024 * 1024]);
     let expired = fleet.a.token(now - 7200, now - 3600, PROJECT);
+    let from_the_future = fleet.a.token(now + 3600, now + 7200, PROJECT);
     let oversized = event(&vec![7u8; Limits::default().max_event_bytes + 1]);
 
     let table: Vec<Case> = vec![
@@ -522,6 +527,14 @@ async fn bad_inputs_are_each_refused_with_a_status_that_names_the_cause() {
             401,
             "UNAUTHENTICATED",
             &["expired", "clock"],
+        ),
+        (
+            "token issued in the future",
+            app.publish_event(&from_the_future, &a_path(), event(b"x"))
+                .await,
+            401,
+            "UNAUTHENTICATED",
+            &["in the future", "clock"],
         ),
         (
             "bad base64",
@@ -628,6 +641,7 @@ async fn bad_inputs_are_each_refused_with_a_status_that_names_the_cause() {
     // The reasons a device acts on, whatever the message says.
     for (label, reason) in [
         ("expired token", "TOKEN_EXPIRED"),
+        ("token issued in the future", "TOKEN_ISSUED_IN_FUTURE"),
         ("blocked device", "DEVICE_BLOCKED"),
         ("unknown device id", "UNKNOWN_DEVICE"),
         ("over the per-device rate", "RATE_LIMITED"),

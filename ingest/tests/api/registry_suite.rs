@@ -148,5 +148,5 @@ mod checks {
 
 /// Whether `err` is `NotFound` and its text names `what`.
 fn is_not_found_naming(err: &StoreError, what: &str) -> bool {
-    matches!(err, StoreError::NotFound(text) if text.contains(what))
+    matches!(err, StoreError::NotFound(resource) if resource.to_string().contains(what))
 }

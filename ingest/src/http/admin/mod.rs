@@ -3,6 +3,7 @@
 //! to loopback by default; anywhere else it demands a bearer token, or is declared to sit behind
 //! Cloud Run's IAM (see the README). Nothing here is ever routed on the device port.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,7 +12,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use shared::Code;
+use shared::{Code, ErrorInfo};
 
 use super::error::ApiError;
 use crate::auth::Authenticator;
@@ -120,13 +121,15 @@ async fn check_access(
                 return Err(ApiError::new(
                     Code::Unauthenticated,
                     "the admin API needs `Authorization: Bearer <token>`; the CLI sends it from --admin-token or ADMIN_TOKEN",
-                ));
+                )
+                .with_info(ErrorInfo::new("ADMIN_TOKEN_MISSING", BTreeMap::new())));
             }
             Some(token) if !constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
                 return Err(ApiError::new(
                     Code::Unauthenticated,
                     "the admin bearer token is not the one this server was started with",
-                ));
+                )
+                .with_info(ErrorInfo::new("ADMIN_TOKEN_INVALID", BTreeMap::new())));
             }
             Some(_) => {}
         }

@@ -6,22 +6,18 @@
 use firestore::gcloud_sdk::google::firestore::v1::Document;
 use firestore::gcloud_sdk::google::firestore::v1::structured_query::field_filter;
 use shared::resources::{Device, MAX_CONFIG_VERSIONS, MAX_STATES};
-use shared::{DeviceId, DeviceName, DeviceRef, RegistryName};
+use shared::{DeviceId, DeviceRef, RegistryName};
 
 use super::rpc::{self, Rpc, TxId};
 use super::{backend, value};
-use crate::registry::{StoreError, StoreResult};
+use crate::registry::{Resource, StoreError, StoreResult};
 
 /// The store's own field: the sequence number of the latest kept state report.
 pub(super) const STATE_SEQ: &str = "stateSeq";
 
 /// How a device is named in errors: its full path, by the id or numeric id the caller used.
-pub(super) fn describe(registry: &RegistryName, device: &DeviceRef) -> String {
-    let name = DeviceName {
-        registry: registry.clone(),
-        device: device.clone(),
-    };
-    format!("device `{name}`")
+pub(super) fn describe(registry: &RegistryName, device: &DeviceRef) -> Resource {
+    Resource::device(registry, device)
 }
 
 pub(super) fn path(registry: &RegistryName, id: &DeviceId) -> String {

@@ -11,15 +11,16 @@ use super::rpc::{self, Rpc};
 use super::{backend, value};
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
-    Page, PageRequest, RegistryUpdate, StoreError, StoreResult, name_to_create, registry_in,
+    Page, PageRequest, RegistryUpdate, Resource, StoreError, StoreResult, name_to_create,
+    registry_in,
 };
 
 /// How many of a registry's devices a refused delete counts before saying "more than".
 const COUNT_LIMIT: usize = 100;
 
 /// How a registry is named in errors.
-pub(super) fn describe(name: &RegistryName) -> String {
-    format!("registry `{name}`")
+pub(super) fn describe(name: &RegistryName) -> Resource {
+    Resource::registry(name)
 }
 
 pub(super) async fn create(

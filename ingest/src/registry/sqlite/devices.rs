@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, Transaction, named_params};
 use shared::resources::{Device, DeviceConfig, DeviceCredential, DeviceState, LogLevel, RpcStatus};
-use shared::{DeviceId, DeviceName, DeviceRef, RegistryName};
+use shared::{DeviceId, DeviceRef, RegistryName};
 
 use super::codec::{
     backend, is_unique_violation, json_column, micros, opt_enum_column, opt_enum_name,
@@ -17,7 +17,7 @@ use super::codec::{
 use super::{history, registries};
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, StoreError, StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Resource, StoreError, StoreResult,
 };
 
 /// A device with its latest config (highest version) and latest state (last inserted); the
@@ -38,12 +38,8 @@ const SELECT: &str = "SELECT d.id, d.num_id, d.credentials, d.blocked, d.metadat
 const NUM_ID_ATTEMPTS: usize = 16;
 
 /// How a device is named in errors: its full path, by the id or numeric id the caller used.
-fn describe(registry: &RegistryName, device: &DeviceRef) -> String {
-    let name = DeviceName {
-        registry: registry.clone(),
-        device: device.clone(),
-    };
-    format!("device `{name}`")
+fn describe(registry: &RegistryName, device: &DeviceRef) -> Resource {
+    Resource::device(registry, device)
 }
 
 /// The device's row key, or `NotFound` naming it (also when its registry does not exist).

@@ -12,15 +12,17 @@ use super::codec::{
     opt_enum_name, opt_json_column, to_json,
 };
 use crate::registry::page::{into_page, start_after};
-use crate::registry::{Page, PageRequest, RegistryUpdate, StoreError, StoreResult, name_to_create};
+use crate::registry::{
+    Page, PageRequest, RegistryUpdate, Resource, StoreError, StoreResult, name_to_create,
+};
 
 /// The columns [`from_row`] reads, in its order.
 const COLUMNS: &str = "id, event_notification_configs, state_notification_config, \
      mqtt_enabled_state, http_enabled_state, log_level";
 
 /// How a registry is named in errors.
-pub(super) fn describe(name: &RegistryName) -> String {
-    format!("registry `{name}`")
+pub(super) fn describe(name: &RegistryName) -> Resource {
+    Resource::registry(name)
 }
 
 /// The registry's row key, or `NotFound` naming it.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ingest::registry::{
-    Activity, DeviceFilter, DeviceUpdate, PageRequest, RegistryStore, StoreError,
+    Activity, DeviceFilter, DeviceUpdate, PageRequest, RegistryStore, Resource, StoreError,
 };
 use shared::resources::{DeviceConfig, LogLevel, RpcStatus};
 use shared::{DeviceId, NumId};
@@ -113,7 +113,11 @@ pub async fn creating_a_device_twice_is_already_exists(store: Arc<dyn RegistrySt
     let StoreError::AlreadyExists(what) = err else {
         panic!("expected AlreadyExists, got {err:?}");
     };
-    assert!(what.contains(&format!("{reg}/devices/dev-1")), "{what}");
+    assert!(matches!(what, Resource::Device(_)), "{what}");
+    assert!(
+        what.to_string().contains(&format!("{reg}/devices/dev-1")),
+        "{what}"
+    );
 }
 
 pub async fn the_same_device_id_in_two_registries_gets_distinct_numeric_ids(

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use ingest::registry::{DeviceFilter, PageRequest, RegistryStore, RegistryUpdate, StoreError};
+use ingest::registry::{
+    DeviceFilter, PageRequest, RegistryStore, RegistryUpdate, Resource, StoreError,
+};
 use shared::resources::{
     HttpConfig, HttpState, LogLevel, MqttConfig, MqttState, StateNotificationConfig,
 };
@@ -81,7 +83,7 @@ pub async fn creating_a_registry_twice_is_already_exists(store: Arc<dyn Registry
     let StoreError::AlreadyExists(what) = err else {
         panic!("expected AlreadyExists, got {err:?}");
     };
-    assert!(what.contains(&registry_name("reg-1").to_string()), "{what}");
+    assert_eq!(what, Resource::Registry(registry_name("reg-1")));
 }
 
 pub async fn a_registry_id_is_scoped_to_its_project_and_location(store: Arc<dyn RegistryStore>) {

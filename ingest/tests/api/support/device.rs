@@ -28,6 +28,7 @@ use jiff::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
+use shared::clock::{Clock, SystemClock};
 use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
 use shared::{DeviceRef, LocationName, RegistryName};
 use tempfile::TempDir;
@@ -73,16 +74,26 @@ impl DeviceApp {
         let sqlite = SqliteStore::open(dir.path().join("registry.db"))
             .await
             .unwrap();
-        Self::spawn_on(Arc::new(sqlite), limits, sink, None, dir).await
+        Self::spawn_on(
+            Arc::new(sqlite),
+            limits,
+            sink,
+            None,
+            Arc::new(SystemClock),
+            dir,
+        )
+        .await
     }
 
     /// Spawns both APIs over `store`, trusting cached tokens for `freshness_secs` (`None`: until
-    /// they expire); `dir` holds the sink file and lives as long as the app.
+    /// they expire), the bridge reading the time from `clock`; `dir` holds the sink file and
+    /// lives as long as the app.
     pub async fn spawn_on(
         store: Arc<dyn RegistryStore>,
         limits: Limits,
         sink: Option<Arc<dyn Sink>>,
         freshness_secs: Option<u64>,
+        clock: Arc<dyn Clock>,
         dir: TempDir,
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
@@ -105,6 +116,7 @@ impl DeviceApp {
             sink,
             metrics: Metrics::default(),
             limits,
+            clock,
         });
         bridge.spawn_activity_flusher(Duration::from_secs(3600), std::future::pending());
         let delivery = Delivery::default();

@@ -171,4 +171,28 @@ pub fn assert_error(answer: &(StatusCode, Value), status: u16, name: &str, words
             "message {message:?} should mention {word:?}"
         );
     }
+    // Every refusal (not an internal error, which tells nothing) names its reason for programs.
+    if status != 500 {
+        let info = &body["error"]["details"][0];
+        assert_eq!(
+            info["@type"], "type.googleapis.com/google.rpc.ErrorInfo",
+            "{body}"
+        );
+        assert_eq!(info["domain"], "cloudiot.googleapis.com", "{body}");
+        assert!(
+            info["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{body}"
+        );
+    }
+}
+
+/// The refusal's `google.rpc.ErrorInfo` has this reason and (at least) this metadata.
+#[track_caller]
+pub fn assert_reason(answer: &(StatusCode, Value), reason: &str, metadata: &[(&str, &str)]) {
+    let body = &answer.1;
+    let info = &body["error"]["details"][0];
+    assert_eq!(info["reason"], reason, "{body}");
+    for (key, value) in metadata {
+        assert_eq!(info["metadata"][key], *value, "{key} in {body}");
+    }
 }
