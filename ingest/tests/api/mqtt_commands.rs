@@ -52,6 +52,13 @@ async fn subscribed(app: &MqttApp, dev: &str, qos: QoS) -> Raw {
     raw
 }
 
+/// The `google.rpc.ErrorInfo` reason of a refusal.
+fn reason(body: &Value) -> &str {
+    body["error"]["details"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 async fn next_publish(raw: &mut Raw) -> Publish {
     match raw.recv().await {
         Some(Packet::Publish(publish)) => publish,

@@ -4,9 +4,12 @@
 //! subscribed (FAILED_PRECONDITION), and a QoS 1 command is sent again until its PUBACK, up to
 //! the command timeout.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde_json::{Value, json};
 use shared::resources::SendCommandToDeviceRequest;
+use shared::status::ErrorInfo;
 use shared::{Code, DeviceRef, RegistryName};
 
 use super::AdminState;
@@ -70,8 +73,25 @@ fn check(request: &SendCommandToDeviceRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What the operator is told when the command did not reach the device.
+/// What the operator is told when the command did not reach the device, with a reason a script
+/// can act on (`DEVICE_NOT_CONNECTED`, `DEVICE_NOT_SUBSCRIBED`, `COMMANDS_PENDING`,
+/// `COMMAND_NOT_ACKNOWLEDGED`, `CONNECTION_CLOSED`) and the device in its metadata.
 fn refused(device: &str, failure: &CommandFailure) -> ApiError {
+    let reason = match failure {
+        CommandFailure::NotConnected => "DEVICE_NOT_CONNECTED",
+        CommandFailure::NotSubscribed => "DEVICE_NOT_SUBSCRIBED",
+        CommandFailure::Busy => "COMMANDS_PENDING",
+        CommandFailure::NotAcknowledged { .. } => "COMMAND_NOT_ACKNOWLEDGED",
+        CommandFailure::ConnectionClosed => "CONNECTION_CLOSED",
+    };
+    let info = ErrorInfo::new(
+        reason,
+        BTreeMap::from([("device".to_owned(), device.to_owned())]),
+    );
+    message(device, failure).with_info(info)
+}
+
+fn message(device: &str, failure: &CommandFailure) -> ApiError {
     match failure {
         CommandFailure::NotConnected => ApiError::new(
             Code::FailedPrecondition,
