@@ -147,6 +147,7 @@ async fn an_unacknowledged_qos1_command_is_sent_again_with_dup_until_the_timeout
         "DEADLINE_EXCEEDED",
         &["did not acknowledge", "dev-1"],
     );
+    assert_eq!(reason(&answer.1), "COMMAND_NOT_ACKNOWLEDGED");
     assert!(
         (3..=4).contains(&sends.len()),
         "sent {} times in 1.6 s at a 0.5 s resend",
@@ -197,6 +198,7 @@ async fn commands_are_refused_with_the_reason_when_they_cannot_be_delivered() {
         "FAILED_PRECONDITION",
         &["not connected", "not kept"],
     );
+    assert_eq!(reason(&answer.1), "DEVICE_NOT_CONNECTED");
     let answer = send(&app, "nobody", command(b"x", None)).await;
     assert_error(&answer, 404, "NOT_FOUND", &["nobody"]);
 
@@ -208,6 +210,7 @@ async fn commands_are_refused_with_the_reason_when_they_cannot_be_delivered() {
         "FAILED_PRECONDITION",
         &["not subscribed", "commands/#"],
     );
+    assert_eq!(reason(&answer.1), "DEVICE_NOT_SUBSCRIBED");
 
     let too_big = vec![b'a'; 256 * 1024 + 1];
     let answer = send(&app, "dev-1", command(&too_big, None)).await;
