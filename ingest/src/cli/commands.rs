@@ -2,12 +2,10 @@
 //! commands topic. The server answers once the device has it (QoS 1: its PUBACK), so the exit
 //! status says whether it arrived; a device that is not connected is refused, not queued.
 
-use std::path::PathBuf;
-
-use anyhow::Context as _;
 use shared::resources::SendCommandToDeviceRequest;
 
 use super::client::{AdminClient, AdminOptions};
+use super::devices::PayloadArgs;
 use super::output::{self, Output, emit, print_json};
 
 const SEND_EXAMPLES: &str = "\
@@ -29,7 +27,6 @@ pub enum CommandsCommand {
 
 /// `commands send`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("payload").required(true).args(["file", "data"])))]
 pub struct SendArgs {
     /// Device id, or its numeric id
     #[arg(value_name = "DEVICE")]
@@ -37,12 +34,8 @@ pub struct SendArgs {
     /// Registry id
     #[arg(long, value_name = "REGISTRY")]
     registry: String,
-    /// Read the command from this file (any bytes, up to 256 KB)
-    #[arg(long, value_name = "PATH")]
-    file: Option<PathBuf>,
-    /// Use this text as the command
-    #[arg(long, value_name = "TEXT")]
-    data: Option<String>,
+    #[command(flatten)]
+    payload: PayloadArgs,
     /// Deliver on /devices/{d}/commands/SUBFOLDER instead of /devices/{d}/commands
     #[arg(long, value_name = "SUBFOLDER")]
     subfolder: Option<String>,
@@ -58,11 +51,7 @@ pub async fn run(command: CommandsCommand) -> anyhow::Result<()> {
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let binary_data = match (&args.file, args.data) {
-        (Some(path), _) => std::fs::read(path)
-            .with_context(|| format!("reading command file {}", path.display()))?,
-        (None, data) => data.unwrap_or_default().into_bytes(),
-    };
+    let binary_data = args.payload.read("command")?;
     let size = binary_data.len();
     let client = AdminClient::connect(&args.api).await?;
     let method = format!("{}:sendCommandToDevice", args.device);

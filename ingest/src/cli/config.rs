@@ -3,7 +3,6 @@
 //! payload itself to stdout, so `ingest config get … > file` round-trips with `--file`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
 use shared::resources::{
@@ -12,7 +11,7 @@ use shared::resources::{
 };
 
 use super::client::{AdminClient, AdminOptions};
-use super::devices::DeviceArgs;
+use super::devices::{DeviceArgs, PayloadArgs};
 use super::output::{self, Output, decode, emit, emit_bytes, print_json};
 
 const SET_EXAMPLES: &str = "\
@@ -53,7 +52,6 @@ pub enum StatesCommand {
 
 /// `config set`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("payload").required(true).args(["file", "data"])))]
 pub struct SetArgs {
     /// Device id, or its numeric id
     #[arg(value_name = "DEVICE")]
@@ -61,12 +59,8 @@ pub struct SetArgs {
     /// Registry id
     #[arg(long, value_name = "REGISTRY")]
     registry: String,
-    /// Read the config payload from this file (any bytes, up to 64 KB)
-    #[arg(long, value_name = "PATH")]
-    file: Option<PathBuf>,
-    /// Use this text as the config payload
-    #[arg(long, value_name = "TEXT")]
-    data: Option<String>,
+    #[command(flatten)]
+    payload: PayloadArgs,
     /// Apply only if the device's current config version is N (0: unconditionally)
     #[arg(long, value_name = "N", default_value_t = 0)]
     version_to_update: u64,
@@ -107,11 +101,7 @@ pub async fn run_states(command: StatesCommand) -> anyhow::Result<()> {
 }
 
 async fn set(args: SetArgs) -> anyhow::Result<()> {
-    let binary_data = match (&args.file, args.data) {
-        (Some(path), _) => std::fs::read(path)
-            .with_context(|| format!("reading config file {}", path.display()))?,
-        (None, data) => data.unwrap_or_default().into_bytes(),
-    };
+    let binary_data = args.payload.read("config")?;
     let client = AdminClient::connect(&args.api).await?;
     let method = format!("{}:modifyCloudToDeviceConfig", args.device);
     let body = ModifyCloudToDeviceConfigRequest {

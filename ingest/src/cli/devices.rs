@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use anyhow::Context as _;
 use serde_json::Value;
 use shared::ids::DeviceId;
 use shared::resources::{Device, DeviceCredential, ListDevicesResponse};
@@ -98,6 +99,30 @@ pub struct DeviceArgs {
     pub(super) registry: String,
     #[command(flatten)]
     pub(super) api: AdminOptions,
+}
+
+/// A payload given as text or read from a file: `config set` and `commands send`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PayloadArgs {
+    /// Read the payload from this file (any bytes: up to 64 KB for a config, 256 KB for a
+    /// command)
+    #[arg(long, value_name = "PATH")]
+    file: Option<std::path::PathBuf>,
+    /// Use this text as the payload
+    #[arg(long, value_name = "TEXT")]
+    data: Option<String>,
+}
+
+impl PayloadArgs {
+    /// The payload's bytes; `what` names it in the error when the file cannot be read.
+    pub(super) fn read(self, what: &str) -> anyhow::Result<Vec<u8>> {
+        match (self.file, self.data) {
+            (Some(path), _) => std::fs::read(&path)
+                .with_context(|| format!("reading {what} file {}", path.display())),
+            (None, data) => Ok(data.unwrap_or_default().into_bytes()),
+        }
+    }
 }
 
 /// `devices list`.
