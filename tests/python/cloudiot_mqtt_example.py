@@ -89,6 +89,7 @@ class Device:
         self.subacks = threading.Event()
         self.pending_subscriptions = set()
         self.config = threading.Event()
+        self.command = threading.Event()
         self.disconnected = threading.Event()
         self.disconnect_rc = None
         self.closing = False
@@ -126,6 +127,7 @@ class Device:
             self.config.set()
         elif message.topic == commands or message.topic.startswith(commands + "/"):
             say("COMMAND {} {}".format(message.topic, payload))
+            self.command.set()
         else:
             say("MESSAGE {} {}".format(message.topic, payload))
 
@@ -281,6 +283,12 @@ def parse_command_line_args():
         default=10,
         help="Longest wait for the CONNACK, SUBACKs, each PUBACK and the config.",
     )
+    # Not in Google's sample: lets a test send a command while the device is surely listening.
+    parser.add_argument(
+        "--wait_for_command",
+        action="store_true",
+        help="After subscribing, wait for one command before publishing.",
+    )
     return parser.parse_args()
 
 
@@ -312,6 +320,9 @@ def run(client, device, args, delay):
         fail("the bridge refused the connection: {}".format(
             mqtt.connack_string(device.connack_rc)))
     subscribe(client, device, args.timeout_seconds)
+    if args.wait_for_command:
+        say("WAITING FOR COMMAND")
+        wait_for(device.command, device, args.timeout_seconds, "a command")
 
     sub_topic = "events" if args.message_type == "event" else "state"
     topic = "/devices/{}/{}".format(args.device_id, sub_topic)

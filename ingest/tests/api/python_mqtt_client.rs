@@ -1,7 +1,7 @@
 //! A real IoT Core MQTT client nobody here wrote the server into: `tests/python/
 //! cloudiot_mqtt_example.py`, in the shape of Google's MQTT sample and the old guides (paho-mqtt
 //! 1.x, PyJWT, the JWT as password, QoS 1 events each awaited for its PUBACK, the config topic at
-//! QoS 1, `commands/#` at QoS 0, a state report), against a running `ingest serve` publishing to
+//! QoS 1, `commands/#` at QoS 0 and a command sent to it, a state report), against a running `ingest serve` publishing to
 //! the real Pub/Sub emulator. Once over TLS with the CA ingest made itself (as a newcomer would
 //! run it), once over WebSocket on the device port (`/mqtt`, as on Cloud Run). What a subscriber
 //! pulls is checked for data and every attribute. The interpreter comes from `IOTCORE_PYTHON`.
@@ -86,6 +86,12 @@ impl Server {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self.try_post(path, body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    async fn try_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let response = self
             .http
             .post(self.admin(path))
@@ -94,9 +100,7 @@ impl Server {
             .await
             .unwrap();
         let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
+        (status, response.json().await.unwrap())
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -127,9 +131,9 @@ impl Server {
     }
 
     /// Runs the client as the sample's README ran it, plus `extra`.
-    fn client(&self, device: &str, extra: &[String]) -> Output {
+    async fn client(&self, device: &str, extra: &[String]) -> Output {
         let key = self.key_file();
-        let output = std::process::Command::new(python())
+        let output = tokio::process::Command::new(python())
             .arg(SCRIPT)
             .args([
                 format!("--project_id={PROJECT}"),
@@ -144,6 +148,7 @@ impl Server {
             ])
             .args(extra)
             .output()
+            .await
             .unwrap();
         assert!(
             output.status.success(),
@@ -201,14 +206,43 @@ async fn googles_mqtt_sample_over_tls_lands_in_pubsub_with_iot_cores_attributes(
     let url = server.process.announced("MQTT bridge");
     let port = url.rsplit(':').next().unwrap().to_owned();
     let ca = server.process.announced("MQTT CA certificate");
-    let output = server.client(
-        "py-tls",
-        &[
-            format!("--ca_certs={ca}"),
-            "--mqtt_bridge_hostname=localhost".into(),
-            format!("--mqtt_bridge_port={port}"),
-        ],
+    let flags = [
+        format!("--ca_certs={ca}"),
+        "--mqtt_bridge_hostname=localhost".into(),
+        format!("--mqtt_bridge_port={port}"),
+        "--wait_for_command".into(),
+    ];
+    let client = server.client("py-tls", &flags);
+    // The operator's command, sent until the client has connected and subscribed (refused as
+    // FAILED_PRECONDITION until then); it answers once written, the client's commands/# being
+    // at QoS 0 as in Google's sample.
+    let command = async {
+        let path = format!("/registries/{REGISTRY}/devices/py-tls:sendCommandToDevice");
+        let body = json!({"binaryData": STANDARD.encode(b"reboot"), "subfolder": "power"});
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let answer = server.try_post(&path, body.clone()).await;
+            match answer {
+                (StatusCode::OK, body) => return body,
+                (StatusCode::BAD_REQUEST, body)
+                    if body["error"]["details"][0]["reason"] == "DEVICE_NOT_CONNECTED"
+                        || body["error"]["details"][0]["reason"] == "DEVICE_NOT_SUBSCRIBED" =>
+                {
+                    assert!(tokio::time::Instant::now() < deadline, "{body}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => panic!("unexpected answer to the command: {other:?}"),
+            }
+        }
+    };
+    let (output, answer) = tokio::join!(client, command);
+    assert_eq!(answer, json!({}));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let heard = format!(
+        "COMMAND /devices/py-tls/commands/power {}",
+        STANDARD.encode(b"reboot")
     );
+    assert!(stdout.lines().any(|l| l == heard), "{stdout}");
     server.check("py-tls", &num_id, &output).await;
 }
 
@@ -218,14 +252,16 @@ async fn googles_mqtt_sample_over_websocket_on_the_device_port_works_the_same() 
     let num_id = server.device("py-ws").await;
     let device_url = server.process.device_url();
     let port = device_url.rsplit(':').next().unwrap().to_owned();
-    let output = server.client(
-        "py-ws",
-        &[
-            "--transport=websockets".into(),
-            "--no_tls".into(),
-            "--mqtt_bridge_hostname=127.0.0.1".into(),
-            format!("--mqtt_bridge_port={port}"),
-        ],
-    );
+    let output = server
+        .client(
+            "py-ws",
+            &[
+                "--transport=websockets".into(),
+                "--no_tls".into(),
+                "--mqtt_bridge_hostname=127.0.0.1".into(),
+                format!("--mqtt_bridge_port={port}"),
+            ],
+        )
+        .await;
     server.check("py-ws", &num_id, &output).await;
 }
