@@ -280,7 +280,8 @@ fn decode_segment(name: &str, segment: &str) -> Result<Vec<u8>, TokenError> {
     BASE64URL.decode(segment).map_err(|_| {
         TokenError::malformed(if segment.ends_with('=') {
             format!(
-                "the {name} part ends in base64 padding (`=`), which JWS does not allow; encode                  each part as base64url without padding"
+                "the {name} part ends in base64 padding (`=`), which JWS does not allow; encode \
+                 each part as base64url without padding"
             )
         } else {
             format!("the {name} part is not base64url")
