@@ -543,15 +543,13 @@ where
             return Ok(());
         };
         unacked.resend_at = Instant::now() + self.shared.settings.config_resend;
-        let mut publish = Publish::from_bytes(
+        let again = resent(
             self.topics.config_topic(),
-            QoS::AtLeastOnce,
             unacked.payload.clone(),
+            unacked.pkid,
         );
-        publish.pkid = unacked.pkid;
-        publish.dup = true;
         self.session.config_sent();
-        self.write(&Packet::Publish(publish)).await
+        self.write(&again).await
     }
 
     fn acked(&mut self, pkid: u16) {
@@ -634,14 +632,8 @@ where
             }
             command.resend_at = (now + resend).min(give_up_at);
             command.sends += 1;
-            let mut publish = Publish::from_bytes(
-                command.topic.clone(),
-                QoS::AtLeastOnce,
-                command.payload.clone(),
-            );
-            publish.pkid = command.pkid;
-            publish.dup = true;
-            self.queue(&Packet::Publish(publish));
+            let again = resent(command.topic.clone(), command.payload.clone(), command.pkid);
+            self.queue(&again);
             index += 1;
         }
         self.flush().await
@@ -738,6 +730,14 @@ where
             }
         }
     }
+}
+
+/// A QoS 1 PUBLISH sent again as it was: same packet id, DUP set (MQTT 3.1.1 §4.4).
+fn resent(topic: String, payload: bytes::Bytes, pkid: u16) -> Packet {
+    let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
+    publish.pkid = pkid;
+    publish.dup = true;
+    Packet::Publish(publish)
 }
 
 /// When a connection holding a token that expires at `exp` must close: `exp` plus the skew,
