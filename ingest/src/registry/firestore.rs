@@ -10,6 +10,9 @@
 //!   …/devices/{d}/configs/{version, 20 digits}               the kept config versions
 //!   …/devices/{d}/states/{sequence, 20 digits}               the kept state reports
 //! numIds/{n}                                                 claims numeric id n store-wide
+//! presence/{n}                                               which instance holds device n's
+//!                                                            MQTT connection (`presence`)
+//! instances/{id}                                             each instance's lease
 //! ```
 //!
 //! The hot read — a device's credentials and blocked flag — is one document read by id, or one
@@ -24,6 +27,7 @@
 mod devices;
 mod history;
 mod layout;
+mod presence;
 mod registries;
 mod rpc;
 mod value;
@@ -32,12 +36,12 @@ use async_trait::async_trait;
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use jiff::Timestamp;
 use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
-use shared::{DeviceRef, LocationName, RegistryName};
+use shared::{DeviceRef, LocationName, NumId, RegistryName};
 
 use self::rpc::Rpc;
 use super::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, RegistryStore, RegistryUpdate,
-    StoreError, StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Presence, RegistryStore,
+    RegistryUpdate, StoreError, StoreResult,
 };
 
 /// Which Firestore database to use, and how to reach it.
@@ -235,5 +239,40 @@ impl RegistryStore for FirestoreStore {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn claim_presence(
+        &self,
+        device: NumId,
+        instance: &str,
+        now: Timestamp,
+    ) -> StoreResult<(u64, Option<Presence>)> {
+        presence::claim(&self.rpc, device.0, instance, now).await
+    }
+
+    async fn set_presence_subscriptions(
+        &self,
+        device: NumId,
+        generation: u64,
+        config: bool,
+        commands: bool,
+    ) -> StoreResult<()> {
+        presence::subscriptions(&self.rpc, device.0, generation, config, commands).await
+    }
+
+    async fn release_presence(&self, device: NumId, generation: u64) -> StoreResult<()> {
+        presence::release(&self.rpc, device.0, generation).await
+    }
+
+    async fn get_presence(&self, device: NumId, now: Timestamp) -> StoreResult<Option<Presence>> {
+        presence::get(&self.rpc, device.0, now).await
+    }
+
+    async fn renew_instance(&self, instance: &str, until: Timestamp) -> StoreResult<()> {
+        presence::renew(&self.rpc, instance, until).await
+    }
+
+    async fn end_instance(&self, instance: &str) -> StoreResult<()> {
+        presence::end(&self.rpc, instance).await
     }
 }

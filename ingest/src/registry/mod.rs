@@ -180,6 +180,25 @@ pub struct Activity {
     pub last_error: Option<(Timestamp, RpcStatus)>,
 }
 
+/// Which MQTT connection holds a device, as the registry store records it for the fleet: the
+/// instance that holds it, since when, what it subscribed to, and the claim's generation. The
+/// record counts only while its instance's lease is live, so an instance that died stops
+/// counting on its own once its lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The `ingest serve` instance holding the connection.
+    pub instance: String,
+    /// When the connection was established.
+    pub since: Timestamp,
+    /// Grows with every claim of this device, across the fleet: a claim's owner can update or
+    /// release only its own generation, so a slow or stale instance never erases a newer one.
+    pub generation: u64,
+    /// Subscribed to `/devices/{d}/config`.
+    pub config: bool,
+    /// Subscribed to `/devices/{d}/commands/#`.
+    pub commands: bool,
+}
+
 /// The registry store. Every method is one atomic operation on the store; none relies on a
 /// transaction spanning calls.
 #[async_trait]
@@ -288,6 +307,39 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
         device: &DeviceRef,
         activity: Activity,
     ) -> StoreResult<()>;
+
+    /// Records that `instance` now holds the MQTT connection of the device `device` (by numeric
+    /// id) since `now`, with no subscriptions yet. Returns the new claim's generation and the
+    /// claim it replaced, if any (live or not: the caller decides whom to tell).
+    async fn claim_presence(
+        &self,
+        device: NumId,
+        instance: &str,
+        now: Timestamp,
+    ) -> StoreResult<(u64, Option<Presence>)>;
+
+    /// Sets what the claim `generation` has subscribed to; nothing happens when a newer claim
+    /// holds the device or the claim was released.
+    async fn set_presence_subscriptions(
+        &self,
+        device: NumId,
+        generation: u64,
+        config: bool,
+        commands: bool,
+    ) -> StoreResult<()>;
+
+    /// Ends the claim `generation` (the connection closed); nothing happens when a newer claim
+    /// holds the device. The generation is kept, so the next claim's is larger.
+    async fn release_presence(&self, device: NumId, generation: u64) -> StoreResult<()>;
+
+    /// The device's current claim, if there is one whose instance's lease is live at `now`.
+    async fn get_presence(&self, device: NumId, now: Timestamp) -> StoreResult<Option<Presence>>;
+
+    /// Extends `instance`'s lease to `until`: its claims count until then.
+    async fn renew_instance(&self, instance: &str, until: Timestamp) -> StoreResult<()>;
+
+    /// Ends `instance`'s lease at once (a clean shutdown): none of its claims count any more.
+    async fn end_instance(&self, instance: &str) -> StoreResult<()>;
 }
 
 /// The name of registry `id` in `parent`.

@@ -7,6 +7,7 @@
 mod codec;
 mod devices;
 mod history;
+mod presence;
 mod registries;
 
 use std::path::Path;
@@ -17,17 +18,20 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
-use shared::{DeviceRef, LocationName, RegistryName};
+use shared::{DeviceRef, LocationName, NumId, RegistryName};
 use tokio::sync::Mutex;
 
 use super::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, RegistryStore, RegistryUpdate,
-    StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Presence, RegistryStore,
+    RegistryUpdate, StoreResult,
 };
 
 /// The schema migrations, in order; migration `i` brings the file to `user_version` `i + 1`.
 /// Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_presence.sql"),
+];
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -339,6 +343,56 @@ impl RegistryStore for SqliteStore {
         self.write(move |tx| devices::record_activity(tx, &registry, &device, &activity))
             .await
     }
+
+    async fn claim_presence(
+        &self,
+        device: NumId,
+        instance: &str,
+        now: Timestamp,
+    ) -> StoreResult<(u64, Option<Presence>)> {
+        let (num, instance) = (sql_num(device), instance.to_owned());
+        self.write(move |tx| presence::claim(tx, num, &instance, now))
+            .await
+    }
+
+    async fn set_presence_subscriptions(
+        &self,
+        device: NumId,
+        generation: u64,
+        config: bool,
+        commands: bool,
+    ) -> StoreResult<()> {
+        let num = sql_num(device);
+        self.write(move |tx| presence::subscriptions(tx, num, generation, config, commands))
+            .await
+    }
+
+    async fn release_presence(&self, device: NumId, generation: u64) -> StoreResult<()> {
+        let num = sql_num(device);
+        self.write(move |tx| presence::release(tx, num, generation))
+            .await
+    }
+
+    async fn get_presence(&self, device: NumId, now: Timestamp) -> StoreResult<Option<Presence>> {
+        let num = sql_num(device);
+        self.read(move |tx| presence::get(tx, num, now)).await
+    }
+
+    async fn renew_instance(&self, instance: &str, until: Timestamp) -> StoreResult<()> {
+        let instance = instance.to_owned();
+        self.write(move |tx| presence::renew(tx, &instance, until))
+            .await
+    }
+
+    async fn end_instance(&self, instance: &str) -> StoreResult<()> {
+        let instance = instance.to_owned();
+        self.write(move |tx| presence::end(tx, &instance)).await
+    }
+}
+
+/// A numeric id as SQLite's integer: allocated ids are below 2^53, so this never wraps.
+fn sql_num(num: NumId) -> i64 {
+    num.0 as i64
 }
 
 #[cfg(test)]

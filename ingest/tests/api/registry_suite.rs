@@ -105,6 +105,9 @@ macro_rules! suite {
                 a_config_acknowledgement_sets_that_versions_device_ack_time,
                 twenty_parallel_device_creates_all_get_distinct_numeric_ids,
                 of_ten_racing_conditional_config_updates_exactly_one_wins,
+                a_claim_counts_while_its_instance_lease_is_live,
+                a_newer_claim_wins_and_the_stale_one_cannot_touch_it,
+                a_deleted_device_leaves_no_presence,
             );
             suite!(@on_fixture $fixture; data_survives_reopening_the_store);
         }
@@ -136,6 +139,7 @@ mod concurrency;
 mod devices;
 mod given;
 mod history;
+mod presence;
 mod registries;
 
 /// Every check, in one namespace for `suite!`.
@@ -143,6 +147,7 @@ mod checks {
     pub use super::concurrency::*;
     pub use super::devices::*;
     pub use super::history::*;
+    pub use super::presence::*;
     pub use super::registries::*;
 }
 

@@ -227,6 +227,7 @@ pub(super) async fn delete(
         }
         if let Some(num_id) = num_id {
             writes.push(rpc.delete(&num_id_path(num_id)));
+            writes.push(rpc.delete(&super::presence::claim_path(num_id)));
         }
         writes.push(rpc.delete(&doc_path));
         Ok(((), writes))

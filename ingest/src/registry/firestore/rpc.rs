@@ -220,6 +220,11 @@ impl Rpc {
         self.put(path, fields, Some(mask), Some(true))
     }
 
+    /// A write replacing `path` with `fields`, whether or not it exists.
+    pub(super) fn set(&self, path: &str, fields: Fields) -> Write {
+        self.put(path, fields, None, None)
+    }
+
     /// A write deleting `path` if it exists.
     pub(super) fn delete(&self, path: &str) -> Write {
         Write {

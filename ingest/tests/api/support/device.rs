@@ -14,12 +14,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ingest::auth::Authenticator;
 use ingest::bridge::{Bridge, BridgeParts, Limits};
-use ingest::c2d::Delivery;
+use ingest::c2d::Fleet;
 use ingest::http::admin::{self, AdminAccess, AdminState};
 use ingest::registry::sqlite::SqliteStore;
 use ingest::registry::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, RegistryStore, RegistryUpdate,
-    StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Presence, RegistryStore,
+    RegistryUpdate, StoreResult,
 };
 use ingest::sink::Sink;
 use ingest::sink::file::FileSink;
@@ -30,7 +30,7 @@ use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 use shared::clock::{Clock, SystemClock};
 use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
-use shared::{DeviceRef, LocationName, RegistryName};
+use shared::{DeviceRef, LocationName, NumId, RegistryName};
 use tempfile::TempDir;
 
 use super::{PROJECT, REGION, TestApp, answer};
@@ -49,7 +49,7 @@ pub struct DeviceApp {
     /// The JSON-lines file the sink writes.
     pub sink_path: PathBuf,
     /// How the admin API reaches devices' MQTT connections (an MQTT test serves them).
-    pub delivery: Delivery,
+    pub fleet: Fleet,
 }
 
 impl DeviceApp {
@@ -119,12 +119,12 @@ impl DeviceApp {
             clock,
         });
         bridge.spawn_activity_flusher(Duration::from_secs(3600), std::future::pending());
-        let delivery = Delivery::default();
+        let fleet = Fleet::single(registry.clone(), auth.clone());
         let admin_base = serve(admin::router(AdminState {
             registry: registry.clone(),
             auth: auth.clone(),
             access: AdminAccess::Loopback,
-            delivery: delivery.clone(),
+            fleet: fleet.clone(),
         }))
         .await;
         let device_base = serve(ingest::http::device::router(bridge.clone())).await;
@@ -141,7 +141,7 @@ impl DeviceApp {
             bridge,
             store,
             sink_path,
-            delivery,
+            fleet,
         }
     }
 
@@ -416,5 +416,48 @@ impl RegistryStore for CountingStore {
     ) -> StoreResult<()> {
         self.count("record_activity");
         self.inner.record_activity(registry, device, activity).await
+    }
+
+    async fn claim_presence(
+        &self,
+        device: NumId,
+        instance: &str,
+        now: Timestamp,
+    ) -> StoreResult<(u64, Option<Presence>)> {
+        self.count("claim_presence");
+        self.inner.claim_presence(device, instance, now).await
+    }
+
+    async fn set_presence_subscriptions(
+        &self,
+        device: NumId,
+        generation: u64,
+        config: bool,
+        commands: bool,
+    ) -> StoreResult<()> {
+        self.count("set_presence_subscriptions");
+        self.inner
+            .set_presence_subscriptions(device, generation, config, commands)
+            .await
+    }
+
+    async fn release_presence(&self, device: NumId, generation: u64) -> StoreResult<()> {
+        self.count("release_presence");
+        self.inner.release_presence(device, generation).await
+    }
+
+    async fn get_presence(&self, device: NumId, now: Timestamp) -> StoreResult<Option<Presence>> {
+        self.count("get_presence");
+        self.inner.get_presence(device, now).await
+    }
+
+    async fn renew_instance(&self, instance: &str, until: Timestamp) -> StoreResult<()> {
+        self.count("renew_instance");
+        self.inner.renew_instance(instance, until).await
+    }
+
+    async fn end_instance(&self, instance: &str) -> StoreResult<()> {
+        self.count("end_instance");
+        self.inner.end_instance(instance).await
     }
 }
