@@ -77,15 +77,34 @@ pub struct ServeArgs {
     pub firestore_emulator_host: Option<String>,
 
     /// How long a device's verified token is trusted before the device is read from the registry
-    /// again. A device blocked or re-keyed through another instance (or another process sharing
-    /// the store) is refused here within this bound; 0 re-reads on every request.
+    /// again; 0 re-reads on every request. A device blocked or re-keyed through this instance,
+    /// or through another one on the same delivery bus, is refused at once; through an instance
+    /// the bus does not reach, within this bound. Default: 300 when every instance sharing the
+    /// store hears the others (a SQLite store, or --delivery-topic set), else 10.
+    #[arg(long, env = "REGISTRY_FRESHNESS_SECS", value_name = "SECONDS")]
+    pub registry_freshness_secs: Option<u64>,
+
+    /// The Pub/Sub topic (`projects/P/topics/T`) of the delivery bus between instances sharing
+    /// a Firestore registry: commands, config pushes and device changes reach a device's MQTT
+    /// connection on whichever instance holds it. Each instance subscribes while it runs. Unset:
+    /// a single instance, whose admin API reaches only its own connections.
+    #[arg(long, env = "DELIVERY_TOPIC", value_name = "TOPIC")]
+    pub delivery_topic: Option<String>,
+
+    /// This instance's name in presence records and on the delivery bus. Default: `ingest-`
+    /// and 12 random hex digits, new at every start.
+    #[arg(long, env = "INSTANCE_ID", value_name = "NAME")]
+    pub instance_id: Option<String>,
+
+    /// How long this instance's presence records count without a renewal (renewed every third
+    /// of it): the bound after which the devices of an instance that died read as disconnected.
     #[arg(
         long,
-        env = "REGISTRY_FRESHNESS_SECS",
-        default_value_t = 10,
+        env = "PRESENCE_LEASE_SECS",
+        default_value_t = 30,
         value_name = "SECONDS"
     )]
-    pub registry_freshness_secs: u64,
+    pub presence_lease_secs: u64,
 
     /// Host:port of a Pub/Sub emulator; Pub/Sub is then reached without credentials.
     #[arg(long, env = "PUBSUB_EMULATOR_HOST", value_name = "HOST:PORT")]
@@ -391,6 +410,14 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// The token freshness bound: the flag, or the default for this setup (see the flag).
+    pub fn registry_freshness(&self) -> u64 {
+        let everyone_hears =
+            matches!(self.registry, StoreUrl::Sqlite(_)) || self.delivery_topic.is_some();
+        self.registry_freshness_secs
+            .unwrap_or(if everyone_hears { 300 } else { 10 })
+    }
+
     /// The sink to use: as given, else Pub/Sub when an emulator is named, else a local file.
     pub fn sink(&self) -> SinkUrl {
         match (&self.sink, &self.pubsub_emulator_host) {

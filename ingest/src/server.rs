@@ -17,7 +17,10 @@ use tokio::task::JoinSet;
 
 use crate::auth::Authenticator;
 use crate::bridge::{Bridge, BridgeParts, Limits, Rate};
-use crate::c2d::Delivery;
+use crate::c2d::bus::{Bus, InProcess};
+use crate::c2d::fleet::new_instance_id;
+use crate::c2d::pubsub::{PubSubBus, PubSubBusSettings};
+use crate::c2d::{Delivery, Fleet, FleetParts};
 use crate::config::{Listen, Role, ServeArgs, SinkUrl, StoreUrl};
 use crate::http::admin::{self, AdminState};
 use crate::http::serve::{ServeOptions, serve};
@@ -91,12 +94,12 @@ pub async fn run(
     };
     let registry = open_registry(&args).await?;
     let auth = Authenticator::new(registry.clone(), args.token_cache_capacity)
-        .with_freshness(args.registry_freshness_secs);
+        .with_freshness(args.registry_freshness());
     let (stop, stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut device_side = None;
-    // The admin API reaches devices' MQTT connections through this (same process).
-    let delivery = Delivery::default();
+    let (fleet, incoming) = open_fleet(&args, registry.clone(), auth.clone()).await?;
+    let fleet_task = fleet.spawn(incoming, wait_for(stopped.clone()));
 
     if args.role != Role::Admin {
         let sink = open_sink(&args).await?;
@@ -115,7 +118,7 @@ pub async fn run(
         );
         let mqtt = MqttBridge::new(
             bridge.clone(),
-            delivery.clone(),
+            fleet.clone(),
             mqtt_settings(&args),
             metrics.clone(),
             stopped.clone(),
@@ -139,7 +142,7 @@ pub async fn run(
             registry,
             auth,
             access,
-            delivery,
+            fleet,
         })
         .merge(health_routes());
         let listener = bind(args.admin_addr, "admin API", "http").await?;
@@ -161,8 +164,64 @@ pub async fn run(
         let _ = flusher.await;
         sink.flush().await;
     }
+    let _ = fleet_task.await;
     tracing::info!("stopped");
     outcome
+}
+
+/// This instance's view of the fleet: its name, and the Pub/Sub delivery bus when a topic is
+/// configured (else the in-process one).
+async fn open_fleet(
+    args: &ServeArgs,
+    registry: Arc<dyn RegistryStore>,
+    auth: Authenticator,
+) -> anyhow::Result<(
+    Fleet,
+    tokio::sync::mpsc::Receiver<crate::c2d::bus::Envelope>,
+)> {
+    let instance = match &args.instance_id {
+        Some(name) => check_instance_id(name)?,
+        None => new_instance_id(),
+    };
+    let (bus, incoming): (Arc<dyn Bus>, _) = match &args.delivery_topic {
+        Some(topic) => {
+            let settings = PubSubBusSettings {
+                topic: topic.clone(),
+                emulator_host: args.pubsub_emulator_host.clone(),
+                instance: instance.clone(),
+            };
+            let (bus, incoming) = PubSubBus::open(&settings).await?;
+            (Arc::new(bus), incoming)
+        }
+        None => (Arc::new(InProcess), tokio::sync::mpsc::channel(1).1),
+    };
+    println!("instance: {instance}");
+    let fleet = Fleet::new(FleetParts {
+        instance,
+        delivery: Delivery::default(),
+        registry,
+        auth,
+        bus,
+        lease: Duration::from_secs(args.presence_lease_secs.max(3)),
+        command_timeout: Duration::from_secs(args.mqtt.mqtt_command_timeout_secs.max(1)),
+    });
+    Ok((fleet, incoming))
+}
+
+/// An instance name must fit in a Pub/Sub subscription name: a letter first, then letters,
+/// digits and `-._~+%`, at most 100 characters.
+fn check_instance_id(name: &str) -> anyhow::Result<String> {
+    let valid = name.len() <= 100
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~+%".contains(c));
+    anyhow::ensure!(
+        valid,
+        "--instance-id `{name}` must start with a letter and hold only letters, digits and \
+         -._~+% (at most 100 characters): it becomes part of a Pub/Sub subscription name"
+    );
+    Ok(name.to_owned())
 }
 
 /// Waits for the shutdown signal, or for a server to fail first.

@@ -194,6 +194,12 @@ impl IngestProcess {
         self.child.wait().unwrap()
     }
 
+    /// Kills the process with SIGKILL, as a crash or a lost VM would: nothing runs at exit.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// A path inside the service's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -1,11 +1,17 @@
-//! Cloud-to-device delivery inside one `ingest serve`: which MQTT connection holds each device,
-//! and a way for the admin API to reach it. A config change is pushed to the device's connection
+//! Cloud-to-device delivery: which MQTT connection of this process holds each device
+//! (`Delivery`), and how the admin API reaches connections held anywhere in the fleet (`fleet`,
+//! over the delivery `bus`). A config change is pushed to the device's connection
 //! at once; a command goes to a connection subscribed to `commands/#`, and its sender learns how
 //! it ended (written at QoS 0, acknowledged at QoS 1, or why not); a change to its keys or
 //! blocked flag makes the connection check its token again; a second CONNECT for the same device
 //! replaces the first, which is told why (one connection per device, as IoT Core). Across several
-//! instances this is the delivery bus's job (a later stage); here the admin API and the bridge
-//! share the process.
+//! instances the same happens through presence records in the registry store and the bus.
+
+pub mod bus;
+pub mod fleet;
+pub mod pubsub;
+
+pub use fleet::{Fleet, FleetParts};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,7 +60,7 @@ pub struct Command {
 }
 
 /// Why a command was not delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CommandFailure {
     /// No MQTT connection of the device is held here.
     NotConnected,
@@ -67,6 +73,12 @@ pub enum CommandFailure {
     NotAcknowledged { waited: Duration, sends: u32 },
     /// The connection closed before the device acknowledged it: it may or may not have it.
     ConnectionClosed,
+    /// The command could not be handed to the instance holding the device (the bus or the
+    /// registry store failed): it was not sent.
+    Unavailable(String),
+    /// The instance holding the device did not say how delivery ended within `waited`: the
+    /// device may or may not have it.
+    NoAnswer { waited: Duration },
 }
 
 /// Whether a delivery reached a connection's inbox.
@@ -81,6 +93,8 @@ type Key = (RegistryName, DeviceId);
 #[derive(Debug)]
 struct Holder {
     generation: u64,
+    /// The claim's generation in the registry store's presence record, once recorded.
+    fleet_generation: u64,
     num_id: NumId,
     tx: mpsc::Sender<Control>,
 }
@@ -101,8 +115,10 @@ pub struct Delivery {
 /// A connection's claim on its device: its generation and its inbox.
 #[derive(Debug)]
 pub struct Attachment {
-    /// Tells this claim from a newer one for the same device.
+    /// Tells this claim from a newer one for the same device in this process.
     pub generation: u64,
+    /// The claim's generation in the fleet's presence records; 0 when it could not be recorded.
+    pub fleet_generation: u64,
     /// Deliveries for the connection.
     pub inbox: mpsc::Receiver<Control>,
 }
@@ -118,6 +134,7 @@ impl Delivery {
         table.by_num.insert(num_id, key.clone());
         let holder = Holder {
             generation,
+            fleet_generation: 0,
             num_id,
             tx,
         };
@@ -125,7 +142,11 @@ impl Delivery {
             // The old connection may be gone already; then there is nobody to tell.
             let _ = old.tx.try_send(Control::Replaced);
         }
-        Attachment { generation, inbox }
+        Attachment {
+            generation,
+            fleet_generation: 0,
+            inbox,
+        }
     }
 
     /// Releases a claim, unless a newer connection has taken the device since.
@@ -139,6 +160,39 @@ impl Delivery {
             && let Some(holder) = table.by_id.remove(&key)
         {
             table.by_num.remove(&holder.num_id);
+        }
+    }
+
+    /// Notes the fleet generation of the claim `generation` once the store recorded it.
+    pub fn set_fleet_generation(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceId,
+        generation: u64,
+        fleet_generation: u64,
+    ) {
+        let key = (registry.clone(), device.clone());
+        if let Some(holder) = self.lock().by_id.get_mut(&key)
+            && holder.generation == generation
+        {
+            holder.fleet_generation = fleet_generation;
+        }
+    }
+
+    /// Closes the device's connection here if a newer claim (`fleet_generation`) of the fleet
+    /// took the device on another instance.
+    pub fn replaced_elsewhere(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceId,
+        fleet_generation: u64,
+    ) {
+        let key = (registry.clone(), device.clone());
+        let table = self.lock();
+        if let Some(holder) = table.by_id.get(&key)
+            && holder.fleet_generation < fleet_generation
+        {
+            let _ = holder.tx.try_send(Control::Replaced);
         }
     }
 

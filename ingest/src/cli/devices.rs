@@ -192,13 +192,51 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
 
 async fn get(args: DeviceArgs) -> anyhow::Result<()> {
     let client = AdminClient::connect(&args.api).await?;
-    let answer = client
-        .get(
-            &["registries", &args.registry, "devices", &args.device],
-            &[],
-        )
+    let path = ["registries", &args.registry, "devices", &args.device];
+    let mut answer = client.get(&path, &[]).await?;
+    let presence = client
+        .get(&[&path[..], &["presence"]].concat(), &[])
         .await?;
-    show(client.output, answer, "")
+    match client.output {
+        // The device resource with one more key: scripts reading its fields are unaffected.
+        Output::Json => {
+            answer["presence"] = presence;
+            print_json(&answer)
+        }
+        Output::Text => {
+            let device = decode(answer, "device")?;
+            emit(&format!(
+                "{}{}",
+                describe(&device, ""),
+                connection(&presence)
+            ))
+        }
+    }
+}
+
+/// Where the device is connected over MQTT, for people.
+fn connection(presence: &Value) -> String {
+    if presence["connected"] != true {
+        return "  connected:      no (no MQTT connection anywhere in the fleet)\n".to_owned();
+    }
+    let subscriptions = &presence["subscriptions"];
+    let mut topics: Vec<&str> = Vec::new();
+    if subscriptions["config"] == true {
+        topics.push("config");
+    }
+    if subscriptions["commands"] == true {
+        topics.push("commands");
+    }
+    let topics = if topics.is_empty() {
+        "nothing".to_owned()
+    } else {
+        topics.join(", ")
+    };
+    format!(
+        "  connected:      yes, on instance {} since {} (subscribed to {topics})\n",
+        presence["instance"].as_str().unwrap_or("?"),
+        presence["since"].as_str().unwrap_or("?"),
+    )
 }
 
 async fn delete(args: DeviceArgs) -> anyhow::Result<()> {

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use self::connect::connack;
 use self::session::Live;
 use crate::bridge::Bridge;
-use crate::c2d::Delivery;
+use crate::c2d::Fleet;
 use crate::telemetry::Metrics;
 
 /// The MQTT bridge's limits and timings.
@@ -79,7 +79,7 @@ impl Default for MqttSettings {
 #[derive(Debug)]
 pub(crate) struct Shared {
     bridge: Bridge,
-    delivery: Delivery,
+    fleet: Fleet,
     settings: MqttSettings,
     shutdown: watch::Receiver<bool>,
 }
@@ -95,10 +95,10 @@ pub struct MqttBridge {
 
 impl MqttBridge {
     /// A bridge serving devices through `bridge`, reachable by the admin API through
-    /// `delivery`; connections close when `shutdown` turns true.
+    /// `fleet`; connections close when `shutdown` turns true.
     pub fn new(
         bridge: Bridge,
-        delivery: Delivery,
+        fleet: Fleet,
         settings: MqttSettings,
         metrics: Metrics,
         shutdown: watch::Receiver<bool>,
@@ -107,7 +107,7 @@ impl MqttBridge {
             permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
             shared: Arc::new(Shared {
                 bridge,
-                delivery,
+                fleet,
                 settings,
                 shutdown,
             }),
@@ -213,6 +213,7 @@ impl MqttBridge {
                     .is_ok()
                 {
                     Live::new(reader, writer, buf, self.shared.clone(), admitted)
+                        .await
                         .run()
                         .await;
                 }

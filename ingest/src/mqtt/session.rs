@@ -120,7 +120,7 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    pub(crate) fn new(
+    pub(crate) async fn new(
         reader: R,
         writer: W,
         buf: BytesMut,
@@ -130,8 +130,9 @@ where
         let device = admitted.session.device();
         let topics = OwnTopics::new(device.id.as_str(), device.num_id.0);
         let attachment = shared
-            .delivery
-            .attach(&device.registry, &device.id, device.num_id);
+            .fleet
+            .connected(&device.registry, &device.id, device.num_id)
+            .await;
         let rate = Rate::per_second(shared.settings.messages_per_second);
         let now = Instant::now();
         let wall = admitted.session.bridge().clock().now().as_second();
@@ -233,10 +234,15 @@ where
             tracing::debug!(device = %self.session.device().id, reason = refusal.reason, "closing an MQTT connection");
             self.tell(&refusal, None).await;
         }
-        let device = self.session.device();
-        self.shared
-            .delivery
-            .detach(&device.registry, &device.id, self.attachment.generation);
+        // At shutdown the instance's lease ends, which releases every claim at once.
+        let store = !*self.shared.shutdown.borrow();
+        let (shared, session) = (self.shared.clone(), self.session.clone());
+        let device = session.device();
+        let claim = (self.attachment.generation, self.attachment.fleet_generation);
+        shared
+            .fleet
+            .disconnected(&device.registry, &device.id, device.num_id, claim, store)
+            .await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
     }
 
@@ -482,6 +488,8 @@ where
             };
             codes.push(code);
         }
+        // Recorded before SUBACK: once the device knows it is subscribed, so does the fleet.
+        self.record_subscriptions().await;
         self.write(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
             .await?;
         if send_config {
@@ -508,8 +516,22 @@ where
                 Err(_) => {}
             }
         }
+        self.record_subscriptions().await;
         self.write(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
             .await
+    }
+
+    /// Tells the fleet's presence record what this connection is subscribed to.
+    async fn record_subscriptions(&mut self) {
+        self.shared
+            .fleet
+            .subscribed(
+                self.session.device().num_id,
+                self.attachment.fleet_generation,
+                self.config_qos.is_some(),
+                self.commands_qos.is_some(),
+            )
+            .await;
     }
 
     /// Sends `config` unless a version at least as new was sent already.

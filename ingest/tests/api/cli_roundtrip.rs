@@ -156,6 +156,11 @@ fn devices_with_each_key_format_are_created_shown_and_listed() {
     assert!(shown.stdout.contains("device dev-rsa-cert"), "{shown:#?}");
     assert!(shown.stdout.contains("RSA_X509_PEM"), "{shown:#?}");
     assert_eq!(field(&shown.stdout, "blocked:"), Some("no"), "{shown:#?}");
+    // Presence, from the fleet's records: this device never connected over MQTT.
+    assert!(
+        shown.stdout.contains("connected:      no (no MQTT connection anywhere"),
+        "{shown:#?}"
+    );
 
     let listed = server.cli(&["devices", "list", "--registry", "reg-1", "--page-size", "1"]);
     listed.assert_success();

@@ -10,6 +10,7 @@ mod admin_api;
 mod cli_roundtrip;
 mod device_http;
 mod device_pubsub;
+mod fleet_delivery;
 mod infra_settings;
 mod mqtt_bridge;
 mod mqtt_commands;

@@ -133,30 +133,13 @@ impl Server {
     /// Runs the client as the sample's README ran it, plus `extra`.
     async fn client(&self, device: &str, extra: &[String]) -> Output {
         let key = self.key_file();
-        let output = tokio::process::Command::new(python())
-            .arg(SCRIPT)
-            .args([
-                format!("--project_id={PROJECT}"),
-                format!("--cloud_region={REGION}"),
-                format!("--registry_id={REGISTRY}"),
-                format!("--device_id={device}"),
-                format!("--private_key_file={}", key.display()),
-                "--algorithm=ES256".into(),
-                format!("--num_messages={MESSAGES}"),
-                "--delay_seconds=0".into(),
-                "--timeout_seconds=30".into(),
-            ])
-            .args(extra)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "the client failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+        let mut args = vec![
+            format!("--device_id={device}"),
+            format!("--private_key_file={}", key.display()),
+            "--algorithm=ES256".into(),
+        ];
+        args.extend_from_slice(extra);
+        sample(&args).await
     }
 
     /// Checks what the run left behind: every event pulled with its attributes, the state in
@@ -199,6 +182,87 @@ impl Server {
     }
 }
 
+/// Runs Google's sample for `reg-1` in the test project with `args`; it must succeed.
+async fn sample(args: &[String]) -> Output {
+    let output = tokio::process::Command::new(python())
+        .arg(SCRIPT)
+        .args([
+            format!("--project_id={PROJECT}"),
+            format!("--cloud_region={REGION}"),
+            format!("--registry_id={REGISTRY}"),
+            format!("--num_messages={MESSAGES}"),
+            "--delay_seconds=0".into(),
+            "--timeout_seconds=30".into(),
+        ])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Sends `reboot` to `commands/power` through `send` until the device has connected and
+/// subscribed (FAILED_PRECONDITION until then), and returns the answer's body.
+async fn command_until_delivered<F, Fut>(send: F) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match send().await {
+            (200, body) => return body,
+            (400, body)
+                if body["error"]["details"][0]["reason"] == "DEVICE_NOT_CONNECTED"
+                    || body["error"]["details"][0]["reason"] == "DEVICE_NOT_SUBSCRIBED" =>
+            {
+                assert!(tokio::time::Instant::now() < deadline, "{body}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => panic!("unexpected answer to the command: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn googles_mqtt_sample_on_one_instance_receives_a_command_sent_through_another() {
+    let tls = tempfile::tempdir().unwrap();
+    let tls_dir = format!("--mqtt-tls-dir={}", tls.path().display());
+    let (a, b) =
+        crate::fleet_delivery::two_instances_with(&["--mqtt-addr=127.0.0.1:0", &tls_dir]).await;
+    let url = b.process.announced("MQTT bridge");
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let key = tls.path().join("rsa_private.pem");
+    std::fs::write(&key, crate::support::key("rsa_private")).unwrap();
+    let args = [
+        "--device_id=dev-1".to_owned(),
+        format!("--private_key_file={}", key.display()),
+        "--algorithm=RS256".into(),
+        format!("--ca_certs={}", b.process.announced("MQTT CA certificate")),
+        "--mqtt_bridge_hostname=localhost".into(),
+        format!("--mqtt_bridge_port={port}"),
+        "--wait_for_command".into(),
+    ];
+    let (output, answer) = tokio::join!(
+        sample(&args),
+        command_until_delivered(|| a.command(b"reboot"))
+    );
+    assert_eq!(answer, json!({}));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let heard = format!(
+        "COMMAND /devices/dev-1/commands/power {}",
+        STANDARD.encode(b"reboot")
+    );
+    assert!(stdout.lines().any(|l| l == heard), "{stdout}");
+    assert_ne!(a.name(), b.name());
+}
+
 #[tokio::test]
 async fn googles_mqtt_sample_over_tls_lands_in_pubsub_with_iot_cores_attributes() {
     let server = Server::start().await;
@@ -213,28 +277,14 @@ async fn googles_mqtt_sample_over_tls_lands_in_pubsub_with_iot_cores_attributes(
         "--wait_for_command".into(),
     ];
     let client = server.client("py-tls", &flags);
-    // The operator's command, sent until the client has connected and subscribed (refused as
-    // FAILED_PRECONDITION until then); it answers once written, the client's commands/# being
-    // at QoS 0 as in Google's sample.
-    let command = async {
-        let path = format!("/registries/{REGISTRY}/devices/py-tls:sendCommandToDevice");
-        let body = json!({"binaryData": STANDARD.encode(b"reboot"), "subfolder": "power"});
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let answer = server.try_post(&path, body.clone()).await;
-            match answer {
-                (StatusCode::OK, body) => return body,
-                (StatusCode::BAD_REQUEST, body)
-                    if body["error"]["details"][0]["reason"] == "DEVICE_NOT_CONNECTED"
-                        || body["error"]["details"][0]["reason"] == "DEVICE_NOT_SUBSCRIBED" =>
-                {
-                    assert!(tokio::time::Instant::now() < deadline, "{body}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                other => panic!("unexpected answer to the command: {other:?}"),
-            }
-        }
-    };
+    // The operator's command, sent until the client has connected and subscribed; it answers
+    // once written, the client's commands/# being at QoS 0 as in Google's sample.
+    let path = format!("/registries/{REGISTRY}/devices/py-tls:sendCommandToDevice");
+    let body = json!({"binaryData": STANDARD.encode(b"reboot"), "subfolder": "power"});
+    let command = command_until_delivered(|| async {
+        let (status, body) = server.try_post(&path, body.clone()).await;
+        (status.as_u16(), body)
+    });
     let (output, answer) = tokio::join!(client, command);
     assert_eq!(answer, json!({}));
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -1,6 +1,6 @@
-//! `:sendCommandToDevice`: a command goes to the device's MQTT connection, if this instance holds
-//! one subscribed to `/devices/{d}/commands/#`, and the call answers once the connection says how
-//! it ended. As in IoT Core, commands are never kept for a device that is not connected and
+//! `:sendCommandToDevice`: a command goes to the device's MQTT connection, on whichever instance
+//! of the fleet holds one subscribed to `/devices/{d}/commands/#`, and the call answers once the
+//! connection says how it ended. As in IoT Core, commands are never kept for a device that is not connected and
 //! subscribed (FAILED_PRECONDITION), and a QoS 1 command is sent again until its PUBACK, up to
 //! the command timeout.
 
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use shared::resources::SendCommandToDeviceRequest;
 use shared::status::ErrorInfo;
-use shared::{Code, DeviceRef, RegistryName};
+use shared::{Code, DeviceRef, NumId, RegistryName};
 
 use super::AdminState;
 use crate::bridge::MAX_SUBFOLDER_BYTES;
@@ -27,18 +27,21 @@ pub async fn send(
     check(&request)?;
     // An unknown device is NOT_FOUND, not "not connected", as in IoT Core.
     let found = state.registry.get_device(registry, device).await?;
-    let device = found.id.map_or_else(|| device.clone(), DeviceRef::Id);
+    let (Some(id), Some(num_id)) = (found.id, found.num_id) else {
+        return Err(refused(&device.to_string(), &CommandFailure::NotConnected));
+    };
     let subfolder = request.subfolder.filter(|s| !s.is_empty());
     state
-        .delivery
+        .fleet
         .send_command(
             registry,
-            &device,
+            &id,
+            NumId(num_id),
             subfolder,
             Bytes::from(request.binary_data),
         )
         .await
-        .map_err(|failure| refused(&device.to_string(), &failure))?;
+        .map_err(|failure| refused(id.as_str(), &failure))?;
     // `SendCommandToDeviceResponse` has no fields.
     Ok(json!({}))
 }
@@ -83,6 +86,8 @@ fn refused(device: &str, failure: &CommandFailure) -> ApiError {
         CommandFailure::Busy => "COMMANDS_PENDING",
         CommandFailure::NotAcknowledged { .. } => "COMMAND_NOT_ACKNOWLEDGED",
         CommandFailure::ConnectionClosed => "CONNECTION_CLOSED",
+        CommandFailure::Unavailable(_) => "DELIVERY_UNAVAILABLE",
+        CommandFailure::NoAnswer { .. } => "HOLDER_DID_NOT_ANSWER",
     };
     let info = ErrorInfo::new(
         reason,
@@ -128,6 +133,18 @@ fn message(device: &str, failure: &CommandFailure) -> ApiError {
             format!(
                 "the MQTT connection of device `{device}` closed before the command was \
                  acknowledged; it may or may not have received it"
+            ),
+        ),
+        CommandFailure::Unavailable(why) => ApiError::new(
+            Code::Unavailable,
+            format!("the command for device `{device}` was not sent: {why}; retry"),
+        ),
+        CommandFailure::NoAnswer { waited } => ApiError::new(
+            Code::DeadlineExceeded,
+            format!(
+                "the ingest instance holding device `{device}`'s connection did not say within \
+                 {:.0} s how the command ended; the device may or may not have received it",
+                waited.as_secs_f64()
             ),
         ),
     }

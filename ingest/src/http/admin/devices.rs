@@ -24,10 +24,10 @@ use crate::registry::{DeviceFilter, DeviceUpdate, PageRequest};
 /// The largest config payload, as IoT Core allowed.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
-type DevicePath = Path<(String, String, String, String)>;
+pub(super) type DevicePath = Path<(String, String, String, String)>;
 type RegistryPath = Path<(String, String, String)>;
 
-fn device_name(
+pub(super) fn device_name(
     (project, location, registry, device): &(String, String, String, String),
 ) -> Result<(RegistryName, DeviceRef), ApiError> {
     Ok((
@@ -204,10 +204,7 @@ pub async fn patch(
         .update_device(&registry, &device, update)
         .await?;
     if let (true, Some(id)) = (touches_auth, &updated.id) {
-        state.auth.invalidate_device(&registry, id);
-        state
-            .delivery
-            .device_changed(&registry, &DeviceRef::Id(id.clone()));
+        state.fleet.device_changed(&registry, id).await;
     }
     Ok(Json(updated))
 }
@@ -256,10 +253,7 @@ pub async fn delete(
     let existing = state.registry.get_device(&registry, &device).await?;
     state.registry.delete_device(&registry, &device).await?;
     if let Some(id) = &existing.id {
-        state.auth.invalidate_device(&registry, id);
-        state
-            .delivery
-            .device_changed(&registry, &DeviceRef::Id(id.clone()));
+        state.fleet.device_changed(&registry, id).await;
     }
     Ok(Json(serde_json::json!({})))
 }
@@ -317,8 +311,9 @@ async fn modify_config(
         )
         .await?;
     state
-        .delivery
-        .config_changed(&registry, &device, config.clone());
+        .fleet
+        .config_changed(&registry, &device, config.clone())
+        .await;
     Ok(config)
 }
 

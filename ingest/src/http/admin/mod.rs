@@ -16,11 +16,12 @@ use shared::{Code, ErrorInfo};
 
 use super::error::ApiError;
 use crate::auth::Authenticator;
-use crate::c2d::Delivery;
+use crate::c2d::Fleet;
 use crate::registry::RegistryStore;
 
 mod commands;
 mod devices;
+mod presence;
 mod registries;
 
 /// The largest admin request body: room for 256 KB of metadata or a 64 KB config in base64.
@@ -46,8 +47,9 @@ pub struct AdminState {
     pub auth: Authenticator,
     /// The access rule.
     pub access: AdminAccess,
-    /// Devices' MQTT connections in this process: told of config and device changes at once.
-    pub delivery: Delivery,
+    /// Devices' MQTT connections, here and on the other instances: told of config and device
+    /// changes at once, and how commands reach them.
+    pub fleet: Fleet,
 }
 
 /// The admin API's routes.
@@ -79,6 +81,7 @@ pub fn router(state: AdminState) -> Router {
             get(devices::config_versions),
         )
         .route(&format!("{device}/states"), get(devices::states))
+        .route(&format!("{device}/presence"), get(presence::get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -54,7 +54,7 @@ impl TestApp {
             registry: registry.clone(),
             auth: auth.clone(),
             access,
-            delivery: Default::default(),
+            fleet: ingest::c2d::Fleet::single(registry.clone(), auth.clone()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -50,7 +50,7 @@ impl MqttApp {
         let (stop, stopped) = watch::channel(false);
         let mqtt = MqttBridge::new(
             app.bridge.clone(),
-            app.delivery.clone(),
+            app.fleet.clone(),
             settings,
             Metrics::default(),
             stopped,
