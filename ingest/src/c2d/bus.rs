@@ -101,3 +101,73 @@ impl Bus for InProcess {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_note_survives_the_json_the_pubsub_bus_carries() {
+        let notes = [
+            Note::ConfigChanged {
+                registry: "projects/p/locations/l/registries/r".into(),
+                device: "4086446103292110".into(),
+                config: DeviceConfig {
+                    version: 7,
+                    binary_data: b"\x00on".to_vec(),
+                    ..DeviceConfig::default()
+                },
+            },
+            Note::Command {
+                id: 9,
+                registry: "projects/p/locations/l/registries/r".into(),
+                device: "dev-1".into(),
+                subfolder: Some("power".into()),
+                data: vec![0, 255, 1],
+            },
+            Note::CommandDone {
+                id: 9,
+                outcome: Err(CommandFailure::NotAcknowledged {
+                    waited: Duration::from_secs(30),
+                    sends: 3,
+                }),
+            },
+            Note::Replaced {
+                registry: "r".into(),
+                device: "d".into(),
+                generation: 4,
+            },
+        ];
+        for note in notes {
+            let envelope = Envelope {
+                from: "ingest-a".into(),
+                to: Some("ingest-b".into()),
+                note,
+            };
+            let wire = serde_json::to_vec(&envelope).unwrap();
+            assert_eq!(serde_json::from_slice::<Envelope>(&wire).unwrap(), envelope);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_in_process_bus_takes_broadcasts_and_refuses_notes_for_other_instances() {
+        let note = Note::DeviceChanged {
+            registry: "r".into(),
+            device: "d".into(),
+        };
+        let mut envelope = Envelope {
+            from: "ingest-a".into(),
+            to: None,
+            note,
+        };
+        assert!(InProcess.send(&envelope).await.is_ok());
+        envelope.to = Some("ingest-b".into());
+        let refused = InProcess.send(&envelope).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("--delivery-topic"),
+            "{refused}"
+        );
+        assert!(!InProcess.reaches_others());
+    }
+}

@@ -158,7 +158,9 @@ fn devices_with_each_key_format_are_created_shown_and_listed() {
     assert_eq!(field(&shown.stdout, "blocked:"), Some("no"), "{shown:#?}");
     // Presence, from the fleet's records: this device never connected over MQTT.
     assert!(
-        shown.stdout.contains("connected:      no (no MQTT connection anywhere"),
+        shown
+            .stdout
+            .contains("connected:      no (no MQTT connection anywhere"),
         "{shown:#?}"
     );
 
