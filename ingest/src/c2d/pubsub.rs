@@ -207,6 +207,9 @@ async fn receive(
             }
         }
     }
+    tracing::warn!(
+        "the delivery bus stopped receiving: commands and changes from other instances no longer reach this one"
+    );
 }
 
 fn split_topic(topic: &str) -> anyhow::Result<(&str, &str)> {
