@@ -207,8 +207,13 @@ async fn a_device_on_b_gets_a_command_and_a_config_sent_through_a() {
     );
 
     // The call answers after B's connection got the device's PUBACK.
+    let sent = Instant::now();
     let (status, body) = a.command(b"reboot").await;
     assert_eq!((status, &body), (200, &json!({})));
+    eprintln!(
+        "a command through A answered after the device's PUBACK on B in {:?}",
+        sent.elapsed()
+    );
     match next(&mut seen).await {
         Seen::Publish(topic, payload) => {
             assert_eq!(topic, "/devices/dev-1/commands/power");
