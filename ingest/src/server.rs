@@ -123,7 +123,11 @@ pub async fn run(
             metrics.clone(),
             stopped.clone(),
         );
-        let app = device::router(bridge)
+        let long_poll = device::LongPoll::new(
+            fleet.delivery().config_waiters(),
+            Duration::from_secs(args.request_timeout_secs),
+        );
+        let app = device::router(bridge, long_poll)
             .merge(websocket::router(mqtt.clone()))
             .merge(health_routes());
         // MQTT first: the device bridge's line then tells a reader every device listener is up.

@@ -13,6 +13,10 @@ pub mod pubsub;
 
 pub use fleet::{Fleet, FleetParts};
 
+mod config_waiters;
+
+pub use config_waiters::{ConfigWait, ConfigWaiters};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -110,6 +114,8 @@ struct Table {
 pub struct Delivery {
     table: Arc<Mutex<Table>>,
     generations: Arc<AtomicU64>,
+    /// HTTP long-polls, woken by [`Delivery::config_changed`] like a connection.
+    waiters: ConfigWaiters,
 }
 
 /// A connection's claim on its device: its generation and its inbox.
@@ -196,14 +202,21 @@ impl Delivery {
         }
     }
 
-    /// Pushes a new config to the device's connection, if it has one here.
+    /// Pushes a new config to the device's connection, if it has one here, and wakes its HTTP
+    /// long-polls.
     pub fn config_changed(
         &self,
         registry: &RegistryName,
         device: &DeviceRef,
         config: DeviceConfig,
     ) {
+        self.waiters.notify(registry, device, config.version);
         self.send(registry, device, Control::Config(Box::new(config)));
+    }
+
+    /// The HTTP long-poll waiters this delivery wakes on a config change.
+    pub fn config_waiters(&self) -> ConfigWaiters {
+        self.waiters.clone()
     }
 
     /// Makes the device's connection, if any, check its token again.

@@ -32,12 +32,15 @@
 
 mod answer;
 mod body;
+mod long_poll;
+
+pub use long_poll::LongPoll;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
@@ -48,11 +51,25 @@ use shared::{Code, DeviceName};
 
 use self::answer::{DeviceApiError, HttpRefusal};
 use self::body::{decode_payload, read_json};
+use self::long_poll::{config_after, wait_param};
 use crate::bridge::{Bridge, DeviceSession, Limits, Protocol};
 use crate::http::request::Query;
 
+/// What the device routes share: the bridge, and for `/config`'s long-poll its waiters.
+#[derive(Clone)]
+struct DeviceApi {
+    bridge: Bridge,
+    long_poll: LongPoll,
+}
+
+impl FromRef<DeviceApi> for Bridge {
+    fn from_ref(api: &DeviceApi) -> Self {
+        api.bridge.clone()
+    }
+}
+
 /// The device API's routes, all under `/v1`.
-pub fn router(bridge: Bridge) -> Router {
+pub fn router(bridge: Bridge, long_poll: LongPoll) -> Router {
     const DEVICE: &str =
         "/v1/projects/{project}/locations/{location}/registries/{registry}/devices/{device}";
     Router::new()
@@ -61,7 +78,7 @@ pub fn router(bridge: Bridge) -> Router {
         .route(&format!("{DEVICE}/config"), get(config))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(bridge)
+        .with_state(DeviceApi { bridge, long_poll })
 }
 
 type DevicePath = Path<(String, String, String, String)>;
@@ -130,9 +147,9 @@ async fn set_state(
     Ok(device.set_state(data).await?)
 }
 
-/// `GET …/devices/{device}/config?local_version=N`
+/// `GET …/devices/{device}/config?local_version=N[&wait=SECONDS]` (`wait`: [`long_poll`]).
 async fn config(
-    State(bridge): State<Bridge>,
+    State(DeviceApi { bridge, long_poll }): State<DeviceApi>,
     path: Result<DevicePath, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -140,9 +157,10 @@ async fn config(
     let (registry, device) = path_parts(&bridge, path)?;
     let name = device_name(&bridge, &registry, &device)?;
     let device = admit(&bridge, &name, &headers).await?;
-    let local_version =
-        local_version(query.as_deref()).map_err(|r| r.note(&bridge, Some(&device)))?;
-    let config = device.config(local_version).await?;
+    let (local_version, wait) = local_version(query.as_deref())
+        .and_then(|version| Ok((version, wait_param(query.as_deref())?)))
+        .map_err(|r| r.note(&bridge, Some(&device)))?;
+    let config = config_after(&device, &long_poll, local_version, wait).await?;
     Ok(Json(config.into()))
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::device::{DeviceApp, Signer, device_path, topic_name};
 use crate::support::{PROJECT, REGION, assert_error};
@@ -794,4 +794,104 @@ async fn devices_sharing_a_key_and_a_token_each_stay_cached() {
     }
     let reads = app.store.calls().get("get_device").copied().unwrap_or(0) - reads_before;
     assert_eq!(reads, 2, "one registry read per device, then the cache");
+}
+
+// ---------------------------------------------------------------- long-poll config (extension)
+
+#[tokio::test]
+async fn a_long_poll_is_answered_within_100_ms_of_a_config_change() {
+    let fleet = Fleet::spawn().await;
+    let app = &fleet.app;
+    modify_config(app, "djE=").await;
+    let token = fleet.a.fresh();
+    let poll = async {
+        let answer = app
+            .get_config(&token, &a_path(), "?local_version=1&wait=20")
+            .await;
+        (answer, Instant::now())
+    };
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        modify_config(app, "djI=").await;
+        Instant::now()
+    };
+    let (((status, config), answered), changed) = tokio::join!(poll, change);
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(config["version"], "2", "{config}");
+    assert_eq!(config["binaryData"], "djI=", "{config}");
+    let late = answered.saturating_duration_since(changed);
+    assert!(
+        late < Duration::from_millis(100),
+        "answered {late:?} after the change"
+    );
+    assert_eq!(
+        fleet
+            .app
+            .fleet
+            .delivery()
+            .config_waiters()
+            .devices_waited_on(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_times_out_with_the_version_the_device_has() {
+    let fleet = Fleet::spawn().await;
+    modify_config(&fleet.app, "djE=").await;
+    let started = Instant::now();
+    let (status, config) = fleet
+        .app
+        .get_config(&fleet.a.fresh(), &a_path(), "?local_version=1&wait=1")
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(config["version"], "1", "{config}");
+    assert!(took >= Duration::from_secs(1), "answered after {took:?}");
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    assert_eq!(
+        fleet
+            .app
+            .fleet
+            .delivery()
+            .config_waiters()
+            .devices_waited_on(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_at_once_when_a_newer_config_exists_or_it_has_none() {
+    let fleet = Fleet::spawn().await;
+    let token = fleet.a.fresh();
+    let started = Instant::now();
+    let (status, config) = fleet
+        .app
+        .get_config(&token, &a_path(), "?local_version=0&wait=20")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(config["version"], "0", "{config}");
+    modify_config(&fleet.app, "djE=").await;
+    modify_config(&fleet.app, "djI=").await;
+    let (status, config) = fleet
+        .app
+        .get_config(&token, &a_path(), "?local_version=1&wait=20")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(config["version"], "2", "{config}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_wait_is_refused_naming_it() {
+    let fleet = Fleet::spawn().await;
+    let answer = fleet
+        .app
+        .get_config(&fleet.a.fresh(), &a_path(), "?local_version=1&wait=soon")
+        .await;
+    assert_error(&answer, 400, "INVALID_ARGUMENT", &["wait", "soon"]);
 }

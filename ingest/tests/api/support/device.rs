@@ -16,6 +16,7 @@ use ingest::auth::Authenticator;
 use ingest::bridge::{Bridge, BridgeParts, Limits};
 use ingest::c2d::Fleet;
 use ingest::http::admin::{self, AdminAccess, AdminState};
+use ingest::http::device::LongPoll;
 use ingest::registry::sqlite::SqliteStore;
 use ingest::registry::{
     Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Presence, RegistryStore,
@@ -127,7 +128,8 @@ impl DeviceApp {
             fleet: fleet.clone(),
         }))
         .await;
-        let device_base = serve(ingest::http::device::router(bridge.clone())).await;
+        let long_poll = LongPoll::new(fleet.delivery().config_waiters(), Duration::from_secs(30));
+        let device_base = serve(ingest::http::device::router(bridge.clone(), long_poll)).await;
         let admin = TestApp {
             base: admin_base,
             client: reqwest::Client::new(),
