@@ -71,7 +71,8 @@ impl Fleet {
         }
     }
 
-    /// A single instance with the embedded bus: for tests and the one-process setup.
+    /// A single instance with the in-process bus and default lease and timeouts, for tests and
+    /// for embedding the admin API and bridge in another program.
     pub fn single(registry: Arc<dyn RegistryStore>, auth: Authenticator) -> Self {
         Self::new(FleetParts {
             instance: new_instance_id(),
@@ -289,8 +290,8 @@ impl Fleet {
                 )));
             }
         };
-        if holder.instance == self.instance() || !self.parts().bus.reaches_others() {
-            // Recorded here but closed since, or by this process before it restarted.
+        if holder.instance == self.instance() {
+            // Recorded here, but the connection closed since.
             return Err(CommandFailure::NotConnected);
         }
         if !holder.commands {
