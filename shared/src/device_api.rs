@@ -61,6 +61,46 @@ impl From<DeviceConfig> for ConfigResponse {
     }
 }
 
+/// A command kept for a device that was offline when it was sent (an extension beside IoT
+/// Core's API: `:sendCommandToDevice` with a `ttl`). The device fetches pending ones with
+/// `GET …/commands?ack=N` (HTTP) or receives them once it subscribes to `commands/#` (MQTT);
+/// the admin API lists them with their delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedCommand {
+    /// Grows with every command queued for the device: the device acknowledges up to an id.
+    #[serde(with = "proto3::int64", default)]
+    pub id: u64,
+    /// Sent to `/devices/{d}/commands/{subfolder}` over MQTT when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subfolder: Option<String>,
+    /// The command, as the device receives it.
+    #[serde(with = "proto3::bytes", default)]
+    pub binary_data: Vec<u8>,
+    /// When it was queued.
+    pub queue_time: Timestamp,
+    /// When it stops being delivered.
+    pub expire_time: Timestamp,
+    /// When the device acknowledged it (MQTT PUBACK, or `ack` over HTTP); absent while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_time: Option<Timestamp>,
+}
+
+impl QueuedCommand {
+    /// Still to be delivered at `now`: not acknowledged, not expired.
+    pub fn is_pending(&self, now: Timestamp) -> bool {
+        self.deliver_time.is_none() && self.expire_time > now
+    }
+}
+
+/// `GET …/commands`' answer (and the admin API's list): `{"commands": [...]}`, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CommandsResponse {
+    /// The commands; the device gets only pending ones.
+    #[serde(default)]
+    pub commands: Vec<QueuedCommand>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +126,24 @@ mod tests {
         let empty: ConfigResponse = serde_json::from_str(r#"{"version":"0"}"#).unwrap();
         assert_eq!(empty, ConfigResponse::default());
         assert!(serde_json::from_str::<ConfigResponse>(r#"{"binaryData":"!!"}"#).is_err());
+    }
+
+    #[test]
+    fn a_queued_command_is_pending_until_acknowledged_or_expired() {
+        let json = serde_json::json!({
+            "id": "7",
+            "subfolder": "a/b",
+            "binaryData": "AQ==",
+            "queueTime": "2026-01-01T00:00:00Z",
+            "expireTime": "2026-01-01T00:10:00Z",
+        });
+        let mut command: QueuedCommand = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!((command.id, &command.binary_data[..]), (7, &[1u8][..]));
+        assert_eq!(serde_json::to_value(&command).unwrap(), json);
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        assert!(command.is_pending(at("2026-01-01T00:09:59Z")));
+        assert!(!command.is_pending(at("2026-01-01T00:10:00Z")));
+        command.deliver_time = Some(at("2026-01-01T00:01:00Z"));
+        assert!(!command.is_pending(at("2026-01-01T00:02:00Z")));
     }
 }

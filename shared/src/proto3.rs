@@ -126,6 +126,62 @@ pub mod opt_int64 {
     }
 }
 
+/// Reads a `google.protobuf.Duration` as proto3 JSON writes it: seconds with up to nine
+/// fractional digits and an `s` suffix (`"600s"`, `"1.5s"`). Negative durations are refused.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("`{text}` is not a duration like \"600s\" or \"1.5s\"");
+    let number = text.strip_suffix('s').ok_or_else(invalid)?;
+    let (whole, fraction) = match number.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (number, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let fraction_ok = fraction.is_none_or(|f| digits(f) && f.len() <= 9);
+    if !digits(whole) || !fraction_ok {
+        return Err(invalid());
+    }
+    let secs: u64 = whole.parse().map_err(|_| invalid())?;
+    let nanos: u32 = format!("{:0<9}", fraction.unwrap_or_default())
+        .parse()
+        .map_err(|_| invalid())?;
+    Ok(std::time::Duration::new(secs, nanos))
+}
+
+/// Writes a duration as proto3 JSON does: `"600s"`, `"1.500s"`.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    match duration.subsec_nanos() {
+        0 => format!("{}s", duration.as_secs()),
+        n if n % 1_000_000 == 0 => format!("{}.{:03}s", duration.as_secs(), n / 1_000_000),
+        n => format!("{}.{n:09}s", duration.as_secs()),
+    }
+}
+
+/// `#[serde(with = "opt_duration")]` for `Option<std::time::Duration>` fields carried as
+/// `google.protobuf.Duration` text.
+pub mod opt_duration {
+    use super::*;
+
+    /// Writes `"600s"`.
+    pub fn serialize<S: Serializer>(
+        value: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_str(&format_duration(*v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads `"600s"`, or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        let text: Option<String> = serde::Deserialize::deserialize(d)?;
+        text.map(|t| parse_duration(&t).map_err(de::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +253,32 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Versioned>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_read_and_write_as_proto3_json() {
+        use std::time::Duration;
+        for (text, expected) in [
+            ("600s", Duration::from_secs(600)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("0.000000001s", Duration::from_nanos(1)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in [
+            "600",
+            "-1s",
+            "1.s",
+            ".5s",
+            "1.0000000001s",
+            "1e3s",
+            "s",
+            "10m",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(600)), "600s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.500s");
+        assert_eq!(format_duration(Duration::from_nanos(1)), "0.000000001s");
     }
 }

@@ -492,6 +492,14 @@ pub struct SendCommandToDeviceRequest {
     /// Sent to `/devices/{d}/commands/{subfolder}` when given; `/devices/{d}/commands` if not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subfolder: Option<String>,
+    /// An extension beside IoT Core's API: when the device is not connected and subscribed,
+    /// keep the command this long for it instead of refusing (`"600s"`).
+    #[serde(
+        with = "crate::proto3::opt_duration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<std::time::Duration>,
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use self::registries::RegistryCache;
 pub use self::routing::{MAX_SUBFOLDER_BYTES, event_topic, message_attributes};
 pub use self::session::DeviceSession;
 use crate::auth::{AuthError, AuthenticatedDevice, Authenticator};
-use crate::registry::{Activity, RegistryStore};
+use crate::registry::{Activity, QueuedCommand, RegistryStore};
 use crate::sink::{Message, Sink, SinkError};
 use crate::telemetry::Metrics;
 
@@ -338,6 +338,33 @@ impl Bridge {
             },
         );
         Ok(latest)
+    }
+
+    /// The device's queued commands still to deliver, oldest first, after recording that it
+    /// has every command up to `ack` (an extension: commands sent with a `ttl` while the device
+    /// was away).
+    async fn pending_commands(
+        &self,
+        protocol: Protocol,
+        device: &AuthenticatedDevice,
+        ack: Option<u64>,
+    ) -> Result<Vec<QueuedCommand>, Refusal> {
+        let result = async {
+            let store = &self.inner.registry;
+            let now = self.clock().now();
+            if let Some(up_to) = ack {
+                store
+                    .mark_commands_delivered(&device.registry, &device_ref(device), up_to, now)
+                    .await?;
+            }
+            let mut kept = store
+                .list_commands(&device.registry, &device_ref(device))
+                .await?;
+            kept.retain(|command| command.is_pending(now));
+            Ok::<_, BridgeError>(kept)
+        }
+        .await;
+        self.settle(protocol, device, None, result)
     }
 
     /// Counts a refusal the transport made itself before any device was proved (a missing

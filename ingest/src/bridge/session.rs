@@ -8,7 +8,7 @@ use shared::resources::DeviceConfig;
 
 use super::{Bridge, Protocol, Refusal};
 use crate::auth::AuthenticatedDevice;
-use crate::registry::Activity;
+use crate::registry::{Activity, QueuedCommand};
 
 /// A proved, admitted device. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -60,6 +60,14 @@ impl DeviceSession {
     pub async fn config(&self, local_version: u64) -> Result<DeviceConfig, Refusal> {
         self.bridge
             .config(self.protocol, &self.device, local_version)
+            .await
+    }
+
+    /// The queued commands still to deliver, oldest first, after recording that the device has
+    /// every one up to `ack`.
+    pub async fn pending_commands(&self, ack: Option<u64>) -> Result<Vec<QueuedCommand>, Refusal> {
+        self.bridge
+            .pending_commands(self.protocol, &self.device, ack)
             .await
     }
 

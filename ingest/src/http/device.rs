@@ -29,6 +29,12 @@
 //! - a body without `binary_data` (or `state.binary_data`): `400 INVALID_ARGUMENT`, since unknown
 //!   fields are ignored and a misspelt field would otherwise publish an empty payload;
 //! - a POST without `:publishEvent` or `:setState`, or any other path: `404 NOT_FOUND`.
+//!
+//! An extension beside IoT Core's calls: `GET …/devices/{device}/commands?ack=N` answers the
+//! commands an operator queued for the device with a `ttl` while it was away (`{"commands":
+//! [{"id", "binaryData", "subfolder", …}]}`, oldest first), after recording that it has every
+//! command up to id N. A device acknowledges what it has carried out with its next call, so a
+//! command is delivered at least once; a malformed `ack` is `400`.
 
 mod answer;
 mod body;
@@ -46,7 +52,7 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use shared::device_api::{ConfigResponse, PublishEventRequest, SetStateRequest};
+use shared::device_api::{CommandsResponse, ConfigResponse, PublishEventRequest, SetStateRequest};
 use shared::{Code, DeviceName};
 
 use self::answer::{DeviceApiError, HttpRefusal};
@@ -76,6 +82,7 @@ pub fn router(bridge: Bridge, long_poll: LongPoll) -> Router {
         // axum cannot split a segment on ':', so `{device}:method` arrives whole.
         .route(DEVICE, post(device_method))
         .route(&format!("{DEVICE}/config"), get(config))
+        .route(&format!("{DEVICE}/commands"), get(commands))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(DeviceApi { bridge, long_poll })
@@ -162,6 +169,39 @@ async fn config(
         .map_err(|r| r.note(&bridge, Some(&device)))?;
     let config = config_after(&device, &long_poll, local_version, wait).await?;
     Ok(Json(config.into()))
+}
+
+/// `GET …/devices/{device}/commands?ack=N`: the pending queued commands, after recording that
+/// the device has every one up to N.
+async fn commands(
+    State(bridge): State<Bridge>,
+    path: Result<DevicePath, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<CommandsResponse>, DeviceApiError> {
+    let (registry, device) = path_parts(&bridge, path)?;
+    let name = device_name(&bridge, &registry, &device)?;
+    let device = admit(&bridge, &name, &headers).await?;
+    let ack = ack_param(query.as_deref()).map_err(|r| r.note(&bridge, Some(&device)))?;
+    let commands = device.pending_commands(ack).await?;
+    Ok(Json(CommandsResponse { commands }))
+}
+
+/// `ack`: the id of the newest command the device has; absent or empty acknowledges nothing.
+fn ack_param(query: Option<&str>) -> Result<Option<u64>, HttpRefusal> {
+    match Query::parse(query).get("ack") {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            HttpRefusal::invalid(
+                "bad_ack",
+                format!(
+                    "ack: `{}` is not a command id; send the `id` of the newest command the \
+                     device has carried out, or leave it out",
+                    text.chars().take(32).collect::<String>()
+                ),
+            )
+        }),
+    }
 }
 
 /// `local_version` (or `localVersion`): absent or empty means 0, the latest.
@@ -282,7 +322,7 @@ async fn not_found(State(bridge): State<Bridge>) -> DeviceApiError {
         "unknown_path",
         "no such device API path; device calls look like \
          /v1/projects/{project}/locations/{region}/registries/{registry}/devices/{device}:publishEvent, \
-         …:setState or …/config",
+         …:setState, …/config or …/commands",
     )
     .note(&bridge, None)
 }
@@ -292,7 +332,7 @@ async fn method_not_allowed(State(bridge): State<Bridge>) -> DeviceApiError {
         Code::Unimplemented,
         "method_not_allowed",
         "this HTTP method is not supported here: devices POST …:publishEvent and …:setState and \
-         GET …/config",
+         GET …/config and …/commands",
     )
     .with_http_status(StatusCode::METHOD_NOT_ALLOWED)
     .note(&bridge, None)
@@ -348,5 +388,15 @@ mod tests {
         assert_eq!(local_version(Some("localVersion=4")).unwrap(), 4);
         assert_eq!(local_version(Some("local_version=")).unwrap(), 0);
         assert!(local_version(Some("local_version=-1")).is_err());
+    }
+
+    #[test]
+    fn ack_is_a_command_id_or_nothing() {
+        assert_eq!(ack_param(None).unwrap(), None);
+        assert_eq!(ack_param(Some("ack=")).unwrap(), None);
+        assert_eq!(ack_param(Some("ack=12")).unwrap(), Some(12));
+        for bad in ["ack=-1", "ack=x", "ack=1.5"] {
+            assert!(ack_param(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

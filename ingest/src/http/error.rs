@@ -131,6 +131,11 @@ impl From<StoreError> for ApiError {
                     ]),
                 ),
             ),
+            StoreError::QueueFull(resource) => {
+                let mut info = about(resource, "QUEUE_FULL");
+                info.reason = "COMMAND_QUEUE_FULL".to_owned();
+                (Code::ResourceExhausted, info)
+            }
             StoreError::BadPageToken => {
                 return Self::invalid_field("pageToken", err);
             }

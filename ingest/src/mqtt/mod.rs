@@ -10,6 +10,7 @@
 //! and CONNECT within the connect timeout is closed.
 
 mod connect;
+mod queued;
 mod session;
 pub mod tls;
 mod topics;

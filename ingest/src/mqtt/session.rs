@@ -11,10 +11,13 @@
 //! changes it; at QoS 1 it is sent again (as it was, DUP set) until acknowledged, a newer version
 //! pushed meanwhile replacing it. A command from the admin API goes to a connection subscribed
 //! to `/devices/{d}/commands/#`, at that subscription's QoS; at QoS 1 it is sent again until
-//! acknowledged or the command timeout passes, and its sender is told which. The connection is closed when its token expires (plus the
-//! allowed clock skew), when the client is silent past 1.5 × its keepalive or for the idle
-//! timeout, when another connection for the same device is accepted, when the device is blocked
-//! or re-keyed and its token no longer passes, and at shutdown (after the PUBACKs still owed, within the drain timeout). Every such
+//! acknowledged or the command timeout passes, and its sender is told which; commands queued for
+//! the device while it was away follow the SUBACK (`queued`).
+//!
+//! The connection is closed when its token expires (plus the allowed clock skew), when the
+//! client is silent past 1.5 × its keepalive or for the idle timeout, when another connection for
+//! the same device is accepted, when the device is blocked or re-keyed and its token no longer
+//! passes, and at shutdown (after the PUBACKs still owed, within the drain timeout). Every such
 //! close is told on the `errors` topic when subscribed and kept as the device's last error.
 
 use std::future::Future;
@@ -460,6 +463,7 @@ where
     async fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut send_config = false;
+        let mut send_queued = false;
         for filter in &subscribe.filters {
             let qos = if filter.qos == QoS::AtMostOnce {
                 QoS::AtMostOnce
@@ -474,6 +478,7 @@ where
                 }
                 Ok(Subscription::Commands) => {
                     self.commands_qos = Some(qos);
+                    send_queued = true;
                     SubscribeReasonCode::Success(qos)
                 }
                 Ok(Subscription::Errors) => {
@@ -500,6 +505,9 @@ where
                 Ok(config) => self.send_config(config).await?,
                 Err(refusal) => self.tell(&refusal, None).await,
             }
+        }
+        if send_queued {
+            super::queued::deliver(self.session.clone(), self.shared.fleet.delivery().clone());
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //!                                                            and state inline, plus `stateSeq`
 //!   …/devices/{d}/configs/{version, 20 digits}               the kept config versions
 //!   …/devices/{d}/states/{sequence, 20 digits}               the kept state reports
+//!   …/devices/{d}/commands/{id, 20 digits}                   queued commands (`commands`)
 //! numIds/{n}                                                 claims numeric id n store-wide
 //! presence/{n}                                               which instance holds device n's
 //!                                                            MQTT connection (`presence`)
@@ -24,6 +25,7 @@
 //! transaction, and creating a device reads its registry in one, so no write can slip in between
 //! a check and the change it guards.
 
+mod commands;
 mod devices;
 mod history;
 mod layout;
@@ -40,8 +42,8 @@ use shared::{DeviceRef, LocationName, NumId, RegistryName};
 
 use self::rpc::Rpc;
 use super::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Presence, RegistryStore,
-    RegistryUpdate, StoreError, StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, NewCommand, Page, PageRequest, Presence, QueuedCommand,
+    RegistryStore, RegistryUpdate, StoreError, StoreResult,
 };
 
 /// Which Firestore database to use, and how to reach it.
@@ -274,5 +276,33 @@ impl RegistryStore for FirestoreStore {
 
     async fn end_instance(&self, instance: &str) -> StoreResult<()> {
         presence::end(&self.rpc, instance).await
+    }
+
+    async fn queue_command(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        command: NewCommand,
+        now: Timestamp,
+    ) -> StoreResult<QueuedCommand> {
+        commands::queue(&self.rpc, registry, device, command, now).await
+    }
+
+    async fn list_commands(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+    ) -> StoreResult<Vec<QueuedCommand>> {
+        commands::list(&self.rpc, registry, device).await
+    }
+
+    async fn mark_commands_delivered(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        up_to: u64,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        commands::mark_delivered(&self.rpc, registry, device, up_to, now).await
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+pub use shared::device_api::QueuedCommand;
 use shared::resources::{
     Device, DeviceConfig, DeviceCredential, DeviceRegistry, DeviceState, EventNotificationConfig,
     HttpConfig, LogLevel, MqttConfig, RpcStatus, StateNotificationConfig,
@@ -41,6 +42,11 @@ pub enum StoreError {
         /// The version the device is at now.
         current: u64,
     },
+    /// The device has [`MAX_QUEUED_COMMANDS`] commands waiting already.
+    #[error(
+        "{0} has {MAX_QUEUED_COMMANDS} queued commands waiting already; wait until it fetches them or they expire"
+    )]
+    QueueFull(Resource),
     /// A page token that this store did not hand out.
     #[error("page token is not one this server returned")]
     BadPageToken,
@@ -83,6 +89,14 @@ impl std::fmt::Display for Resource {
         }
     }
 }
+
+/// How many queued commands may wait for one device (Azure IoT Hub's device queue holds 50
+/// too).
+pub const MAX_QUEUED_COMMANDS: usize = 50;
+
+/// How many finished commands (delivered or expired) are kept beside the pending ones, for the
+/// operator's record; as many as config versions, since each may hold 256 KB.
+pub const MAX_FINISHED_COMMANDS: usize = 10;
 
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -340,6 +354,65 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
 
     /// Ends `instance`'s lease at once (a clean shutdown): none of its claims count any more.
     async fn end_instance(&self, instance: &str) -> StoreResult<()>;
+
+    /// Keeps a command for the device until it is delivered or `expire_time` passes, with the
+    /// next id of the device's queue. `QueueFull` when [`MAX_QUEUED_COMMANDS`] are pending at
+    /// `now`; finished ones (delivered or expired) beyond [`MAX_FINISHED_COMMANDS`] are dropped,
+    /// oldest first.
+    async fn queue_command(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        command: NewCommand,
+        now: Timestamp,
+    ) -> StoreResult<QueuedCommand>;
+
+    /// The device's kept commands, pending and finished, oldest first.
+    async fn list_commands(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+    ) -> StoreResult<Vec<QueuedCommand>>;
+
+    /// Records that the device has every command up to id `up_to`: the undelivered ones get
+    /// `deliver_time` `now`. Returns how many it marked.
+    async fn mark_commands_delivered(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        up_to: u64,
+        now: Timestamp,
+    ) -> StoreResult<usize>;
+}
+
+/// A command to queue: what [`RegistryStore::queue_command`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    /// Sent to `/devices/{d}/commands/{subfolder}` when given.
+    pub subfolder: Option<String>,
+    /// The command's bytes.
+    pub data: Vec<u8>,
+    /// When it stops being delivered.
+    pub expire_time: Timestamp,
+}
+
+/// What a queue keeps when a command is added at `now` to `kept` (oldest first): the ids of the
+/// finished commands to drop so that, with the new one, at most [`MAX_FINISHED_COMMANDS`]
+/// finished ones remain beside the pending, or `None` when the pending ones fill the queue. Both
+/// stores decide by this. The newest command is never dropped, so the largest kept id is the
+/// largest ever given and the next id is one more.
+pub(crate) fn commands_to_drop(kept: &[QueuedCommand], now: Timestamp) -> Option<Vec<u64>> {
+    let (pending, finished): (Vec<_>, Vec<_>) = kept.iter().partition(|c| c.is_pending(now));
+    if pending.len() >= MAX_QUEUED_COMMANDS {
+        return None;
+    }
+    let excess = finished.len().saturating_sub(MAX_FINISHED_COMMANDS);
+    Some(finished.iter().take(excess).map(|c| c.id).collect())
+}
+
+/// The id the next command queued after `kept` gets.
+pub(crate) fn next_command_id(kept: &[QueuedCommand]) -> u64 {
+    kept.iter().map(|c| c.id).max().unwrap_or(0) + 1
 }
 
 /// The name of registry `id` in `parent`.

@@ -5,6 +5,7 @@
 //! update cannot interleave, not even with another process that opened the same file.
 
 mod codec;
+mod commands;
 mod devices;
 mod history;
 mod presence;
@@ -22,8 +23,8 @@ use shared::{DeviceRef, LocationName, NumId, RegistryName};
 use tokio::sync::Mutex;
 
 use super::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Presence, RegistryStore,
-    RegistryUpdate, StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, NewCommand, Page, PageRequest, Presence, QueuedCommand,
+    RegistryStore, RegistryUpdate, Resource, StoreResult,
 };
 
 /// The schema migrations, in order; migration `i` brings the file to `user_version` `i + 1`.
@@ -31,6 +32,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_presence.sql"),
+    include_str!("migrations/0003_commands.sql"),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -387,6 +389,51 @@ impl RegistryStore for SqliteStore {
     async fn end_instance(&self, instance: &str) -> StoreResult<()> {
         let instance = instance.to_owned();
         self.write(move |tx| presence::end(tx, &instance)).await
+    }
+
+    async fn queue_command(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        command: NewCommand,
+        now: Timestamp,
+    ) -> StoreResult<QueuedCommand> {
+        let (registry, device) = (registry.clone(), device.clone());
+        self.write(move |tx| {
+            let pk = devices::resolve(tx, &registry, &device)?;
+            commands::queue(tx, pk, command, now, || {
+                Resource::device(&registry, &device)
+            })
+        })
+        .await
+    }
+
+    async fn list_commands(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+    ) -> StoreResult<Vec<QueuedCommand>> {
+        let (registry, device) = (registry.clone(), device.clone());
+        self.read(move |tx| {
+            let pk = devices::resolve(tx, &registry, &device)?;
+            commands::list(tx, pk)
+        })
+        .await
+    }
+
+    async fn mark_commands_delivered(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        up_to: u64,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        let (registry, device) = (registry.clone(), device.clone());
+        self.write(move |tx| {
+            let pk = devices::resolve(tx, &registry, &device)?;
+            commands::mark_delivered(tx, pk, up_to, now)
+        })
+        .await
     }
 }
 

@@ -17,6 +17,7 @@ mod mqtt_commands;
 mod otlp_export;
 mod python_client;
 mod python_mqtt_client;
+mod queued_commands;
 mod registry_cost;
 mod registry_freshness;
 mod registry_suite;

@@ -196,7 +196,7 @@ async fn commands_are_refused_with_the_reason_when_they_cannot_be_delivered() {
         &answer,
         400,
         "FAILED_PRECONDITION",
-        &["not connected", "not kept"],
+        &["not connected", "ttl"],
     );
     assert_eq!(reason(&answer.1), "DEVICE_NOT_CONNECTED");
     let answer = send(&app, "nobody", command(b"x", None)).await;

@@ -108,6 +108,9 @@ macro_rules! suite {
                 a_claim_counts_while_its_instance_lease_is_live,
                 a_newer_claim_wins_and_the_stale_one_cannot_touch_it,
                 a_deleted_device_leaves_no_presence,
+                queued_commands_get_growing_ids_and_are_delivered_up_to_an_id,
+                a_full_queue_refuses_more_until_commands_expire,
+                a_deleted_device_takes_its_queued_commands_along,
             );
             suite!(@on_fixture $fixture; data_survives_reopening_the_store);
         }
@@ -135,6 +138,7 @@ macro_rules! suite {
 suite!(sqlite, sqlite_fixture);
 suite!(firestore, firestore_fixture);
 
+mod commands;
 mod concurrency;
 mod devices;
 mod given;
@@ -144,6 +148,7 @@ mod registries;
 
 /// Every check, in one namespace for `suite!`.
 mod checks {
+    pub use super::commands::*;
     pub use super::concurrency::*;
     pub use super::devices::*;
     pub use super::history::*;

@@ -1,21 +1,38 @@
 //! `:sendCommandToDevice`: a command goes to the device's MQTT connection, on whichever instance
 //! of the fleet holds one subscribed to `/devices/{d}/commands/#`, and the call answers once the
-//! connection says how it ended. As in IoT Core, commands are never kept for a device that is not connected and
-//! subscribed (FAILED_PRECONDITION), and a QoS 1 command is sent again until its PUBACK, up to
-//! the command timeout.
+//! connection says how it ended. As in IoT Core, a command for a device that is not connected and
+//! subscribed is refused (FAILED_PRECONDITION), and a QoS 1 command is sent again until its
+//! PUBACK, up to the command timeout.
+//!
+//! An extension beside IoT Core's API: with a `ttl` (`"600s"`), a command that would be refused
+//! for that reason is queued instead, in the registry store, until the device fetches it over HTTP
+//! (`GET …/commands`), subscribes to `commands/#` over MQTT, or the ttl passes; the answer then
+//! says `queued` with the command's id. `GET …/devices/{d}/commands` lists the kept commands and
+//! their delivery.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use axum::Json;
+use axum::extract::{Path, State};
 use bytes::Bytes;
+use jiff::Timestamp;
 use serde_json::{Value, json};
+use shared::device_api::CommandsResponse;
 use shared::resources::SendCommandToDeviceRequest;
 use shared::status::ErrorInfo;
 use shared::{Code, DeviceRef, NumId, RegistryName};
 
 use super::AdminState;
+use super::devices::{DevicePath, device_name};
 use crate::bridge::MAX_SUBFOLDER_BYTES;
 use crate::c2d::{CommandFailure, MAX_COMMAND_BYTES, MAX_UNACKED_COMMANDS};
 use crate::http::error::ApiError;
+use crate::registry::NewCommand;
+
+/// The longest a command may be queued (Azure IoT Hub's longest device-queue TTL is two days;
+/// a week covers a device that is off over a long weekend and more).
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Sends `request` to `device` and waits for its connection's answer.
 pub async fn send(
@@ -31,19 +48,49 @@ pub async fn send(
         return Err(refused(&device.to_string(), &CommandFailure::NotConnected));
     };
     let subfolder = request.subfolder.filter(|s| !s.is_empty());
-    state
+    let sent = state
         .fleet
         .send_command(
             registry,
             &id,
             NumId(num_id),
-            subfolder,
-            Bytes::from(request.binary_data),
+            subfolder.clone(),
+            Bytes::from(request.binary_data.clone()),
         )
-        .await
-        .map_err(|failure| refused(id.as_str(), &failure))?;
-    // `SendCommandToDeviceResponse` has no fields.
-    Ok(json!({}))
+        .await;
+    match (sent, request.ttl) {
+        // `SendCommandToDeviceResponse` has no fields.
+        (Ok(()), _) => Ok(json!({})),
+        (Err(CommandFailure::NotConnected | CommandFailure::NotSubscribed), Some(ttl)) => {
+            let now = Timestamp::now();
+            let command = NewCommand {
+                subfolder,
+                data: request.binary_data,
+                expire_time: now + ttl,
+            };
+            let queued = state
+                .registry
+                .queue_command(registry, &DeviceRef::Id(id), command, now)
+                .await?;
+            Ok(json!({
+                "queued": true,
+                "commandId": queued.id.to_string(),
+                "expireTime": queued.expire_time,
+            }))
+        }
+        (Err(failure), _) => Err(refused(id.as_str(), &failure)),
+    }
+}
+
+/// `GET …/devices/{d}/commands`: the device's queued commands, pending and finished (delivered
+/// or expired), oldest first.
+pub async fn list(
+    State(state): State<AdminState>,
+    Path(path): DevicePath,
+) -> Result<Json<CommandsResponse>, ApiError> {
+    let (registry, device) = device_name(&path)?;
+    let commands = state.registry.list_commands(&registry, &device).await?;
+    Ok(Json(CommandsResponse { commands }))
 }
 
 fn check(request: &SendCommandToDeviceRequest) -> Result<(), ApiError> {
@@ -71,6 +118,18 @@ fn check(request: &SendCommandToDeviceRequest) -> Result<(), ApiError> {
             "subfolder",
             "becomes part of the MQTT topic /devices/{d}/commands/{subfolder}: it may not start \
              with `/` or contain `#`, `+` or NUL",
+        ));
+    }
+    if let Some(ttl) = request.ttl
+        && (ttl.is_zero() || ttl > MAX_TTL)
+    {
+        return Err(ApiError::invalid_field(
+            "ttl",
+            format!(
+                "is {}; a queued command's ttl is more than 0 s and at most {} s (7 days)",
+                shared::proto3::format_duration(ttl),
+                MAX_TTL.as_secs()
+            ),
         ));
     }
     Ok(())
@@ -103,7 +162,8 @@ fn message(device: &str, failure: &CommandFailure) -> ApiError {
             format!(
                 "device `{device}` is not connected over MQTT, so the command was not sent; \
                  commands reach only a connected device subscribed to \
-                 /devices/{device}/commands/#, and are not kept for later"
+                 /devices/{device}/commands/#; send it with a `ttl` to keep it until the device \
+                 asks for it"
             ),
         ),
         CommandFailure::NotSubscribed => ApiError::new(

@@ -82,6 +82,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route(&format!("{device}/states"), get(devices::states))
         .route(&format!("{device}/presence"), get(presence::get))
+        .route(&format!("{device}/commands"), get(commands::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -203,9 +203,9 @@ pub(super) async fn update(
     Ok(current)
 }
 
-/// Deletes a device with its config and state history and its numeric id claim, in one
-/// transaction that first reads them all, so a config or state written meanwhile is either read
-/// and deleted or fails because the device is gone.
+/// Deletes a device with its config and state history, its queued commands and its numeric id
+/// claim, in one transaction that first reads them all, so a config, state or command written
+/// meanwhile is either read and deleted or fails because the device is gone.
 pub(super) async fn delete(
     rpc: &Rpc,
     registry: &RegistryName,
@@ -216,8 +216,13 @@ pub(super) async fn delete(
         let doc_path = rpc.relative(&doc.name).to_string();
         let num_id = from_doc(rpc, registry, doc)?.num_id;
         let mut writes: Vec<Write> = Vec::new();
-        for kind in [Kind::Configs, Kind::States] {
-            let mut query = rpc::ordered(kind.collection(), None, None);
+        let collections = [
+            Kind::Configs.collection(),
+            Kind::States.collection(),
+            super::commands::COLLECTION,
+        ];
+        for collection in collections {
+            let mut query = rpc::ordered(collection, None, None);
             query.select = Some(Projection {
                 fields: vec![rpc::name_field()],
             });

@@ -19,8 +19,8 @@ use ingest::http::admin::{self, AdminAccess, AdminState};
 use ingest::http::device::LongPoll;
 use ingest::registry::sqlite::SqliteStore;
 use ingest::registry::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Presence, RegistryStore,
-    RegistryUpdate, StoreResult,
+    Activity, DeviceFilter, DeviceUpdate, NewCommand, Page, PageRequest, Presence, QueuedCommand,
+    RegistryStore, RegistryUpdate, StoreResult,
 };
 use ingest::sink::Sink;
 use ingest::sink::file::FileSink;
@@ -164,12 +164,23 @@ impl DeviceApp {
             .await
     }
 
+    /// `GET {path}/commands{query}` (query with its `?`, or empty).
+    pub async fn get_commands(&self, token: &str, path: &str, query: &str) -> (StatusCode, Value) {
+        self.get_as_device(token, &format!("{path}/commands{query}"))
+            .await
+    }
+
     /// `GET {path}/config{query}` (query with its `?`, or empty).
     pub async fn get_config(&self, token: &str, path: &str, query: &str) -> (StatusCode, Value) {
+        self.get_as_device(token, &format!("{path}/config{query}"))
+            .await
+    }
+
+    async fn get_as_device(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let request = self
             .admin
             .client
-            .get(self.url(&format!("{path}/config{query}")))
+            .get(self.url(path))
             .header(AUTHORIZATION, format!("Bearer {token}"));
         answer(request.send().await.unwrap()).await
     }
@@ -461,5 +472,40 @@ impl RegistryStore for CountingStore {
     async fn end_instance(&self, instance: &str) -> StoreResult<()> {
         self.count("end_instance");
         self.inner.end_instance(instance).await
+    }
+
+    async fn queue_command(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        command: NewCommand,
+        now: Timestamp,
+    ) -> StoreResult<QueuedCommand> {
+        self.count("queue_command");
+        self.inner
+            .queue_command(registry, device, command, now)
+            .await
+    }
+
+    async fn list_commands(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+    ) -> StoreResult<Vec<QueuedCommand>> {
+        self.count("list_commands");
+        self.inner.list_commands(registry, device).await
+    }
+
+    async fn mark_commands_delivered(
+        &self,
+        registry: &RegistryName,
+        device: &DeviceRef,
+        up_to: u64,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        self.count("mark_commands_delivered");
+        self.inner
+            .mark_commands_delivered(registry, device, up_to, now)
+            .await
     }
 }
