@@ -43,6 +43,10 @@ pub enum Note {
         #[serde(with = "shared::proto3::bytes")]
         data: Vec<u8>,
     },
+    /// Commands were queued for the device this instance holds: its connection reads its queue
+    /// again (a command queued while the device was subscribing is not left waiting).
+    #[serde(rename_all = "camelCase")]
+    CommandsQueued { registry: String, device: String },
     /// How the command `id` ended.
     #[serde(rename_all = "camelCase")]
     CommandDone {
@@ -137,6 +141,10 @@ mod tests {
                 registry: "r".into(),
                 device: "d".into(),
                 generation: 4,
+            },
+            Note::CommandsQueued {
+                registry: "projects/p/locations/l/registries/r".into(),
+                device: "dev-1".into(),
             },
         ];
         for note in notes {

@@ -264,6 +264,30 @@ impl Fleet {
         self.send(None, note).await;
     }
 
+    /// Commands were queued for the device: its connection, here or on the instance holding
+    /// it, reads its queue again. Best effort: a device that is not connected gets them when it
+    /// next subscribes.
+    pub async fn commands_queued(&self, registry: &RegistryName, device: &DeviceId, num_id: NumId) {
+        if self.delivery().is_connected(registry, device) {
+            self.delivery()
+                .commands_queued(registry, &DeviceRef::Id(device.clone()));
+            return;
+        }
+        let holder = match self.presence(num_id).await {
+            Ok(Some(holder)) if holder.instance != self.instance() && holder.commands => holder,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, %device, "could not look up where the device is connected; its queued commands wait for its next subscription");
+                return;
+            }
+        };
+        let note = Note::CommandsQueued {
+            registry: registry.to_string(),
+            device: device.to_string(),
+        };
+        self.send(Some(holder.instance), note).await;
+    }
+
     /// Sends a command to the device's connection, here or on the instance holding it, and
     /// waits until that says how it ended.
     pub async fn send_command(
@@ -415,6 +439,12 @@ impl Fleet {
                         .await;
                 });
             }),
+            Note::CommandsQueued { registry, device } => {
+                parse_id(&registry, &device).map(|(registry, device)| {
+                    self.delivery()
+                        .commands_queued(&registry, &DeviceRef::Id(device));
+                })
+            }
             Note::CommandDone { id, outcome } => {
                 if let Some(done) = self.waiting().remove(&id) {
                     let _ = done.send(outcome);

@@ -46,6 +46,8 @@ pub enum Control {
     Config(Box<DeviceConfig>),
     /// A command to send to the device.
     Command(Box<Command>),
+    /// Commands were queued for the device: if subscribed to them, read the queue again.
+    Queued,
     /// The device's keys or blocked flag changed, or it was deleted: check the token again.
     Recheck,
     /// Another connection for the same device was accepted; this one must close.
@@ -246,6 +248,11 @@ impl Delivery {
             Handed::NoConnection => Err(CommandFailure::NotConnected),
             Handed::InboxFull => Err(CommandFailure::Busy),
         }
+    }
+
+    /// Tells the device's connection here, if any, that commands were queued for it.
+    pub fn commands_queued(&self, registry: &RegistryName, device: &DeviceRef) {
+        let _ = self.send(registry, device, Control::Queued);
     }
 
     /// Whether the device has a connection here (for tests and the admin API).

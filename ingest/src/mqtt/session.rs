@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::connect::Admitted;
+use super::queued::QueuedCommands;
 use super::topics::{OwnTopics, PublishTopic, Subscription};
 use super::wire::{self, ReadError};
 use crate::bridge::{Bucket, DeviceSession, Rate, Refusal};
@@ -101,6 +102,8 @@ pub(crate) struct Live<R, W> {
     config_qos: Option<QoS>,
     /// The QoS of the `commands/#` subscription, if there is one.
     commands_qos: Option<QoS>,
+    /// Sends commands queued for the device; started on the first `commands/#` subscription.
+    queued: Option<QueuedCommands>,
     unacked_commands: Vec<UnackedCommand>,
     errors: bool,
     sent_version: Option<u64>,
@@ -154,6 +157,7 @@ where
             rate,
             config_qos: None,
             commands_qos: None,
+            queued: None,
             unacked_commands: Vec::new(),
             errors: false,
             sent_version: None,
@@ -507,7 +511,7 @@ where
             }
         }
         if send_queued {
-            super::queued::deliver(self.session.clone(), self.shared.fleet.delivery().clone());
+            self.queued_commands().wake();
         }
         Ok(())
     }
@@ -540,6 +544,13 @@ where
                 self.commands_qos.is_some(),
             )
             .await;
+    }
+
+    /// The connection's queued-command task, started on first use.
+    fn queued_commands(&mut self) -> &QueuedCommands {
+        let (session, delivery) = (&self.session, self.shared.fleet.delivery());
+        self.queued
+            .get_or_insert_with(|| QueuedCommands::start(session.clone(), delivery.clone()))
     }
 
     /// Sends `config` unless a version at least as new was sent already.
@@ -673,6 +684,12 @@ where
         match control {
             Some(Control::Config(config)) => self.send_config(*config).await,
             Some(Control::Command(command)) => self.command(*command).await,
+            Some(Control::Queued) => {
+                if self.commands_qos.is_some() {
+                    self.queued_commands().wake();
+                }
+                Ok(())
+            }
             Some(Control::Recheck) => self.recheck().await,
             Some(Control::Replaced) | None => Err(self.refuse(
                 Code::Aborted,

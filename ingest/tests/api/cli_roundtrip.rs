@@ -290,6 +290,39 @@ fn config_versions_advance_and_a_stale_version_is_refused() {
 }
 
 #[test]
+fn a_command_for_an_absent_device_is_refused_or_queued_with_a_ttl_and_listed() {
+    let server = Server::start();
+    server.create_registry();
+    server
+        .create_device("dev-rsa", "rsa_public", "RSA_PEM")
+        .assert_success();
+    let send = |extra: &[&str]| {
+        let mut args = vec!["commands", "send", "dev-rsa", "--registry", "reg-1"];
+        args.extend(extra);
+        server.cli(&args)
+    };
+
+    let refused = send(&["--data", "reboot"]);
+    refused.assert_refused("FAILED_PRECONDITION");
+    assert!(refused.stderr.contains("ttl"), "{refused:#?}");
+
+    let queued = send(&["--data", "reboot", "--subfolder", "power", "--ttl", "2h"]);
+    queued.assert_success();
+    assert!(queued.stdout.contains("queued as #1"), "{queued:#?}");
+    let bad = send(&["--data", "reboot", "--ttl", "2 hours"]);
+    assert_eq!(bad.code, 2, "{bad:#?}");
+    assert!(bad.stderr.contains("not a duration"), "{bad:#?}");
+
+    let list = server.cli(&["commands", "list", "dev-rsa", "--registry", "reg-1"]);
+    list.assert_success();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{list:#?}");
+    for part in ["#1", "pending until", "6 bytes", "power", "\"reboot\""] {
+        assert!(lines[0].contains(part), "{part} in {list:#?}");
+    }
+}
+
+#[test]
 fn registries_can_be_updated_listed_and_deleted_once_empty() {
     let server = Server::start();
     server.create_registry();

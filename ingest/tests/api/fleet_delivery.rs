@@ -2,7 +2,8 @@
 //! emulators' — as two Cloud Run or VM instances do: a device's MQTT connection on B is reached
 //! through A's admin API. A command sent through A arrives on B's connection and the call answers
 //! after the PUBACK; a config changed through A is pushed by B within a second; a device blocked
-//! through A is disconnected by B within a second; a CONNECT on A replaces B's connection; and
+//! through A is disconnected by B within a second; a CONNECT on A replaces B's connection; a
+//! command queued through A while the device was away reaches it once it subscribes on B; and
 //! once B is killed with SIGKILL, A stops calling the device connected within the lease bound.
 
 use std::time::{Duration, Instant};
@@ -303,4 +304,46 @@ async fn a_connect_on_a_closes_the_connection_on_b_and_a_killed_instance_stops_c
         body["error"]["details"][0]["reason"],
         "DEVICE_NOT_CONNECTED"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_queued_through_a_reaches_the_device_when_it_subscribes_on_b() {
+    let (a, b) = two_instances().await;
+    let url = a.admin("/reg-1/devices/dev-1:sendCommandToDevice");
+    let body = json!({"binaryData": encode_base64(b"wake"), "subfolder": "power", "ttl": "600s"});
+    let queued = a.ok(a.http.post(url).json(&body)).await;
+    assert_eq!(queued["queued"], true, "{queued}");
+
+    let (_client, mut seen) = device_on(b.mqtt_port()).await;
+    let (mut subacks, mut config, mut command) = (0, false, false);
+    while subacks < 2 || !config || !command {
+        match next(&mut seen).await {
+            Seen::SubAck => subacks += 1,
+            Seen::Publish(topic, _) if topic == "/devices/dev-1/config" => config = true,
+            Seen::Publish(topic, payload) => {
+                assert_eq!(
+                    (topic.as_str(), payload.as_slice()),
+                    ("/devices/dev-1/commands/power", &b"wake"[..])
+                );
+                assert!(!command, "the queued command arrived twice");
+                command = true;
+            }
+            Seen::Closed => panic!("the connection closed"),
+        }
+    }
+    // B recorded the delivery in the shared store, where A reads it.
+    let started = Instant::now();
+    loop {
+        let list = a
+            .ok(a.http.get(a.admin("/reg-1/devices/dev-1/commands")))
+            .await;
+        if list["commands"][0]["deliverTime"].is_string() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not recorded: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -2,19 +2,21 @@
 //! a command for a device that is not connected and subscribed, until it fetches it over HTTP
 //! (`GET …/commands?ack=N`) or subscribes to `commands/#` over MQTT, or the ttl passes. Over real
 //! sockets in one process: delivered once over HTTP and once over MQTT with the delivery recorded,
-//! expiry, a full queue, and bad input.
+//! expiry, a full queue, bad input, and a command queued while the device was subscribing.
 
 use std::time::Duration;
 
 use crate::support::device::{Signer, device_path};
 use crate::support::mqtt::{MqttApp, Raw, client_id};
-use crate::support::{assert_error, assert_reason};
+use crate::support::{PROJECT, REGION, assert_error, assert_reason};
 use ingest::mqtt::MqttSettings;
+use ingest::registry::NewCommand;
 use reqwest::StatusCode;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Packet, PubAck, Subscribe, SubscribeFilter};
 use serde_json::{Value, json};
 use shared::proto3::encode_base64;
+use shared::{DeviceId, DeviceRef, NumId, RegistryName};
 
 const REG: &str = "reg-1";
 
@@ -232,4 +234,55 @@ async fn a_full_queue_is_resource_exhausted_and_bad_ttls_are_refused() {
     // A device that does not exist is not found, ttl or not.
     let answer = send(&app, "nobody", queued(b"x", None, "60s")).await;
     assert_error(&answer, 404, "NOT_FOUND", &["nobody"]);
+}
+
+#[tokio::test]
+async fn a_command_queued_while_the_device_subscribed_is_sent_when_the_fleet_is_told() {
+    // The race the admin API closes: it found the device unsubscribed, and the device subscribed
+    // (and read its empty queue) before the command was stored. Telling the fleet, as the admin
+    // API does after queueing, makes the connection read its queue again.
+    let app = MqttApp::spawn(MqttSettings::default()).await;
+    let num_id: u64 = app.device(REG, "dev-1").await.parse().unwrap();
+    let mut raw = subscribed(&app, "dev-1").await;
+    assert!(raw.recv_within(Duration::from_millis(300)).await.is_none());
+
+    let registry = RegistryName::from_parts(PROJECT, REGION, REG).unwrap();
+    let device = DeviceId::parse("dev-1").unwrap();
+    let command = NewCommand {
+        subfolder: None,
+        data: b"late".to_vec(),
+        expire_time: jiff::Timestamp::now() + Duration::from_secs(600),
+    };
+    app.app
+        .admin
+        .registry
+        .queue_command(
+            &registry,
+            &DeviceRef::Id(device.clone()),
+            command,
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        raw.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing reads the queue unasked"
+    );
+    app.app
+        .fleet
+        .commands_queued(&registry, &device, NumId(num_id))
+        .await;
+    match raw.recv().await {
+        Some(Packet::Publish(publish)) => {
+            assert_eq!(&publish.payload[..], b"late");
+            raw.send(&Packet::PubAck(PubAck::new(publish.pkid))).await;
+        }
+        other => panic!("expected the queued command, got {other:?}"),
+    }
+    // Told again with nothing pending: nothing is sent twice.
+    app.app
+        .fleet
+        .commands_queued(&registry, &device, NumId(num_id))
+        .await;
+    assert!(raw.recv_within(Duration::from_millis(500)).await.is_none());
 }

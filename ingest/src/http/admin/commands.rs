@@ -70,8 +70,14 @@ pub async fn send(
             };
             let queued = state
                 .registry
-                .queue_command(registry, &DeviceRef::Id(id), command, now)
+                .queue_command(registry, &DeviceRef::Id(id.clone()), command, now)
                 .await?;
+            // The device may have subscribed since it was found absent: its connection reads
+            // the queue again, wherever it is.
+            state
+                .fleet
+                .commands_queued(registry, &id, NumId(num_id))
+                .await;
             Ok(json!({
                 "queued": true,
                 "commandId": queued.id.to_string(),
