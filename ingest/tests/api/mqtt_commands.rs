@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use crate::support::assert_error;
-use crate::support::device::{Signer, device_path};
+use crate::support::device::Signer;
 use crate::support::mqtt::{MqttApp, Raw, client_id};
 use ingest::mqtt::MqttSettings;
 use rumqttc::mqttbytes::QoS;
-use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish, Subscribe, SubscribeFilter};
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions};
 use serde_json::{Value, json};
 use shared::proto3::encode_base64;
@@ -30,26 +30,12 @@ fn command(data: &[u8], subfolder: Option<&str>) -> Value {
 }
 
 async fn send(app: &MqttApp, dev: &str, body: Value) -> (reqwest::StatusCode, Value) {
-    app.app
-        .admin
-        .post(
-            &format!("{}:sendCommandToDevice", device_path(REG, dev)),
-            body,
-        )
-        .await
+    app.send_command(REG, dev, body).await
 }
 
 /// A raw connection for `dev` subscribed to its commands at `qos`.
 async fn subscribed(app: &MqttApp, dev: &str, qos: QoS) -> Raw {
-    let mut raw = Raw::connected(app.addr, &client_id(REG, dev), &token()).await;
-    let mut subscribe = Subscribe::new_many([SubscribeFilter::new(
-        format!("/devices/{dev}/commands/#"),
-        qos,
-    )]);
-    subscribe.pkid = 1;
-    raw.send(&Packet::Subscribe(subscribe)).await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
-    raw
+    Raw::subscribed_to_commands(app.addr, REG, dev, &token(), qos).await
 }
 
 /// The `google.rpc.ErrorInfo` reason of a refusal.

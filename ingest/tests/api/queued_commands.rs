@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use crate::support::device::{Signer, device_path};
-use crate::support::mqtt::{MqttApp, Raw, client_id};
+use crate::support::mqtt::{MqttApp, Raw};
 use crate::support::{PROJECT, REGION, assert_error, assert_reason};
 use ingest::mqtt::MqttSettings;
 use ingest::registry::NewCommand;
 use reqwest::StatusCode;
 use rumqttc::mqttbytes::QoS;
-use rumqttc::mqttbytes::v4::{Packet, PubAck, Subscribe, SubscribeFilter};
+use rumqttc::mqttbytes::v4::{Packet, PubAck};
 use serde_json::{Value, json};
 use shared::proto3::encode_base64;
 use shared::{DeviceId, DeviceRef, NumId, RegistryName};
@@ -33,14 +33,8 @@ fn queued(data: &[u8], subfolder: Option<&str>, ttl: &str) -> Value {
     body
 }
 
-async fn send(app: &MqttApp, dev: &str, body: Value) -> (StatusCode, Value) {
-    app.app
-        .admin
-        .post(
-            &format!("{}:sendCommandToDevice", device_path(REG, dev)),
-            body,
-        )
-        .await
+async fn send(app: &MqttApp, dev: &str, body: Value) -> (reqwest::StatusCode, Value) {
+    app.send_command(REG, dev, body).await
 }
 
 /// The admin API's list of the device's kept commands.
@@ -66,15 +60,7 @@ async fn fetch(app: &MqttApp, dev: &str, query: &str) -> Vec<Value> {
 
 /// A raw MQTT connection for `dev`, subscribed to its commands at QoS 1.
 async fn subscribed(app: &MqttApp, dev: &str) -> Raw {
-    let mut raw = Raw::connected(app.addr, &client_id(REG, dev), &token()).await;
-    let mut subscribe = Subscribe::new_many([SubscribeFilter::new(
-        format!("/devices/{dev}/commands/#"),
-        QoS::AtLeastOnce,
-    )]);
-    subscribe.pkid = 1;
-    raw.send(&Packet::Subscribe(subscribe)).await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
-    raw
+    Raw::subscribed_to_commands(app.addr, REG, dev, &token(), QoS::AtLeastOnce).await
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@ use ingest::bridge::Limits;
 use ingest::mqtt::{MqttBridge, MqttSettings};
 use ingest::sink::Sink;
 use ingest::telemetry::Metrics;
-use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Subscribe, SubscribeFilter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -93,6 +94,17 @@ impl MqttApp {
         self.app.device(reg, dev).await
     }
 
+    /// `:sendCommandToDevice` through the admin API with `body`, answered as status and JSON.
+    pub async fn send_command(
+        &self,
+        reg: &str,
+        dev: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let path = format!("{}:sendCommandToDevice", device_path(reg, dev));
+        self.app.admin.post(&path, body).await
+    }
+
     /// Sets a new config through the admin API; returns its version.
     pub async fn set_config(&self, reg: &str, dev: &str, data: &[u8]) -> u64 {
         let (status, body) = self
@@ -156,6 +168,26 @@ impl Raw {
     pub async fn connected(addr: SocketAddr, client_id: &str, token: &str) -> Self {
         let (raw, code) = Self::connect(addr, client_id, token, 60).await;
         assert_eq!(code, ConnectReturnCode::Success);
+        raw
+    }
+
+    /// Connects with `token` and subscribes to the device's commands at `qos`; the SUBACK is
+    /// read.
+    pub async fn subscribed_to_commands(
+        addr: SocketAddr,
+        reg: &str,
+        dev: &str,
+        token: &str,
+        qos: QoS,
+    ) -> Self {
+        let mut raw = Self::connected(addr, &client_id(reg, dev), token).await;
+        let mut subscribe = Subscribe::new_many([SubscribeFilter::new(
+            format!("/devices/{dev}/commands/#"),
+            qos,
+        )]);
+        subscribe.pkid = 1;
+        raw.send(&Packet::Subscribe(subscribe)).await;
+        assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
         raw
     }
 
