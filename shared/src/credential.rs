@@ -3,51 +3,31 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use crate::proto3::proto3_enum;
 
 /// The most credentials one device may hold.
 pub const MAX_CREDENTIALS: usize = 3;
 
-/// How a device's public key is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PublicKeyFormat {
-    /// An RSA public key in PEM (`PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`).
-    #[serde(rename = "RSA_PEM")]
-    RsaPem,
-    /// An X.509 certificate (PEM) wrapping an RSA key.
-    #[serde(rename = "RSA_X509_PEM")]
-    RsaX509Pem,
-    /// An EC P-256 public key in PEM.
-    #[serde(rename = "ES256_PEM")]
-    Es256Pem,
-    /// An X.509 certificate (PEM) wrapping an EC P-256 key.
-    #[serde(rename = "ES256_X509_PEM")]
-    Es256X509Pem,
+proto3_enum! {
+    /// How a device's public key is encoded (numbered as in IoT Core's `.proto`).
+    pub enum PublicKeyFormat {
+        /// An RSA public key in PEM (`PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`).
+        RsaPem = ("RSA_PEM", 3),
+        /// An X.509 certificate (PEM) wrapping an RSA key.
+        RsaX509Pem = ("RSA_X509_PEM", 1),
+        /// An EC P-256 public key in PEM.
+        Es256Pem = ("ES256_PEM", 2),
+        /// An X.509 certificate (PEM) wrapping an EC P-256 key.
+        Es256X509Pem = ("ES256_X509_PEM", 4),
+    }
 }
 
 impl PublicKeyFormat {
-    /// Every format, in IoT Core's order.
-    pub const ALL: [PublicKeyFormat; 4] = [
-        PublicKeyFormat::RsaPem,
-        PublicKeyFormat::RsaX509Pem,
-        PublicKeyFormat::Es256Pem,
-        PublicKeyFormat::Es256X509Pem,
-    ];
-
-    /// The format's name as the API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PublicKeyFormat::RsaPem => "RSA_PEM",
-            PublicKeyFormat::RsaX509Pem => "RSA_X509_PEM",
-            PublicKeyFormat::Es256Pem => "ES256_PEM",
-            PublicKeyFormat::Es256X509Pem => "ES256_X509_PEM",
-        }
-    }
-
     /// Parses a format name; the error lists the valid names.
     pub fn parse(name: &str) -> Result<Self, UnknownFormat> {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|f| f.as_str() == name)
             .ok_or_else(|| UnknownFormat(name.to_owned()))
     }
@@ -83,7 +63,7 @@ mod tests {
 
     #[test]
     fn formats_parse_by_their_api_names() {
-        for format in PublicKeyFormat::ALL {
+        for &format in PublicKeyFormat::ALL {
             assert_eq!(PublicKeyFormat::parse(format.as_str()), Ok(format));
             let json = serde_json::to_string(&format).unwrap();
             assert_eq!(json, format!("\"{format}\""));

@@ -1,6 +1,7 @@
 //! The proto3 JSON mapping details IoT Core's REST API used and its tooling relies on: `bytes`
-//! as base64, 64-bit integers as decimal strings (numbers accepted on input), and base64 input
-//! in either alphabet with or without padding.
+//! as base64, 64-bit integers as decimal strings (numbers accepted on input), base64 input in
+//! either alphabet with or without padding, and enums written by name but read by name or by
+//! number (Google's client libraries send numbers: `"format": 3`).
 
 use base64::Engine;
 use base64::alphabet;
@@ -124,6 +125,128 @@ pub mod opt_int64 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         int64::deserialize(d).map(Some)
     }
+}
+
+/// Defines an enum of IoT Core's API with each value's proto name and number: it is written as
+/// its name and read from its name or its number, as proto3 JSON parsers must; `NUMBERS` lists
+/// them for answers that ask for numbers (`$alt=json;enum-encoding=int`).
+macro_rules! proto3_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident = ($text:literal, $number:literal) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$variant_meta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Each value's proto name and number, in declaration order.
+            pub const NUMBERS: &'static [(&'static str, i32)] = &[$(($text, $number)),+];
+
+            /// The value's name as the API spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The value's number in IoT Core's `.proto`.
+            pub fn number(self) -> i32 {
+                match self {
+                    $($name::$variant => $number),+
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let at = $crate::proto3::enum_index(d, stringify!($name), Self::NUMBERS)?;
+                Ok(Self::ALL[at])
+            }
+        }
+    };
+}
+
+pub(crate) use proto3_enum;
+
+/// Reads an enum value given by name or number; the index of its entry in `values`. The error
+/// names the valid values with their numbers.
+pub fn enum_index<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &'static str,
+    values: &'static [(&'static str, i32)],
+) -> Result<usize, D::Error> {
+    struct Index {
+        what: &'static str,
+        values: &'static [(&'static str, i32)],
+    }
+
+    impl Index {
+        fn unknown<E: de::Error>(&self, given: impl std::fmt::Display) -> E {
+            let valid: Vec<String> = self
+                .values
+                .iter()
+                .map(|(name, number)| format!("{name} ({number})"))
+                .collect();
+            E::custom(format!(
+                "`{given}` is not a {}; use one of {}",
+                self.what,
+                valid.join(", ")
+            ))
+        }
+
+        fn by_number<E: de::Error>(&self, number: i64) -> Result<usize, E> {
+            self.values
+                .iter()
+                .position(|(_, n)| i64::from(*n) == number)
+                .ok_or_else(|| self.unknown(number))
+        }
+    }
+
+    impl Visitor<'_> for Index {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a {} name or number", self.what)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+            self.values
+                .iter()
+                .position(|(name, _)| *name == v)
+                .ok_or_else(|| self.unknown(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
+            self.by_number(v)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
+            self.by_number(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<usize, E> {
+            Err(self.unknown(v))
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<usize, E> {
+            Err(self.unknown(v))
+        }
+    }
+
+    d.deserialize_any(Index { what, values })
 }
 
 /// Reads a `google.protobuf.Duration` as proto3 JSON writes it: seconds with up to nine

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::credential::{MAX_CREDENTIALS, PublicKeyFormat};
 use crate::ids::{DeviceId, RegistryId, TopicName};
-use crate::proto3;
+use crate::proto3::{self, proto3_enum};
 
 /// The most event notification configs one registry may hold.
 pub const MAX_EVENT_NOTIFICATION_CONFIGS: usize = 10;
@@ -47,46 +47,82 @@ impl FieldViolation {
     }
 }
 
-/// Whether the MQTT bridge serves a registry's devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum MqttState {
-    /// Not set: treated as enabled, as IoT Core did.
-    MqttStateUnspecified,
-    /// Devices may connect over MQTT.
-    #[default]
-    MqttEnabled,
-    /// MQTT connections are refused.
-    MqttDisabled,
+proto3_enum! {
+    /// Whether the MQTT bridge serves a registry's devices.
+    #[derive(Default)]
+    pub enum MqttState {
+        /// Not set: treated as enabled, as IoT Core did.
+        MqttStateUnspecified = ("MQTT_STATE_UNSPECIFIED", 0),
+        /// Devices may connect over MQTT.
+        #[default]
+        MqttEnabled = ("MQTT_ENABLED", 1),
+        /// MQTT connections are refused.
+        MqttDisabled = ("MQTT_DISABLED", 2),
+    }
 }
 
-/// Whether the HTTP bridge serves a registry's devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum HttpState {
-    /// Not set: treated as enabled, as IoT Core did.
-    HttpStateUnspecified,
-    /// Devices may use the HTTP bridge.
-    #[default]
-    HttpEnabled,
-    /// HTTP bridge requests are refused.
-    HttpDisabled,
+proto3_enum! {
+    /// Whether the HTTP bridge serves a registry's devices.
+    #[derive(Default)]
+    pub enum HttpState {
+        /// Not set: treated as enabled, as IoT Core did.
+        HttpStateUnspecified = ("HTTP_STATE_UNSPECIFIED", 0),
+        /// Devices may use the HTTP bridge.
+        #[default]
+        HttpEnabled = ("HTTP_ENABLED", 1),
+        /// HTTP bridge requests are refused.
+        HttpDisabled = ("HTTP_DISABLED", 2),
+    }
 }
 
-/// How much the service logs about a registry's or device's activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LogLevel {
-    /// Not set: the registry's level applies.
-    LogLevelUnspecified,
-    /// No logging.
-    None,
-    /// Errors only.
-    Error,
-    /// Informational events such as connections.
-    Info,
-    /// Everything, including each message's metadata (never its payload).
-    Debug,
+proto3_enum! {
+    /// How much the service logs about a registry's or device's activity.
+    pub enum LogLevel {
+        /// Not set: the registry's level applies.
+        LogLevelUnspecified = ("LOG_LEVEL_UNSPECIFIED", 0),
+        /// No logging.
+        None = ("NONE", 10),
+        /// Errors only.
+        Error = ("ERROR", 20),
+        /// Informational events such as connections.
+        Info = ("INFO", 30),
+        /// Everything, including each message's metadata (never its payload).
+        Debug = ("DEBUG", 40),
+    }
+}
+
+/// Rewrites every enum field of an API answer (`"format": "RSA_PEM"`) as its number
+/// (`"format": 3`), for a caller that asked for `$alt=json;enum-encoding=int`. The fields are
+/// known by name: no other field of IoT Core's resources shares one with an enum.
+pub fn enums_to_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                let number = field.as_str().and_then(|text| enum_number(name, text));
+                match number {
+                    Some(number) => *field = number.into(),
+                    None => enums_to_numbers(field),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(enums_to_numbers),
+        _ => {}
+    }
+}
+
+/// The number of enum value `text` of the field `name`, if that field is an enum.
+fn enum_number(name: &str, text: &str) -> Option<i32> {
+    let values = match name {
+        "mqttEnabledState" => MqttState::NUMBERS,
+        "httpEnabledState" => HttpState::NUMBERS,
+        "logLevel" => LogLevel::NUMBERS,
+        "format" => PublicKeyFormat::NUMBERS,
+        _ => return None,
+    };
+    values
+        .iter()
+        .find(|(n, _)| *n == text)
+        .map(|(_, number)| *number)
 }
 
 /// `mqttConfig` of a registry.
@@ -505,6 +541,86 @@ pub struct SendCommandToDeviceRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn enums_read_by_name_or_by_iot_cores_number_and_write_by_name() {
+        // The numbers of google/cloud/iot/v1/resources.proto, as Google's clients send them.
+        fn check<T>(table: &[(&str, i64, T)])
+        where
+            T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        {
+            for (name, number, value) in table {
+                assert_eq!(serde_json::from_value::<T>(json!(name)).unwrap(), *value);
+                assert_eq!(serde_json::from_value::<T>(json!(number)).unwrap(), *value);
+                assert_eq!(serde_json::to_value(value).unwrap(), json!(name));
+            }
+        }
+        check(&[
+            ("MQTT_STATE_UNSPECIFIED", 0, MqttState::MqttStateUnspecified),
+            ("MQTT_ENABLED", 1, MqttState::MqttEnabled),
+            ("MQTT_DISABLED", 2, MqttState::MqttDisabled),
+        ]);
+        check(&[
+            ("HTTP_STATE_UNSPECIFIED", 0, HttpState::HttpStateUnspecified),
+            ("HTTP_ENABLED", 1, HttpState::HttpEnabled),
+            ("HTTP_DISABLED", 2, HttpState::HttpDisabled),
+        ]);
+        check(&[
+            ("LOG_LEVEL_UNSPECIFIED", 0, LogLevel::LogLevelUnspecified),
+            ("NONE", 10, LogLevel::None),
+            ("ERROR", 20, LogLevel::Error),
+            ("INFO", 30, LogLevel::Info),
+            ("DEBUG", 40, LogLevel::Debug),
+        ]);
+        check(&[
+            ("RSA_X509_PEM", 1, PublicKeyFormat::RsaX509Pem),
+            ("ES256_PEM", 2, PublicKeyFormat::Es256Pem),
+            ("RSA_PEM", 3, PublicKeyFormat::RsaPem),
+            ("ES256_X509_PEM", 4, PublicKeyFormat::Es256X509Pem),
+        ]);
+    }
+
+    #[test]
+    fn an_answer_can_carry_enums_as_numbers() {
+        let mut answer = json!({
+            "deviceRegistries": [{
+                "id": "reg-1",
+                "mqttConfig": {"mqttEnabledState": "MQTT_DISABLED"},
+                "httpConfig": {"httpEnabledState": "HTTP_ENABLED"},
+                "logLevel": "DEBUG",
+            }],
+            "devices": [{"credentials": [{"publicKey": {"format": "ES256_PEM", "key": "k"}}]}],
+            "error": {"status": "NOT_FOUND", "message": "DEBUG"},
+        });
+        enums_to_numbers(&mut answer);
+        assert_eq!(
+            answer,
+            json!({
+                "deviceRegistries": [{
+                    "id": "reg-1",
+                    "mqttConfig": {"mqttEnabledState": 2},
+                    "httpConfig": {"httpEnabledState": 1},
+                    "logLevel": 40,
+                }],
+                "devices": [{"credentials": [{"publicKey": {"format": 2, "key": "k"}}]}],
+                "error": {"status": "NOT_FOUND", "message": "DEBUG"},
+            })
+        );
+    }
+
+    #[test]
+    fn an_unknown_enum_value_is_refused_naming_the_valid_ones() {
+        for bad in [json!(5), json!("RSA"), json!(-1), json!(1.5), json!(true)] {
+            let err = serde_json::from_value::<PublicKeyFormat>(bad.clone()).unwrap_err();
+            assert!(err.to_string().contains("RSA_PEM"), "{bad}: {err}");
+        }
+        let err = serde_json::from_value::<MqttState>(json!(7)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`7` is not a MqttState; use one of MQTT_STATE_UNSPECIFIED (0), MQTT_ENABLED (1), MQTT_DISABLED (2)"
+        );
+    }
 
     fn topic(t: &str) -> TopicName {
         TopicName::parse(&format!("projects/demo-project/topics/{t}")).unwrap()

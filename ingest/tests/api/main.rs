@@ -15,6 +15,7 @@ mod infra_settings;
 mod mqtt_bridge;
 mod mqtt_commands;
 mod otlp_export;
+mod python_admin_client;
 mod python_client;
 mod python_mqtt_client;
 mod queued_commands;

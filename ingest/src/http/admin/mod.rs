@@ -23,6 +23,7 @@ mod commands;
 mod devices;
 mod presence;
 mod registries;
+mod system_params;
 
 /// The largest admin request body: room for 256 KB of metadata or a 64 KB config in base64.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -86,6 +87,7 @@ pub fn router(state: AdminState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(system_params::apply))
         .layer(middleware::from_fn_with_state(state.clone(), check_access))
         .with_state(state)
 }

@@ -1,0 +1,179 @@
+"""An operator's script written against Google's official IoT Core client library,
+google-cloud-iot 2.9.2, pointed at ingest's admin API instead of cloudiot.googleapis.com.
+
+It uses the REST transport exactly as a user switching over would: anonymous credentials and
+`client_options={"api_endpoint": ...}`; the library sends `$alt=json;enum-encoding=int` and
+enums as numbers. Every call's answer is checked; the first mismatch fails the script with a
+message naming the call. At the end it prints one JSON line, `{"report": ...}`, with what it made,
+for the Rust test to check through the raw API.
+
+    cloudiot_admin_client.py --endpoint http://127.0.0.1:8081 --project P --region R \\
+        --registry REG --keys DIR --topic projects/P/topics/T
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+warnings.filterwarnings("ignore")  # google.api_core's notices about Python versions
+
+from google.api_core import exceptions  # noqa: E402
+from google.api_core.client_options import ClientOptions  # noqa: E402
+from google.auth.credentials import AnonymousCredentials  # noqa: E402
+from google.cloud import iot_v1  # noqa: E402
+from google.protobuf import field_mask_pb2  # noqa: E402
+
+FORMATS = [
+    ("dev-rsa", "rsa_public", iot_v1.PublicKeyFormat.RSA_PEM),
+    ("dev-rsa-cert", "rsa_cert", iot_v1.PublicKeyFormat.RSA_X509_PEM),
+    ("dev-ec", "ec_public", iot_v1.PublicKeyFormat.ES256_PEM),
+    ("dev-ec-cert", "ec_cert", iot_v1.PublicKeyFormat.ES256_X509_PEM),
+]
+
+
+def check(what, got, expected):
+    if got != expected:
+        sys.exit(f"{what}: expected {expected!r}, got {got!r}")
+
+
+def refused(what, call, status, reason):
+    """The call fails with this HTTP status and this google.rpc.ErrorInfo reason. (Over REST,
+    google.api_core picks the exception class by HTTP status alone: 409 is `Conflict` whether
+    the server said ALREADY_EXISTS or ABORTED, so the reason is what tells them apart.)"""
+    try:
+        call()
+    except exceptions.GoogleAPICallError as err:
+        check(f"{what}: HTTP status", err.code, status)
+        # Over REST the details arrive as the JSON objects of the error body.
+        infos = [d for d in err.details if isinstance(d, dict)
+                 and d.get("@type") == "type.googleapis.com/google.rpc.ErrorInfo"]
+        check(f"{what}: ErrorInfo reason", [i.get("reason") for i in infos], [reason])
+        return
+    sys.exit(f"{what}: expected a refusal ({status} {reason}), but the call succeeded")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for flag in ["endpoint", "project", "region", "registry", "keys", "topic"]:
+        parser.add_argument(f"--{flag}", required=True)
+    args = parser.parse_args()
+
+    client = iot_v1.DeviceManagerClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=args.endpoint),
+    )
+    parent = f"projects/{args.project}/locations/{args.region}"
+    name = f"{parent}/registries/{args.registry}"
+
+    # Registries, with every enum the client sends as a number.
+    registry = client.create_device_registry(
+        parent=parent,
+        device_registry={
+            "id": args.registry,
+            "event_notification_configs": [{"pubsub_topic_name": args.topic}],
+            "mqtt_config": {"mqtt_enabled_state": iot_v1.MqttState.MQTT_ENABLED},
+            "http_config": {"http_enabled_state": iot_v1.HttpState.HTTP_DISABLED},
+            "log_level": iot_v1.LogLevel.INFO,
+        },
+    )
+    check("create_device_registry name", registry.name, name)
+    check("create_device_registry httpConfig", registry.http_config.http_enabled_state,
+          iot_v1.HttpState.HTTP_DISABLED)
+    check("create_device_registry logLevel", registry.log_level, iot_v1.LogLevel.INFO)
+    refused("create_device_registry twice",
+            lambda: client.create_device_registry(parent=parent, device_registry={"id": args.registry}),
+            409, "REGISTRY_ALREADY_EXISTS")
+    check("get_device_registry topic",
+          client.get_device_registry(name=name).event_notification_configs[0].pubsub_topic_name,
+          args.topic)
+    listed = [r.id for r in client.list_device_registries(parent=parent)]
+    check("list_device_registries", args.registry in listed, True)
+    updated = client.update_device_registry(
+        device_registry={"name": name, "http_config": {"http_enabled_state": iot_v1.HttpState.HTTP_ENABLED},
+                         "log_level": iot_v1.LogLevel.DEBUG},
+        update_mask=field_mask_pb2.FieldMask(paths=["http_config.http_enabled_state", "log_level"]),
+    )
+    check("update_device_registry httpConfig", updated.http_config.http_enabled_state,
+          iot_v1.HttpState.HTTP_ENABLED)
+    check("update_device_registry logLevel", updated.log_level, iot_v1.LogLevel.DEBUG)
+
+    # Devices with each of the four key formats.
+    num_ids = {}
+    for device_id, key, key_format in FORMATS:
+        with open(os.path.join(args.keys, f"{key}.pem")) as f:
+            pem = f.read()
+        device = client.create_device(parent=name, device={
+            "id": device_id,
+            "credentials": [{"public_key": {"format": key_format, "key": pem}}],
+            "metadata": {"site": "barn"},
+        })
+        check(f"create_device {device_id} format", device.credentials[0].public_key.format, key_format)
+        check(f"create_device {device_id} key", device.credentials[0].public_key.key, pem)
+        check(f"create_device {device_id} numId", device.num_id > 0, True)
+        num_ids[device_id] = device.num_id
+    refused("create_device with an RSA certificate as RSA_PEM", lambda: client.create_device(
+        parent=name, device={"id": "dev-bad", "credentials": [{"public_key": {
+            "format": iot_v1.PublicKeyFormat.RSA_PEM,
+            "key": open(os.path.join(args.keys, "rsa_cert.pem")).read()}}]}),
+        400, "INVALID_ARGUMENT")
+
+    device_name = f"{name}/devices/dev-rsa"
+    device = client.get_device(name=device_name)
+    check("get_device metadata", dict(device.metadata), {"site": "barn"})
+    masked = client.get_device(request={"name": device_name,
+                                        "field_mask": field_mask_pb2.FieldMask(paths=["metadata"])})
+    check("get_device fieldMask keeps metadata", dict(masked.metadata), {"site": "barn"})
+    check("get_device fieldMask drops credentials", len(masked.credentials), 0)
+
+    every = [d.id for d in client.list_devices(parent=name)]
+    check("list_devices", every, sorted(d for d, _, _ in FORMATS))
+    by_id = [d.id for d in client.list_devices(request={"parent": name, "device_ids": ["dev-ec", "dev-rsa"]})]
+    check("list_devices deviceIds", by_id, ["dev-ec", "dev-rsa"])
+    by_num = [d.id for d in client.list_devices(request={"parent": name,
+                                                         "device_num_ids": [num_ids["dev-ec-cert"]]})]
+    check("list_devices deviceNumIds", by_num, ["dev-ec-cert"])
+    pages = client.list_devices(request={"parent": name, "page_size": 3}).pages
+    check("list_devices pages of 3", [len(p.devices) for p in pages], [3, 1])
+
+    blocked = client.update_device(
+        device={"name": device_name, "blocked": True, "metadata": {"site": "field"}},
+        update_mask=field_mask_pb2.FieldMask(paths=["blocked", "metadata"]),
+    )
+    check("update_device blocked", blocked.blocked, True)
+    check("update_device metadata", dict(blocked.metadata), {"site": "field"})
+
+    # Configs: unconditional, conditional on the current version, and a stale one refused.
+    first = client.modify_cloud_to_device_config(request={"name": device_name, "binary_data": b"fan=low"})
+    second = client.modify_cloud_to_device_config(request={
+        "name": device_name, "binary_data": b"fan=high", "version_to_update": first.version})
+    check("modify_cloud_to_device_config conditional", second.version, first.version + 1)
+    check("modify_cloud_to_device_config data", second.binary_data, b"fan=high")
+    refused("modify_cloud_to_device_config stale", lambda: client.modify_cloud_to_device_config(request={
+        "name": device_name, "binary_data": b"fan=off", "version_to_update": first.version}),
+        409, "CONFIG_VERSION_MISMATCH")
+    versions = client.list_device_config_versions(name=device_name).device_configs
+    check("list_device_config_versions newest first",
+          [(c.version, c.binary_data) for c in versions][:2],
+          [(second.version, b"fan=high"), (first.version, b"fan=low")])
+    check("list_device_states", len(client.list_device_states(name=device_name).device_states), 0)
+
+    refused("send_command_to_device, not connected", lambda: client.send_command_to_device(
+        request={"name": device_name, "binary_data": b"reboot"}), 400, "DEVICE_NOT_CONNECTED")
+    refused("get_device, unknown", lambda: client.get_device(name=f"{name}/devices/nobody"),
+            404, "DEVICE_NOT_FOUND")
+
+    client.delete_device(name=f"{name}/devices/dev-ec-cert")
+    refused("get_device, deleted", lambda: client.get_device(name=f"{name}/devices/dev-ec-cert"),
+            404, "DEVICE_NOT_FOUND")
+    refused("delete_device_registry with devices", lambda: client.delete_device_registry(name=name),
+            400, "FAILED_PRECONDITION")
+
+    print(json.dumps({"report": {"numIds": {d: str(n) for d, n in num_ids.items()},
+                                 "configVersion": second.version}}))
+
+
+if __name__ == "__main__":
+    main()
