@@ -117,12 +117,59 @@ fn enum_number(name: &str, text: &str) -> Option<i32> {
         "httpEnabledState" => HttpState::NUMBERS,
         "logLevel" => LogLevel::NUMBERS,
         "format" => PublicKeyFormat::NUMBERS,
+        "gatewayType" => GatewayType::NUMBERS,
+        "gatewayAuthMethod" => GatewayAuthMethod::NUMBERS,
         _ => return None,
     };
     values
         .iter()
         .find(|(n, _)| *n == text)
         .map(|(_, number)| *number)
+}
+
+proto3_enum! {
+    /// Whether a device is a gateway that speaks for others.
+    pub enum GatewayType {
+        /// Not set: not a gateway.
+        GatewayTypeUnspecified = ("GATEWAY_TYPE_UNSPECIFIED", 0),
+        /// The device is a gateway.
+        Gateway = ("GATEWAY", 1),
+        /// The device is not a gateway.
+        NonGateway = ("NON_GATEWAY", 2),
+    }
+}
+
+proto3_enum! {
+    /// How a gateway's devices prove themselves.
+    pub enum GatewayAuthMethod {
+        /// Not set.
+        GatewayAuthMethodUnspecified = ("GATEWAY_AUTH_METHOD_UNSPECIFIED", 0),
+        /// Being bound to the gateway is enough.
+        AssociationOnly = ("ASSOCIATION_ONLY", 1),
+        /// Each device's own token is needed.
+        DeviceAuthTokenOnly = ("DEVICE_AUTH_TOKEN_ONLY", 2),
+        /// Both.
+        AssociationAndDeviceAuthToken = ("ASSOCIATION_AND_DEVICE_AUTH_TOKEN", 3),
+    }
+}
+
+/// `gatewayConfig` of a device.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayConfig {
+    /// Gateway or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_type: Option<GatewayType>,
+    /// How its devices authenticate, for a gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_auth_method: Option<GatewayAuthMethod>,
+}
+
+impl GatewayConfig {
+    /// Whether this makes the device a gateway.
+    pub fn is_gateway(&self) -> bool {
+        self.gateway_type == Some(GatewayType::Gateway)
+    }
 }
 
 /// `mqttConfig` of a registry.
@@ -392,6 +439,10 @@ pub struct Device {
     /// Operator-defined key/value pairs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Whether the device is a gateway; read so that a gateway is refused rather than created
+    /// as a plain device (gateways are not served yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_config: Option<GatewayConfig>,
 }
 
 impl Device {

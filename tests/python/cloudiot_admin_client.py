@@ -135,6 +135,15 @@ def main():
     by_num = [d.id for d in client.list_devices(request={"parent": name,
                                                          "device_num_ids": [num_ids["dev-ec-cert"]]})]
     check("list_devices deviceNumIds", by_num, ["dev-ec-cert"])
+    def gateway_list(options):
+        return [d.id for d in client.list_devices(request={"parent": name, "gateway_list_options": options})]
+    check("list_devices gatewayType GATEWAY", gateway_list({"gateway_type": iot_v1.GatewayType.GATEWAY}), [])
+    check("list_devices gatewayType NON_GATEWAY",
+          gateway_list({"gateway_type": iot_v1.GatewayType.NON_GATEWAY}), every)
+    check("list_devices associationsGatewayId", gateway_list({"associations_gateway_id": "gw-1"}), [])
+    refused("create_device as a gateway (not served yet)", lambda: client.create_device(parent=name, device={
+        "id": "gw-1", "gateway_config": {"gateway_type": iot_v1.GatewayType.GATEWAY}}),
+        501, "UNIMPLEMENTED")
     pages = client.list_devices(request={"parent": name, "page_size": 3}).pages
     check("list_devices pages of 3", [len(p.devices) for p in pages], [3, 1])
 

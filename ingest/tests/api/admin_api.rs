@@ -438,6 +438,59 @@ async fn a_field_mask_trims_what_get_and_list_return() {
 }
 
 #[tokio::test]
+async fn gateway_list_options_are_applied_never_ignored() {
+    // No gateways can exist yet: only NON_GATEWAY matches, and no device has an association.
+    let app = TestApp::spawn().await;
+    app.create_registry("reg-1").await;
+    app.create_device("reg-1", "dev-1", "RSA_PEM", "rsa_public")
+        .await;
+    let ids = |page: &Value| page["devices"].as_array().map(Vec::len);
+    for (query, count) in [
+        ("gatewayListOptions.gatewayType=GATEWAY", 0),
+        ("gatewayListOptions.gatewayType=1", 0),
+        ("gateway_list_options.gateway_type=NON_GATEWAY", 1),
+        ("gatewayListOptions.gatewayType=2", 1),
+        ("gatewayListOptions.associationsGatewayId=gw-1", 0),
+        ("gatewayListOptions.associationsDeviceId=dev-1", 0),
+    ] {
+        let (status, page) = app.get(&format!("/registries/reg-1/devices?{query}")).await;
+        assert_eq!(
+            (status, ids(&page)),
+            (StatusCode::OK, Some(count)),
+            "{query}: {page}"
+        );
+    }
+    for (query, words) in [
+        (
+            "gatewayListOptions.gatewayType=ROUTER",
+            &["gatewayType", "GATEWAY (1)"][..],
+        ),
+        (
+            "gatewayListOptions.gatewayType=1&gatewayListOptions.associationsDeviceId=dev-1",
+            &["gatewayListOptions", "at most one"][..],
+        ),
+        (
+            "gatewayListOptions.associationsGatewayId=a%20b",
+            &["associationsGatewayId"][..],
+        ),
+    ] {
+        let answer = app.get(&format!("/registries/reg-1/devices?{query}")).await;
+        assert_error(&answer, 400, "INVALID_ARGUMENT", words);
+    }
+
+    let gateway = json!({"id": "gw-1", "gatewayConfig": {"gatewayType": "GATEWAY"}});
+    let answer = app.post("/registries/reg-1/devices", gateway).await;
+    assert_error(
+        &answer,
+        501,
+        "UNIMPLEMENTED",
+        &["gateways are not supported yet"],
+    );
+    let (status, _) = app.get("/registries/reg-1/devices/gw-1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was created");
+}
+
+#[tokio::test]
 async fn devices_are_listed_by_page_and_filtered_by_ids() {
     let app = TestApp::spawn().await;
     app.create_registry("reg-1").await;

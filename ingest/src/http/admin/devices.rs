@@ -7,11 +7,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use jiff::Timestamp;
-use serde_json::Value;
+use serde_json::{Value, json};
 use shared::resources::{
-    Device, DeviceConfig, DeviceCredential, ListDeviceConfigVersionsResponse,
-    ListDeviceStatesResponse, ListDevicesResponse, ModifyCloudToDeviceConfigRequest,
-    validate_metadata,
+    Device, DeviceConfig, DeviceCredential, GatewayConfig, GatewayType,
+    ListDeviceConfigVersionsResponse, ListDeviceStatesResponse, ListDevicesResponse,
+    ModifyCloudToDeviceConfigRequest, validate_metadata,
 };
 use shared::{Code, DeviceId, DeviceRef, NumId, RegistryName};
 
@@ -50,6 +50,18 @@ pub async fn create(
         ));
     }
     device.validate()?;
+    if device
+        .gateway_config
+        .as_ref()
+        .is_some_and(GatewayConfig::is_gateway)
+    {
+        return Err(ApiError::new(
+            Code::Unimplemented,
+            "gateways are not supported yet: this server cannot bind devices to a gateway or let \
+             it speak for them, so it does not create one; create the device without \
+             gatewayConfig.gatewayType GATEWAY",
+        ));
+    }
     check_credentials(&device.credentials)?;
     if let Some(config) = &device.config {
         check_config_size("config.binaryData", &config.binary_data)?;
@@ -114,6 +126,9 @@ pub async fn list(
             .map(String::from),
     };
     let mask = mask_paths(&query, "fieldMask");
+    if gateway_filter_matches_none(&query)? {
+        return Ok(Json(json!({"devices": []})));
+    }
     let page = state
         .registry
         .list_devices(&registry, &filter, &page)
@@ -130,6 +145,44 @@ pub async fn list(
         body["nextPageToken"] = Value::String(token);
     }
     Ok(Json(body))
+}
+
+/// `gatewayListOptions`, answered for a registry that can hold no gateway yet: `gatewayType`
+/// `GATEWAY` and either association filter match no device, `NON_GATEWAY` every one. Never
+/// ignored: a script asking for a gateway's devices must not get the whole registry.
+fn gateway_filter_matches_none(query: &Query) -> Result<bool, ApiError> {
+    const TYPE: &str = "gatewayListOptions.gatewayType";
+    const BY_GATEWAY: &str = "gatewayListOptions.associationsGatewayId";
+    const BY_DEVICE: &str = "gatewayListOptions.associationsDeviceId";
+    let given: Vec<&str> = [TYPE, BY_GATEWAY, BY_DEVICE]
+        .into_iter()
+        .filter(|name| query.get(name).is_some_and(|v| !v.is_empty()))
+        .collect();
+    if given.len() > 1 {
+        return Err(ApiError::invalid_field(
+            "gatewayListOptions",
+            format!(
+                "set at most one of its filters, not {}",
+                given.join(" and ")
+            ),
+        ));
+    }
+    for name in [BY_GATEWAY, BY_DEVICE] {
+        if let Some(id) = query.get(name).filter(|v| !v.is_empty()) {
+            DeviceRef::parse(id).map_err(|e| ApiError::invalid_field(name, e))?;
+            return Ok(true);
+        }
+    }
+    let Some(text) = query.get(TYPE).filter(|v| !v.is_empty()) else {
+        return Ok(false);
+    };
+    // By name or number, as the enum is read everywhere else.
+    let value = text
+        .parse::<i64>()
+        .map_or_else(|_| json!(text), |n| json!(n));
+    let kind: GatewayType =
+        serde_json::from_value(value).map_err(|e| ApiError::invalid_field(TYPE, e.to_string()))?;
+    Ok(kind == GatewayType::Gateway)
 }
 
 fn device_filter(query: &Query) -> Result<DeviceFilter, ApiError> {

@@ -311,6 +311,7 @@ fn from_row(registry: &RegistryName, row: &Row<'_>) -> rusqlite::Result<Device> 
         last_error_status: last_error(row)?,
         config: latest_config(row)?,
         state: latest_state(row)?,
+        gateway_config: None,
     })
 }
 
