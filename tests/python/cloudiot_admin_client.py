@@ -113,6 +113,8 @@ def main():
         check(f"create_device {device_id} format", device.credentials[0].public_key.format, key_format)
         check(f"create_device {device_id} key", device.credentials[0].public_key.key, pem)
         check(f"create_device {device_id} numId", device.num_id > 0, True)
+        # IoT Core named a device by its numeric id in every answer.
+        check(f"create_device {device_id} name", device.name, f"{name}/devices/{device.num_id}")
         num_ids[device_id] = device.num_id
     refused("create_device with an RSA certificate as RSA_PEM", lambda: client.create_device(
         parent=name, device={"id": "dev-bad", "credentials": [{"public_key": {
@@ -123,6 +125,7 @@ def main():
     device_name = f"{name}/devices/dev-rsa"
     device = client.get_device(name=device_name)
     check("get_device metadata", dict(device.metadata), {"site": "barn"})
+    check("get_device name", device.name, f"{name}/devices/{num_ids['dev-rsa']}")
     masked = client.get_device(request={"name": device_name,
                                         "field_mask": field_mask_pb2.FieldMask(paths=["metadata"])})
     check("get_device fieldMask keeps metadata", dict(masked.metadata), {"site": "barn"})

@@ -415,6 +415,13 @@ pub(crate) fn next_command_id(kept: &[QueuedCommand]) -> u64 {
     kept.iter().map(|c| c.id).max().unwrap_or(0) + 1
 }
 
+/// The `name` a device carries in every answer: IoT Core named a device by its numeric id
+/// (`…/devices/4086446103292110`), whichever id the call used; both spellings of the path are
+/// accepted on input.
+pub(crate) fn device_resource_name(registry: &RegistryName, num_id: u64) -> String {
+    format!("{registry}/devices/{num_id}")
+}
+
 /// The name of registry `id` in `parent`.
 pub(crate) fn registry_in(parent: &LocationName, id: RegistryId) -> RegistryName {
     RegistryName {

@@ -10,7 +10,7 @@ use shared::{DeviceId, DeviceRef, RegistryName};
 
 use super::rpc::{self, Rpc, TxId};
 use super::{backend, value};
-use crate::registry::{Resource, StoreError, StoreResult};
+use crate::registry::{Resource, StoreError, StoreResult, device_resource_name};
 
 /// The store's own field: the sequence number of the latest kept state report.
 pub(super) const STATE_SEQ: &str = "stateSeq";
@@ -78,9 +78,12 @@ pub(super) fn from_doc(rpc: &Rpc, registry: &RegistryName, doc: Document) -> Sto
     Ok(named(registry, &id, device))
 }
 
+/// The device with its id and its name, which ends in its numeric id as IoT Core's did.
 pub(super) fn named(registry: &RegistryName, id: &DeviceId, device: Device) -> Device {
     Device {
-        name: Some(path(registry, id)),
+        name: device
+            .num_id
+            .map(|num_id| device_resource_name(registry, num_id)),
         id: Some(id.clone()),
         ..device
     }

@@ -18,6 +18,7 @@ use super::{history, registries};
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
     Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Resource, StoreError, StoreResult,
+    device_resource_name,
 };
 
 /// A device with its latest config (highest version) and latest state (last inserted); the
@@ -294,10 +295,11 @@ fn from_row(registry: &RegistryName, row: &Row<'_>) -> rusqlite::Result<Device> 
     let credentials: Vec<DeviceCredential> = json_column(row, 2)?;
     let metadata: BTreeMap<String, String> = json_column(row, 4)?;
     let log_level: Option<LogLevel> = opt_enum_column(row, 5)?;
+    let num_id: u64 = row.get(1)?;
     Ok(Device {
-        name: Some(format!("{registry}/devices/{id}")),
+        name: Some(device_resource_name(registry, num_id)),
         id: Some(id),
-        num_id: Some(row.get(1)?),
+        num_id: Some(num_id),
         credentials,
         blocked: row.get(3)?,
         metadata,
