@@ -95,7 +95,10 @@ impl ConfigSync {
             other => other?,
         };
         let latest = config.version;
-        if latest == version || latest == 0 {
+        // Every device is created with an empty version 1 (IoT Core's rule): that is no config
+        // an operator set, so it is not written and the hook does not run for it.
+        let creation_default = latest == 1 && config.binary_data.is_empty();
+        if latest == version || latest == 0 || creation_default {
             return Ok(None);
         }
         if let Err(err) = write_atomically(&self.file, &config.binary_data)

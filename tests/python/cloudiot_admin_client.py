@@ -115,6 +115,9 @@ def main():
         check(f"create_device {device_id} numId", device.num_id > 0, True)
         # IoT Core named a device by its numeric id in every answer.
         check(f"create_device {device_id} name", device.name, f"{name}/devices/{device.num_id}")
+        # IoT Core's rule: every device has config version 1, empty, from its creation.
+        check(f"create_device {device_id} config", (device.config.version, device.config.binary_data),
+              (1, b""))
         num_ids[device_id] = device.num_id
     refused("create_device with an RSA certificate as RSA_PEM", lambda: client.create_device(
         parent=name, device={"id": "dev-bad", "credentials": [{"public_key": {
@@ -161,6 +164,7 @@ def main():
     first = client.modify_cloud_to_device_config(request={"name": device_name, "binary_data": b"fan=low"})
     second = client.modify_cloud_to_device_config(request={
         "name": device_name, "binary_data": b"fan=high", "version_to_update": first.version})
+    check("modify_cloud_to_device_config first change", first.version, 2)
     check("modify_cloud_to_device_config conditional", second.version, first.version + 1)
     check("modify_cloud_to_device_config data", second.binary_data, b"fan=high")
     refused("modify_cloud_to_device_config stale", lambda: client.modify_cloud_to_device_config(request={

@@ -298,8 +298,9 @@ impl Bridge {
     }
 
     /// The config a device should run: the latest version, whatever `local_version` it has (0
-    /// means it has none). A `local_version` above the latest is refused as out of range; a
-    /// device with no config yet gets version 0 with empty data.
+    /// means it has none). A `local_version` above the latest is refused as out of range. Every
+    /// device has version 1 from its creation; one without any config (made in Firestore before
+    /// that rule) gets version 0 with empty data.
     #[tracing::instrument(target = "ingest::per_message", name = "config", skip_all, fields(registry = %device.registry.registry, device = %device.id))]
     async fn config(
         &self,

@@ -125,8 +125,8 @@ async fn set(args: SetArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The latest config rides on the device resource; a device without one has version 0 and no
-/// data, as the HTTP bridge reports it.
+/// The latest config rides on the device resource: version 1, empty, from the device's creation
+/// until an operator sets one.
 async fn get(args: DeviceArgs) -> anyhow::Result<()> {
     let client = AdminClient::connect(&args.api).await?;
     let answer = client

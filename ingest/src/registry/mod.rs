@@ -246,8 +246,8 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()>;
 
     /// Creates a device (its `id` set and valid, credentials checked) and allocates its numeric
-    /// id, unique across the whole store. When `device.config` carries data, that becomes config
-    /// version 1 at `now`. Returns the device as stored.
+    /// id, unique across the whole store. Every device starts with config version 1 at `now`:
+    /// `device.config`'s data, or empty, as in IoT Core. Returns the device as stored.
     async fn create_device(
         &self,
         registry: &RegistryName,

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_presence.sql"),
     include_str!("migrations/0003_commands.sql"),
+    include_str!("migrations/0004_config_version_1.sql"),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -463,6 +464,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn devices_made_before_schema_4_get_their_empty_config_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        {
+            // A file as schema 3 left it: one device with no config at all.
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for migration in &MIGRATIONS[..3] {
+                tx.execute_batch(migration).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute_batch(
+                "INSERT INTO registries (pk, project, location, id, mqtt_enabled_state, \
+                     http_enabled_state, create_time) \
+                 VALUES (1, 'demo-project', 'us-central1', 'reg-1', 'MQTT_ENABLED', \
+                     'HTTP_ENABLED', 0);
+                 INSERT INTO devices (registry_pk, id, num_id, create_time) \
+                 VALUES (1, 'dev-1', 42, 1700000000000000);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let registry = RegistryName::from_parts("demo-project", "us-central1", "reg-1").unwrap();
+        let device = store
+            .get_device(&registry, &DeviceRef::parse("dev-1").unwrap())
+            .await
+            .unwrap();
+        let config = device.config.expect("version 1 was added");
+        assert_eq!((config.version, config.binary_data.len()), (1, 0));
+        assert_eq!(
+            config.cloud_update_time,
+            Some(Timestamp::from_second(1_700_000_000).unwrap())
+        );
+    }
+
+    #[tokio::test]
     async fn the_file_is_in_wal_mode_with_foreign_keys_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("registry.db"))
@@ -515,12 +553,7 @@ mod tests {
             .await
             .unwrap();
 
-        first
-            .modify_config(&name, &device, 0, b"base".to_vec(), Timestamp::UNIX_EPOCH)
-            .await
-            .unwrap();
-
-        // Each racer keeps trying to replace the version it last saw, so the two connections'
+        // The device starts at version 1; each racer keeps trying to replace the version it last saw, so the two connections'
         // transactions overlap many times.
         let racers: Vec<_> = (0..8u8)
             .map(|n| {

@@ -646,39 +646,42 @@ async fn configs_are_versioned_with_an_optimistic_check() {
         .await;
     let modify = "/registries/reg-1/devices/dev-1:modifyCloudToDeviceConfig";
 
-    let (status, v1) = app.post(modify, json!({"binaryData": "b24="})).await;
-    assert_eq!(status, StatusCode::OK, "{v1}");
-    assert_eq!(v1["version"], "1");
-    assert_eq!(v1["binaryData"], "b24=");
+    // As in IoT Core, the device was created with an empty version 1; the first change is 2.
+    let (_, created) = app.get("/registries/reg-1/devices/dev-1").await;
+    assert_eq!(created["config"]["version"], "1", "{created}");
+    let (status, v2) = app.post(modify, json!({"binaryData": "b24="})).await;
+    assert_eq!(status, StatusCode::OK, "{v2}");
+    assert_eq!(v2["version"], "2");
+    assert_eq!(v2["binaryData"], "b24=");
     assert!(
-        v1["cloudUpdateTime"]
+        v2["cloudUpdateTime"]
             .as_str()
             .unwrap()
             .parse::<Timestamp>()
             .is_ok()
     );
 
-    let (status, v2) = app
+    let (status, v3) = app
         .post(
             modify,
-            json!({"versionToUpdate": "1", "binaryData": "b2Zm"}),
+            json!({"versionToUpdate": "2", "binaryData": "b2Zm"}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{v2}");
-    assert_eq!(v2["version"], "2");
+    assert_eq!(status, StatusCode::OK, "{v3}");
+    assert_eq!(v3["version"], "3");
 
     let answer = app
-        .post(modify, json!({"versionToUpdate": 1, "binaryData": "eA"}))
+        .post(modify, json!({"versionToUpdate": 2, "binaryData": "eA"}))
         .await;
-    assert_error(&answer, 409, "ABORTED", &["version 2", "not 1"]);
+    assert_error(&answer, 409, "ABORTED", &["version 3", "not 2"]);
     assert_reason(
         &answer,
         "CONFIG_VERSION_MISMATCH",
-        &[("currentVersion", "2"), ("expectedVersion", "1")],
+        &[("currentVersion", "3"), ("expectedVersion", "2")],
     );
 
     let (_, device) = app.get("/registries/reg-1/devices/dev-1").await;
-    assert_eq!(device["config"]["version"], "2");
+    assert_eq!(device["config"]["version"], "3");
     assert_eq!(device["config"]["binaryData"], "b2Zm");
 
     let (status, versions) = app
@@ -691,11 +694,47 @@ async fn configs_are_versioned_with_an_optimistic_check() {
         .iter()
         .map(|c| &c["version"])
         .collect();
-    assert_eq!(listed, [&json!("2"), &json!("1")]);
+    assert_eq!(listed, [&json!("3"), &json!("2"), &json!("1")]);
     let (_, one) = app
         .get("/registries/reg-1/devices/dev-1/configVersions?numVersions=1")
         .await;
     assert_eq!(one["deviceConfigs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_config_given_at_creation_becomes_version_1_and_may_not_name_another() {
+    let app = TestApp::spawn().await;
+    app.create_registry("reg-1").await;
+    let key = key("rsa_public");
+    let device = |id: &str, config: Value| json!({"id": id, "credentials": [{"publicKey": {"format": "RSA_PEM", "key": key}}], "config": config});
+    let (status, created) = app
+        .post(
+            "/registries/reg-1/devices",
+            device("dev-1", json!({"binaryData": "b24="})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(
+        (
+            &created["config"]["version"],
+            &created["config"]["binaryData"]
+        ),
+        (&json!("1"), &json!("b24="))
+    );
+    let answer = app
+        .post(
+            "/registries/reg-1/devices",
+            device("dev-2", json!({"version": "3", "binaryData": "b24="})),
+        )
+        .await;
+    assert_error(
+        &answer,
+        400,
+        "INVALID_ARGUMENT",
+        &["config.version", "version 1"],
+    );
+    let (status, _) = app.get("/registries/reg-1/devices/dev-2").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
 }
 
 #[tokio::test]

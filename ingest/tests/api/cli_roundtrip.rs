@@ -252,14 +252,15 @@ fn config_versions_advance_and_a_stale_version_is_refused() {
 
     let first = config(&["--data", "{\"fan\": \"low\"}"]);
     first.assert_success();
-    assert!(first.stdout.contains("version 1"), "{first:#?}");
+    // The device was created with an empty version 1.
+    assert!(first.stdout.contains("version 2"), "{first:#?}");
     let file = server.process.path("config.json");
     std::fs::write(&file, "{\"fan\": \"high\"}").unwrap();
-    let second = config(&["--file", file.to_str().unwrap(), "--version-to-update", "1"]);
+    let second = config(&["--file", file.to_str().unwrap(), "--version-to-update", "2"]);
     second.assert_success();
-    assert!(second.stdout.contains("version 2"), "{second:#?}");
+    assert!(second.stdout.contains("version 3"), "{second:#?}");
 
-    let stale = config(&["--data", "{\"fan\": \"off\"}", "--version-to-update", "1"]);
+    let stale = config(&["--data", "{\"fan\": \"off\"}", "--version-to-update", "2"]);
     assert_eq!(stale.code, 1, "{stale:#?}");
     assert!(stale.stderr.starts_with("error: "), "{stale:#?}");
     assert!(
@@ -270,15 +271,16 @@ fn config_versions_advance_and_a_stale_version_is_refused() {
     let versions = server.cli(&["config", "versions", "dev-rsa", "--registry", "reg-1"]);
     versions.assert_success();
     let lines: Vec<&str> = versions.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{versions:#?}");
+    assert_eq!(lines.len(), 3, "{versions:#?}");
     assert!(
-        lines[0].starts_with("version 2") && lines[0].contains("high"),
+        lines[0].starts_with("version 3") && lines[0].contains("high"),
         "{versions:#?}"
     );
     assert!(
-        lines[1].starts_with("version 1") && lines[1].contains("low"),
+        lines[1].starts_with("version 2") && lines[1].contains("low"),
         "{versions:#?}"
     );
+    assert!(lines[2].starts_with("version 1"), "{versions:#?}");
 
     let latest = server.cli(&["config", "get", "dev-rsa", "--registry", "reg-1"]);
     latest.assert_success();
@@ -286,7 +288,7 @@ fn config_versions_advance_and_a_stale_version_is_refused() {
         latest.stdout, "{\"fan\": \"high\"}",
         "stdout is the payload alone"
     );
-    assert!(latest.stderr.contains("version 2"), "{latest:#?}");
+    assert!(latest.stderr.contains("version 3"), "{latest:#?}");
 }
 
 #[test]

@@ -303,11 +303,16 @@ async fn modify_config(app: &DeviceApp, data: &str) {
 }
 
 #[tokio::test]
-async fn a_device_without_a_config_gets_version_0_and_empty_data() {
+async fn a_new_device_gets_the_empty_version_1_it_was_created_with() {
     let fleet = Fleet::spawn().await;
     let (status, config) = fleet.app.get_config(&fleet.a.fresh(), &a_path(), "").await;
     assert_eq!(status, StatusCode::OK, "{config}");
-    assert_eq!(config, json!({"version": "0", "binaryData": ""}));
+    assert_eq!(
+        (&config["version"], &config["binaryData"]),
+        (&json!("1"), &json!(""))
+    );
+    let time = config["cloudUpdateTime"].as_str().unwrap();
+    time.parse::<Timestamp>().unwrap();
 }
 
 #[tokio::test]
@@ -318,30 +323,31 @@ async fn the_config_is_the_latest_whatever_local_version_the_device_has() {
         modify_config(app, data).await;
     }
     let token = fleet.a.fresh();
+    // Versions 2 to 4: the device was created with version 1.
     for query in [
         "",
         "?local_version=0",
         "?local_version=2",
-        "?localVersion=3",
+        "?localVersion=4",
     ] {
         let (status, config) = app.get_config(&token, &a_path(), query).await;
         assert_eq!(status, StatusCode::OK, "{query}: {config}");
-        assert_eq!(config["version"], "3", "{query}");
+        assert_eq!(config["version"], "4", "{query}");
         assert_eq!(config["binaryData"], "djM=", "{query}");
         let time = config["cloudUpdateTime"].as_str().unwrap();
         time.parse::<Timestamp>().unwrap();
     }
-    let answer = app.get_config(&token, &a_path(), "?local_version=4").await;
+    let answer = app.get_config(&token, &a_path(), "?local_version=5").await;
     assert_error(
         &answer,
         400,
         "OUT_OF_RANGE",
-        &["local_version 4", "version 3"],
+        &["local_version 5", "version 4"],
     );
     // The device agent acts on this reason (it asks for the latest), never on the words.
     let info = &answer.1["error"]["details"][0];
     assert_eq!(info["reason"], "CONFIG_VERSION_AHEAD", "{}", answer.1);
-    assert_eq!(info["metadata"]["latestVersion"], "3", "{}", answer.1);
+    assert_eq!(info["metadata"]["latestVersion"], "4", "{}", answer.1);
 
     app.bridge.flush_activity().await;
     let device = app.device(REG, "dev-a").await;
@@ -806,7 +812,7 @@ async fn a_long_poll_is_answered_within_100_ms_of_a_config_change() {
     let token = fleet.a.fresh();
     let poll = async {
         let answer = app
-            .get_config(&token, &a_path(), "?local_version=1&wait=20")
+            .get_config(&token, &a_path(), "?local_version=2&wait=20")
             .await;
         (answer, Instant::now())
     };
@@ -817,7 +823,7 @@ async fn a_long_poll_is_answered_within_100_ms_of_a_config_change() {
     };
     let (((status, config), answered), changed) = tokio::join!(poll, change);
     assert_eq!(status, StatusCode::OK, "{config}");
-    assert_eq!(config["version"], "2", "{config}");
+    assert_eq!(config["version"], "3", "{config}");
     assert_eq!(config["binaryData"], "djI=", "{config}");
     let late = answered.saturating_duration_since(changed);
     assert!(
@@ -842,11 +848,11 @@ async fn a_long_poll_times_out_with_the_version_the_device_has() {
     let started = Instant::now();
     let (status, config) = fleet
         .app
-        .get_config(&fleet.a.fresh(), &a_path(), "?local_version=1&wait=1")
+        .get_config(&fleet.a.fresh(), &a_path(), "?local_version=2&wait=1")
         .await;
     let took = started.elapsed();
     assert_eq!(status, StatusCode::OK, "{config}");
-    assert_eq!(config["version"], "1", "{config}");
+    assert_eq!(config["version"], "2", "{config}");
     assert!(took >= Duration::from_secs(1), "answered after {took:?}");
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
     assert_eq!(
@@ -870,15 +876,15 @@ async fn a_long_poll_answers_at_once_when_a_newer_config_exists_or_it_has_none()
         .get_config(&token, &a_path(), "?local_version=0&wait=20")
         .await;
     assert_eq!(status, StatusCode::OK, "{config}");
-    assert_eq!(config["version"], "0", "{config}");
+    assert_eq!(config["version"], "1", "{config}");
     modify_config(&fleet.app, "djE=").await;
     modify_config(&fleet.app, "djI=").await;
     let (status, config) = fleet
         .app
-        .get_config(&token, &a_path(), "?local_version=1&wait=20")
+        .get_config(&token, &a_path(), "?local_version=2&wait=20")
         .await;
     assert_eq!(status, StatusCode::OK, "{config}");
-    assert_eq!(config["version"], "2", "{config}");
+    assert_eq!(config["version"], "3", "{config}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

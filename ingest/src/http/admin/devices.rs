@@ -65,6 +65,15 @@ pub async fn create(
     check_credentials(&device.credentials)?;
     if let Some(config) = &device.config {
         check_config_size("config.binaryData", &config.binary_data)?;
+        if config.version != 0 {
+            return Err(ApiError::invalid_field(
+                "config.version",
+                format!(
+                    "is {}; a new device's config becomes version 1, so leave the version out (or 0)",
+                    config.version
+                ),
+            ));
+        }
     }
     let created = state
         .registry

@@ -28,7 +28,8 @@ const NUM_ID_ATTEMPTS: usize = 16;
 /// Firestore's limit on the values of one `in` filter.
 const IN_FILTER_LIMIT: usize = 30;
 
-/// Creates a device. Output-only fields of the input are ignored; config data becomes version 1.
+/// Creates a device. Output-only fields of the input are ignored; the config data, or none,
+/// becomes version 1.
 pub(super) async fn create(
     rpc: &Rpc,
     registry: &RegistryName,
@@ -40,16 +41,17 @@ pub(super) async fn create(
         .clone()
         .ok_or_else(|| StoreError::FailedPrecondition("a device to create needs an id".into()))?;
     let device_path = path(registry, &id);
-    let config = device
-        .config
-        .as_ref()
-        .filter(|c| !c.binary_data.is_empty())
-        .map(|c| DeviceConfig {
-            version: 1,
-            cloud_update_time: Some(now),
-            device_ack_time: None,
-            binary_data: c.binary_data.clone(),
-        });
+    // Every device has config version 1 from its creation, empty unless data was given.
+    let config = DeviceConfig {
+        version: 1,
+        cloud_update_time: Some(now),
+        device_ack_time: None,
+        binary_data: device
+            .config
+            .as_ref()
+            .map(|c| c.binary_data.clone())
+            .unwrap_or_default(),
+    };
     for _ in 0..NUM_ID_ATTEMPTS {
         let num_id = random_num_id()?;
         let stored = Device {
@@ -58,7 +60,7 @@ pub(super) async fn create(
             blocked: device.blocked,
             metadata: device.metadata.clone(),
             log_level: device.log_level,
-            config: config.clone(),
+            config: Some(config.clone()),
             ..Default::default()
         };
         let mut claim = value::Fields::new();
@@ -67,9 +69,10 @@ pub(super) async fn create(
             rpc.create(&device_path, value::encode(&stored)?),
             rpc.create(&num_id_path(num_id), claim),
         ];
-        if let Some(config) = &config {
-            writes.push(rpc.create(&Kind::Configs.path(&device_path, 1), value::encode(config)?));
-        }
+        writes.push(rpc.create(
+            &Kind::Configs.path(&device_path, 1),
+            value::encode(&config)?,
+        ));
         // The registry is read in the transaction, so a registry delete cannot slip in between.
         let registry_path = registry.to_string();
         let committed = rpc

@@ -80,7 +80,7 @@ pub(super) fn resolve(
 }
 
 /// Creates a device. Output-only fields of the input (name, numeric id, times, state, config
-/// version) are ignored; config data becomes version 1.
+/// version) are ignored; the config data, or none, becomes version 1.
 pub(super) fn create(
     tx: &Transaction<'_>,
     registry: &RegistryName,
@@ -124,11 +124,9 @@ pub(super) fn create(
         other => other?,
     };
     let pk = tx.last_insert_rowid();
-    if let Some(config) = &device.config
-        && !config.binary_data.is_empty()
-    {
-        history::insert_config(tx, pk, 1, &config.binary_data, now)?;
-    }
+    // Every device has config version 1 from its creation, empty unless data was given.
+    let data = device.config.as_ref().map(|c| c.binary_data.as_slice());
+    history::insert_config(tx, pk, 1, data.unwrap_or_default(), now)?;
     by_pk(tx, registry, pk)
 }
 

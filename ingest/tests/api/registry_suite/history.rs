@@ -8,11 +8,25 @@ use shared::resources::{DeviceConfig, RpcStatus};
 
 use super::given::*;
 
-pub async fn the_first_config_is_version_1_and_unconditional_updates_follow(
+pub async fn a_device_starts_at_an_empty_version_1_and_unconditional_updates_follow(
     store: Arc<dyn RegistryStore>,
 ) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
+    // IoT Core's rule: version 1, empty, from the device's creation.
+    let versions = store
+        .list_config_versions(&reg, &id("dev-1"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        versions,
+        vec![DeviceConfig {
+            version: 1,
+            cloud_update_time: Some(at(0)),
+            device_ack_time: None,
+            binary_data: Vec::new(),
+        }]
+    );
     let first = store
         .modify_config(&reg, &id("dev-1"), 0, b"one".to_vec(), at(1))
         .await
@@ -20,7 +34,7 @@ pub async fn the_first_config_is_version_1_and_unconditional_updates_follow(
     assert_eq!(
         first,
         DeviceConfig {
-            version: 1,
+            version: 2,
             cloud_update_time: Some(at(1)),
             device_ack_time: None,
             binary_data: b"one".to_vec(),
@@ -30,7 +44,7 @@ pub async fn the_first_config_is_version_1_and_unconditional_updates_follow(
         .modify_config(&reg, &id("dev-1"), 0, b"two".to_vec(), at(2))
         .await
         .unwrap();
-    assert_eq!(second.version, 2);
+    assert_eq!(second.version, 3);
     let device = store.get_device(&reg, &id("dev-1")).await.unwrap();
     assert_eq!(
         device.config,
@@ -44,17 +58,21 @@ pub async fn a_conditional_config_update_with_the_current_version_wins(
 ) {
     let reg = a_registry(&store, "reg-1").await;
     let device = a_device(&store, &reg, "dev-1").await;
-    store
-        .modify_config(&reg, &id("dev-1"), 0, b"one".to_vec(), at(1))
-        .await
-        .unwrap();
     let next = store
-        .modify_config(&reg, &num(&device), 1, b"two".to_vec(), at(2))
+        .modify_config(&reg, &num(&device), 1, b"one".to_vec(), at(1))
         .await
         .unwrap();
     assert_eq!(
         (next.version, next.binary_data.as_slice()),
-        (2, b"two".as_slice())
+        (2, b"one".as_slice())
+    );
+    let next = store
+        .modify_config(&reg, &id("dev-1"), 2, b"two".to_vec(), at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.version, next.binary_data.as_slice()),
+        (3, b"two".as_slice())
     );
 }
 
@@ -64,15 +82,15 @@ pub async fn a_conditional_config_update_with_a_stale_version_reports_the_curren
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
     let err = store
-        .modify_config(&reg, &id("dev-1"), 1, b"x".to_vec(), at(0))
+        .modify_config(&reg, &id("dev-1"), 2, b"x".to_vec(), at(0))
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
             StoreError::VersionMismatch {
-                expected: 1,
-                current: 0
+                expected: 2,
+                current: 1
             }
         ),
         "{err:?}"
@@ -84,15 +102,15 @@ pub async fn a_conditional_config_update_with_a_stale_version_reports_the_curren
             .unwrap();
     }
     let err = store
-        .modify_config(&reg, &id("dev-1"), 2, b"late".to_vec(), at(2))
+        .modify_config(&reg, &id("dev-1"), 3, b"late".to_vec(), at(2))
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
             StoreError::VersionMismatch {
-                expected: 2,
-                current: 3
+                expected: 3,
+                current: 4
             }
         ),
         "{err:?}"
@@ -103,7 +121,7 @@ pub async fn a_conditional_config_update_with_a_stale_version_reports_the_curren
         .unwrap()
         .config
         .unwrap();
-    assert_eq!((latest.version, latest.binary_data), (3, b"three".to_vec()));
+    assert_eq!((latest.version, latest.binary_data), (4, b"three".to_vec()));
 }
 
 pub async fn only_the_newest_10_config_versions_are_kept_newest_first(
@@ -111,7 +129,8 @@ pub async fn only_the_newest_10_config_versions_are_kept_newest_first(
 ) {
     let reg = a_registry(&store, "reg-1").await;
     a_device(&store, &reg, "dev-1").await;
-    for n in 1..=12 {
+    // Version 1 came with the device; these are 2 to 12.
+    for n in 2..=12 {
         let data = format!("config {n}").into_bytes();
         store
             .modify_config(&reg, &id("dev-1"), 0, data, at(n))
