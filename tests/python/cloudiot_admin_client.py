@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 
 warnings.filterwarnings("ignore")  # google.api_core's notices about Python versions
@@ -162,6 +163,10 @@ def main():
 
     # Configs: unconditional, conditional on the current version, and a stale one refused.
     first = client.modify_cloud_to_device_config(request={"name": device_name, "binary_data": b"fan=low"})
+    # IoT Core's documented rate: a device's config changes at most once a second.
+    refused("modify_cloud_to_device_config at once again", lambda: client.modify_cloud_to_device_config(
+        request={"name": device_name, "binary_data": b"fan=high"}), 429, "CONFIG_RATE_EXCEEDED")
+    time.sleep(1.0)
     second = client.modify_cloud_to_device_config(request={
         "name": device_name, "binary_data": b"fan=high", "version_to_update": first.version})
     check("modify_cloud_to_device_config first change", first.version, 2)

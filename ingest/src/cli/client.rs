@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::Serialize;
 use serde_json::Value;
-use shared::ErrorBody;
 use shared::cause::innermost_cause;
+use shared::{ErrorBody, ErrorInfo};
 
 use super::id_token;
 use super::output::Output;
@@ -122,6 +122,8 @@ pub enum AdminError {
         status: &'static str,
         /// The server's explanation.
         message: String,
+        /// The `google.rpc.ErrorInfo` the server sent, if any: its reason is what to act on.
+        info: Option<ErrorInfo>,
     },
     /// Something answered with an error status but not in Google's shape (a proxy, a load
     /// balancer, Cloud Run's IAM front end).
@@ -146,6 +148,24 @@ pub enum AdminError {
         /// The innermost cause, e.g. "Connection refused (os error 111)".
         reason: String,
     },
+}
+
+impl AdminError {
+    /// How long the server asked to wait before a config change is accepted (its per-device
+    /// rate), when that is why it refused.
+    pub fn config_retry_after(&self) -> Option<Duration> {
+        let AdminError::Refused {
+            info: Some(info), ..
+        } = self
+        else {
+            return None;
+        };
+        if info.reason != "CONFIG_RATE_EXCEEDED" {
+            return None;
+        }
+        let millis = info.metadata.get("retryAfterMillis")?.parse().ok()?;
+        Some(Duration::from_millis(millis))
+    }
 }
 
 /// A bearer secret that prints as `<redacted>`.
@@ -336,6 +356,7 @@ fn refusal(url: String, status: StatusCode, body: &[u8]) -> AdminError {
     if let Ok(google) = serde_json::from_slice::<ErrorBody>(body) {
         return AdminError::Refused {
             status: google.error.status.name(),
+            info: google.error.error_info(),
             message: google.error.message,
         };
     }

@@ -10,7 +10,7 @@ use shared::resources::{
     ModifyCloudToDeviceConfigRequest,
 };
 
-use super::client::{AdminClient, AdminOptions};
+use super::client::{AdminClient, AdminError, AdminOptions};
 use super::devices::{DeviceArgs, PayloadArgs};
 use super::output::{self, Output, decode, emit, emit_bytes, print_json};
 
@@ -108,9 +108,22 @@ async fn set(args: SetArgs) -> anyhow::Result<()> {
         version_to_update: args.version_to_update,
         binary_data,
     };
-    let answer = client
-        .post(&["registries", &args.registry, "devices", &method], &body)
-        .await?;
+    let path = ["registries", &args.registry, "devices", &method];
+    let answer = match client.post(&path, &body).await {
+        // A device's config may change once a second: the wait is short, so the CLI waits it
+        // out once instead of failing an operator who set two configs in a row.
+        Err(err) => match err
+            .downcast_ref::<AdminError>()
+            .and_then(AdminError::config_retry_after)
+        {
+            Some(wait) => {
+                tokio::time::sleep(wait).await;
+                client.post(&path, &body).await?
+            }
+            None => return Err(err),
+        },
+        Ok(answer) => answer,
+    };
     match client.output {
         Output::Json => print_json(&answer),
         Output::Text => {

@@ -129,6 +129,7 @@ mod tests {
         let refused = anyhow::Error::new(AdminError::Refused {
             status: "NOT_FOUND",
             message: "x".into(),
+            info: None,
         });
         assert_eq!(exit_code(&refused), 1);
         let unreachable = anyhow::Error::new(AdminError::Unreachable {

@@ -131,6 +131,18 @@ impl From<StoreError> for ApiError {
                     ]),
                 ),
             ),
+            StoreError::ConfigTooSoon {
+                resource,
+                retry_after,
+            } => {
+                let mut info = about(resource, "CONFIG_TOO_SOON");
+                info.reason = "CONFIG_RATE_EXCEEDED".to_owned();
+                info.metadata.insert(
+                    "retryAfterMillis".to_owned(),
+                    retry_after.as_millis().to_string(),
+                );
+                (Code::ResourceExhausted, info)
+            }
             StoreError::QueueFull(resource) => {
                 let mut info = about(resource, "QUEUE_FULL");
                 info.reason = "COMMAND_QUEUE_FULL".to_owned();

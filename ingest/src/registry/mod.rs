@@ -42,6 +42,19 @@ pub enum StoreError {
         /// The version the device is at now.
         current: u64,
     },
+    /// The device's config changed less than [`MIN_CONFIG_INTERVAL`] ago.
+    #[error(
+        "{resource}'s config changed {ago:.1} s ago; a device's config may change once per second \
+         (IoT Core's limit): retry in {wait:.1} s",
+        ago = (MIN_CONFIG_INTERVAL - *retry_after).as_secs_f64(),
+        wait = retry_after.as_secs_f64()
+    )]
+    ConfigTooSoon {
+        /// The device.
+        resource: Resource,
+        /// How long until the next change is accepted.
+        retry_after: std::time::Duration,
+    },
     /// The device has [`MAX_QUEUED_COMMANDS`] commands waiting already.
     #[error(
         "{0} has {MAX_QUEUED_COMMANDS} queued commands waiting already; wait until it fetches them or they expire"
@@ -88,6 +101,21 @@ impl std::fmt::Display for Resource {
             Resource::Device(name) => write!(f, "device `{name}`"),
         }
     }
+}
+
+/// How often a device's config may change: once per second, IoT Core's documented limit.
+pub const MIN_CONFIG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long until the config after `latest` may be stored at `now`, if that is not yet: both
+/// stores decide by this inside the step that stores the new version, so the limit holds across
+/// instances. The version a device is created with is no change and does not count.
+pub(crate) fn config_too_soon(
+    latest: &DeviceConfig,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let changed = latest.cloud_update_time.filter(|_| latest.version > 1)?;
+    let since = now.duration_since(changed).unsigned_abs();
+    (now >= changed && since < MIN_CONFIG_INTERVAL).then(|| MIN_CONFIG_INTERVAL - since)
 }
 
 /// How many queued commands may wait for one device (Azure IoT Hub's device queue holds 50

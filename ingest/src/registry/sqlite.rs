@@ -288,7 +288,8 @@ impl RegistryStore for SqliteStore {
         let (registry, device) = (registry.clone(), device.clone());
         self.write(move |tx| {
             let pk = devices::resolve(tx, &registry, &device)?;
-            history::modify_config(tx, pk, version_to_update, data, now)
+            let describe = || Resource::device(&registry, &device);
+            history::modify_config(tx, pk, version_to_update, data, now, describe)
         })
         .await
     }
@@ -553,6 +554,7 @@ mod tests {
             .await
             .unwrap();
 
+        let clock = Arc::new(std::sync::atomic::AtomicU64::new(1));
         // The device starts at version 1; each racer keeps trying to replace the version it last saw, so the two connections'
         // transactions overlap many times.
         let racers: Vec<_> = (0..8u8)
@@ -562,12 +564,15 @@ mod tests {
                 } else {
                     second.clone()
                 };
-                let (name, device) = (name.clone(), device.clone());
+                let (name, device, clock) = (name.clone(), device.clone(), clock.clone());
                 tokio::spawn(async move {
                     let (mut seen, mut won) = (1, Vec::new());
                     for _ in 0..25 {
+                        // A second apart at least, so the per-device config rate never refuses.
+                        let tick = clock.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let now = Timestamp::from_second(tick as i64).unwrap();
                         let result = store
-                            .modify_config(&name, &device, seen, vec![n], Timestamp::UNIX_EPOCH)
+                            .modify_config(&name, &device, seen, vec![n], now)
                             .await;
                         match result {
                             Ok(config) => {

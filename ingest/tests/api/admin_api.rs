@@ -661,11 +661,24 @@ async fn configs_are_versioned_with_an_optimistic_check() {
             .is_ok()
     );
 
+    // IoT Core's rate: one change a second per device.
+    let next = json!({"versionToUpdate": "2", "binaryData": "b2Zm"});
+    let answer = app.post(modify, next.clone()).await;
+    assert_error(
+        &answer,
+        429,
+        "RESOURCE_EXHAUSTED",
+        &["dev-1", "once per second", "retry in"],
+    );
+    assert_reason(&answer, "CONFIG_RATE_EXCEEDED", &[]);
+    let wait: u64 = answer.1["error"]["details"][0]["metadata"]["retryAfterMillis"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1000).contains(&wait), "{wait}");
     let (status, v3) = app
-        .post(
-            modify,
-            json!({"versionToUpdate": "2", "binaryData": "b2Zm"}),
-        )
+        .modify_config("/registries/reg-1/devices/dev-1", next)
         .await;
     assert_eq!(status, StatusCode::OK, "{v3}");
     assert_eq!(v3["version"], "3");

@@ -256,6 +256,7 @@ fn config_versions_advance_and_a_stale_version_is_refused() {
     assert!(first.stdout.contains("version 2"), "{first:#?}");
     let file = server.process.path("config.json");
     std::fs::write(&file, "{\"fan\": \"high\"}").unwrap();
+    // At once: a device's config may change once a second, and the CLI waits that out itself.
     let second = config(&["--file", file.to_str().unwrap(), "--version-to-update", "2"]);
     second.assert_success();
     assert!(second.stdout.contains("version 3"), "{second:#?}");

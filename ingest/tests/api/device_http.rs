@@ -294,10 +294,7 @@ async fn a_second_state_update_within_a_second_is_refused() {
 async fn modify_config(app: &DeviceApp, data: &str) {
     let (status, body) = app
         .admin
-        .post(
-            &format!("{}:modifyCloudToDeviceConfig", a_path()),
-            json!({"binaryData": data}),
-        )
+        .modify_config(&a_path(), json!({"binaryData": data}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }

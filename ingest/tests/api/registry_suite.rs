@@ -98,6 +98,7 @@ macro_rules! suite {
                 a_device_starts_at_an_empty_version_1_and_unconditional_updates_follow,
                 a_conditional_config_update_with_the_current_version_wins,
                 a_conditional_config_update_with_a_stale_version_reports_the_current_one,
+                a_config_may_change_once_a_second,
                 only_the_newest_10_config_versions_are_kept_newest_first,
                 only_the_newest_10_states_are_kept_newest_first,
                 recorded_activity_reads_back_and_absent_fields_stay,

@@ -16,7 +16,7 @@ use shared::{DeviceRef, RegistryName};
 use super::layout::{self, Kind, STATE_SEQ, describe};
 use super::rpc::{self, Rpc};
 use super::{backend, value};
-use crate::registry::{StoreError, StoreResult};
+use crate::registry::{StoreError, StoreResult, config_too_soon};
 
 /// How often a write that lost the race for a number re-reads and tries the next one. Config
 /// updates are limited to one per second per device, so losing this many times in a row means
@@ -35,13 +35,20 @@ pub(super) async fn modify_config(
     for _ in 0..ATTEMPTS {
         let doc = layout::resolve(rpc, registry, device, None).await?;
         let device_path = rpc.relative(&doc.name).to_string();
-        let current = layout::from_doc(rpc, registry, doc)?
+        let latest = layout::from_doc(rpc, registry, doc)?
             .config
-            .map_or(0, |c| c.version);
+            .unwrap_or_default();
+        let current = latest.version;
         if version_to_update != 0 && version_to_update != current {
             return Err(StoreError::VersionMismatch {
                 expected: version_to_update,
                 current,
+            });
+        }
+        if let Some(retry_after) = config_too_soon(&latest, now) {
+            return Err(StoreError::ConfigTooSoon {
+                resource: describe(registry, device),
+                retry_after,
             });
         }
         let config = DeviceConfig {

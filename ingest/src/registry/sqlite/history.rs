@@ -6,7 +6,7 @@ use rusqlite::{Row, Transaction};
 use shared::resources::{DeviceConfig, DeviceState, MAX_CONFIG_VERSIONS, MAX_STATES};
 
 use super::codec::{micros, required_time, sql_limit, time_column, truncate};
-use crate::registry::{StoreError, StoreResult};
+use crate::registry::{Resource, StoreError, StoreResult, config_too_soon};
 
 /// Stores config `version` and drops versions that fell out of the kept window.
 pub(super) fn insert_config(
@@ -43,16 +43,23 @@ pub(super) fn modify_config(
     version_to_update: u64,
     data: Vec<u8>,
     now: Timestamp,
+    describe: impl FnOnce() -> Resource,
 ) -> StoreResult<DeviceConfig> {
-    let current: u64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM device_configs WHERE device_pk = ?1",
-        [device_pk],
-        |row| row.get(0),
-    )?;
+    let latest = list_configs(tx, device_pk, 1)?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let current = latest.version;
     if version_to_update != 0 && version_to_update != current {
         return Err(StoreError::VersionMismatch {
             expected: version_to_update,
             current,
+        });
+    }
+    if let Some(retry_after) = config_too_soon(&latest, now) {
+        return Err(StoreError::ConfigTooSoon {
+            resource: describe(),
+            retry_after,
         });
     }
     insert_config(tx, device_pk, current + 1, &data, now)

@@ -95,9 +95,9 @@ pub async fn a_conditional_config_update_with_a_stale_version_reports_the_curren
         ),
         "{err:?}"
     );
-    for (v, data) in [(0, "one"), (0, "two"), (0, "three")] {
+    for (second, data) in [(1, "one"), (2, "two"), (3, "three")] {
         store
-            .modify_config(&reg, &id("dev-1"), v, data.into(), at(1))
+            .modify_config(&reg, &id("dev-1"), 0, data.into(), at(second))
             .await
             .unwrap();
     }
@@ -122,6 +122,43 @@ pub async fn a_conditional_config_update_with_a_stale_version_reports_the_curren
         .config
         .unwrap();
     assert_eq!((latest.version, latest.binary_data), (4, b"three".to_vec()));
+}
+
+pub async fn a_config_may_change_once_a_second(store: Arc<dyn RegistryStore>) {
+    let reg = a_registry(&store, "reg-1").await;
+    a_device(&store, &reg, "dev-1").await;
+    // The version the device was created with (at 0) is no change: this one is at once.
+    store
+        .modify_config(&reg, &id("dev-1"), 0, b"one".to_vec(), at(0))
+        .await
+        .unwrap();
+    let soon = at(0) + std::time::Duration::from_millis(400);
+    let err = store
+        .modify_config(&reg, &id("dev-1"), 0, b"two".to_vec(), soon)
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::ConfigTooSoon {
+            resource,
+            retry_after,
+        } => {
+            assert!(resource.to_string().contains("dev-1"), "{err}");
+            assert_eq!(*retry_after, std::time::Duration::from_millis(600));
+        }
+        other => panic!("expected ConfigTooSoon, got {other:?}"),
+    }
+    assert!(err.to_string().contains("retry in 0.6 s"), "{err}");
+    // A stale version is still told as such first.
+    let err = store
+        .modify_config(&reg, &id("dev-1"), 1, b"two".to_vec(), soon)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::VersionMismatch { .. }), "{err:?}");
+    let later = store
+        .modify_config(&reg, &id("dev-1"), 0, b"two".to_vec(), at(1))
+        .await
+        .unwrap();
+    assert_eq!(later.version, 3);
 }
 
 pub async fn only_the_newest_10_config_versions_are_kept_newest_first(

@@ -89,6 +89,25 @@ impl TestApp {
         .await
     }
 
+    /// `:modifyCloudToDeviceConfig` on the device at `device_path`, waiting out the per-device
+    /// config rate (one change a second) when the server says to: for tests whose subject is
+    /// what a change does, not the rate.
+    pub async fn modify_config(&self, device_path: &str, body: Value) -> (StatusCode, Value) {
+        let path = format!("{device_path}:modifyCloudToDeviceConfig");
+        loop {
+            let answer = self.post(&path, body.clone()).await;
+            let info = &answer.1["error"]["details"][0];
+            if info["reason"] != "CONFIG_RATE_EXCEEDED" {
+                return answer;
+            }
+            let wait = info["metadata"]["retryAfterMillis"]
+                .as_str()
+                .unwrap_or("1000");
+            let wait = wait.parse().unwrap_or(1000);
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+    }
+
     pub async fn post_raw(&self, path: &str, body: &'static str) -> (StatusCode, Value) {
         let request = self
             .client

@@ -107,13 +107,11 @@ impl MqttApp {
 
     /// Sets a new config through the admin API; returns its version.
     pub async fn set_config(&self, reg: &str, dev: &str, data: &[u8]) -> u64 {
+        let body = serde_json::json!({"binaryData": shared::proto3::encode_base64(data)});
         let (status, body) = self
             .app
             .admin
-            .post(
-                &format!("{}:modifyCloudToDeviceConfig", device_path(reg, dev)),
-                serde_json::json!({"binaryData": shared::proto3::encode_base64(data)}),
-            )
+            .modify_config(&device_path(reg, dev), body)
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
         body["version"].as_str().unwrap().parse().unwrap()
