@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use crate::commands::CommandSync;
 use crate::configsync::ConfigSync;
 use crate::http::IngestClient;
 use crate::keys::DeviceKey;
@@ -59,12 +60,23 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     services.spawn(sender.run(signals, settings.concurrency, stopped.clone()));
     if let Some(interval) = settings.config_poll {
         let sync = ConfigSync {
-            transport,
-            tokens,
+            transport: transport.clone(),
+            tokens: tokens.clone(),
             file: settings.config_file.clone(),
             hook: settings.config_hook.clone(),
             interval,
             spool: spool.clone(),
+        };
+        services.spawn(sync.run(stopped.clone()));
+    }
+    if let Some(hook) = settings.commands_hook.clone() {
+        let sync = CommandSync {
+            transport: transport.clone(),
+            tokens: tokens.clone(),
+            hook,
+            timeout: settings.commands_timeout,
+            interval: settings.commands_poll,
+            last_file: settings.spool_dir.join("commands.last"),
         };
         services.spawn(sync.run(stopped));
     }

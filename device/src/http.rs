@@ -10,7 +10,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
 use reqwest::{RequestBuilder, StatusCode, Url};
 use shared::cause::innermost_cause;
-use shared::device_api::{ConfigResponse, PublishEventRequest, SetStateRequest, StatePayload};
+use shared::device_api::{
+    CommandsResponse, ConfigResponse, PublishEventRequest, SetStateRequest, StatePayload,
+};
 use shared::{DeviceName, ErrorBody};
 
 /// How long one request may take; a device on a bad link retries rather than waits forever.
@@ -170,6 +172,24 @@ impl IngestClient {
             .query(&[("local_version", local_version)]);
         let body = self.send(request, token).await?;
         parse_config(&body)
+    }
+
+    /// `GET …/commands?ack=N`: the commands queued for the device (an extension of the service),
+    /// after telling it the device has carried out every one up to `ack`.
+    pub async fn get_commands(
+        &self,
+        token: &str,
+        ack: Option<u64>,
+    ) -> Result<CommandsResponse, ClientError> {
+        let url = self.device_url(None, &["commands"]);
+        let mut request = self.http.get(url);
+        if let Some(ack) = ack {
+            request = request.query(&[("ack", ack)]);
+        }
+        let body = self.send(request, token).await?;
+        serde_json::from_slice(&body).map_err(|err| ClientError::BadAnswer {
+            detail: format!("not a list of commands ({err})"),
+        })
     }
 
     /// `{endpoint}/v1/projects/…/devices/{device}` with `:verb` or further segments; each id

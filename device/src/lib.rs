@@ -3,12 +3,14 @@
 //! device protocol (`http`, behind `transport`). The long-running agent (`agent`) takes
 //! readings (`readings`, `sensors`), keeps them in a crash-safe queue (`spool`) until the
 //! `sender` has them accepted, keeps the device's config in sync and reports its state
-//! (`configsync`); `doctor` diagnoses a setup that cannot connect. `cli` is the
-//! `iotcore-device` command line over them, `settings` its TOML file.
+//! (`configsync`), and hands commands queued for it to a hook (`commands`); `doctor` diagnoses
+//! a setup that cannot connect. `cli` is the `iotcore-device` command line over them,
+//! `settings` its TOML file.
 
 pub mod agent;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod configsync;
 pub mod doctor;
 pub mod http;

@@ -93,6 +93,9 @@ pub struct FileSettings {
     /// Config sync and state reports.
     #[serde(default)]
     pub config: ConfigSection,
+    /// Commands queued for the device.
+    #[serde(default)]
+    pub commands: CommandsSection,
 }
 
 /// `[spool]`.
@@ -145,6 +148,19 @@ pub struct ConfigSection {
     pub file: Option<PathBuf>,
     /// A shell command run after each new config.
     pub hook: Option<String>,
+}
+
+/// `[commands]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsSection {
+    /// A shell command run for each command queued for the device (payload on stdin, subfolder
+    /// as `$1`); without it commands are not fetched.
+    pub hook: Option<String>,
+    /// How often to ask for commands, e.g. `30s`.
+    pub poll_interval: Option<String>,
+    /// How long one run of the hook may take, e.g. `60s`.
+    pub timeout: Option<String>,
 }
 
 /// Values from flags or the environment; each one beats the file.
@@ -215,6 +231,12 @@ pub struct Settings {
     pub config_file: PathBuf,
     /// The config hook.
     pub config_hook: Option<String>,
+    /// The hook for queued commands; `None`: commands are not fetched.
+    pub commands_hook: Option<String>,
+    /// How often queued commands are fetched.
+    pub commands_poll: Duration,
+    /// How long one run of the commands hook may take.
+    pub commands_timeout: Duration,
     /// Clock offset for tokens and the doctor.
     pub clock_offset_secs: i64,
 }
@@ -330,6 +352,9 @@ impl Settings {
             sub_folder: file.readings.sub_folder,
             config_poll: (!poll.is_zero()).then_some(poll),
             config_hook: file.config.hook,
+            commands_hook: file.commands.hook,
+            commands_poll: duration("commands.poll_interval", file.commands.poll_interval, "60s")?,
+            commands_timeout: duration("commands.timeout", file.commands.timeout, "60s")?,
             clock_offset_secs: over.clock_offset_secs,
         };
         settings.check()?;
@@ -347,6 +372,16 @@ impl Settings {
                 "readings.interval",
                 format!("{:?}", self.interval),
                 "must be more than 0 s",
+            ));
+        }
+        if self.commands_poll.is_zero() || self.commands_timeout.is_zero() {
+            return Err(invalid(
+                "commands.poll_interval",
+                format!(
+                    "{:?} (timeout {:?})",
+                    self.commands_poll, self.commands_timeout
+                ),
+                "the poll interval and the timeout must be more than 0 s",
             ));
         }
         if self.spool_max_bytes < 64 * 1024 {

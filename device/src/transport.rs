@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use shared::device_api::ConfigResponse;
+use shared::device_api::{CommandsResponse, ConfigResponse};
 
 use crate::http::{ClientError, IngestClient};
 
@@ -87,6 +87,18 @@ impl Transport {
     pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), Failure> {
         match self {
             Self::Https(bridge) => bridge.set_state(token, data).await,
+        }
+        .map_err(classify)
+    }
+
+    /// Fetches the commands queued for the device, acknowledging those up to `ack`.
+    pub async fn get_commands(
+        &self,
+        token: &str,
+        ack: Option<u64>,
+    ) -> Result<CommandsResponse, Failure> {
+        match self {
+            Self::Https(bridge) => bridge.get_commands(token, ack).await,
         }
         .map_err(classify)
     }

@@ -1,8 +1,9 @@
 //! The real `iotcore-device run` against a real ingest: readings arrive with IoT Core's
 //! attributes (Pub/Sub emulator and the file sink), none is lost while ingest is down or when the
 //! agent is killed with SIGKILL in the middle of a backlog, a config set with the operator CLI
-//! reaches the device's file and hook and its state shows in the registry, and a clock 20
-//! minutes ahead is named in the log.
+//! reaches the device's file and hook and its state shows in the registry, a command queued for
+//! the device with the CLI reaches its commands hook once, and a clock 20 minutes ahead is named
+//! in the log.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -286,4 +287,61 @@ async fn a_device_over_its_rate_limit_waits_as_told_and_loses_nothing() {
         !log.contains("dropping it"),
         "no reading was given up:\n{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_queued_with_the_cli_reaches_the_commands_hook_once() {
+    let ingest = Ingest::start(SinkKind::File).await;
+    let files = new_device(&ingest, None).await;
+    let ran = files.path("commands.log");
+    let extra = format!(
+        "[readings]\nsensors = false\n\n[config]\npoll_interval = \"0s\"\n\n[commands]\n\
+         poll_interval = \"300ms\"\nhook = \"echo $IOTCORE_COMMAND_ID $1 $(cat) >> {}\"\n",
+        ran.display()
+    );
+    let settings = files.write_settings(&ingest.device_url(), &extra);
+    // Queued before the agent runs: an HTTPS device is never "connected".
+    let (device, registry) = (files.device.as_str(), files.registry.as_str());
+    ingest
+        .cli(&[
+            "commands",
+            "send",
+            device,
+            "--registry",
+            registry,
+            "--data",
+            "reboot",
+            "--subfolder",
+            "power",
+            "--ttl",
+            "10m",
+        ])
+        .await;
+    let agent = Agent::start(&settings, &[], &no_env(), files.path("agent.log"));
+    let line = eventually("the commands hook's run", || {
+        std::fs::read_to_string(&ran).ok()
+    })
+    .await;
+    assert_eq!(line.trim(), "1 power reboot", "{}", agent.log_text());
+
+    // The next poll acknowledges it; the service records the delivery and the hook never runs
+    // for it again.
+    let url = format!(
+        "{}/v1/projects/{PROJECT}/locations/{REGION}/registries/{registry}/devices/{device}/commands",
+        ingest.admin_url()
+    );
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let list: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        if list["commands"][0]["deliverTime"].is_string() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery recorded: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(std::fs::read_to_string(&ran).unwrap().lines().count(), 1);
 }
