@@ -146,6 +146,17 @@ pub struct ServeArgs {
     )]
     pub max_connections: usize,
 
+    /// Longest a connection may take to send a whole request head, counted from when it was
+    /// accepted or answered; then it is closed (slow or silent sockets cannot fill the listener).
+    #[arg(
+        long,
+        env = "REQUEST_HEAD_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub request_head_timeout_secs: u64,
+
     /// Longest a request may take before it is answered with DEADLINE_EXCEEDED.
     #[arg(
         long,

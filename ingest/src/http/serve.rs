@@ -1,10 +1,12 @@
 //! Serving a router with the limits a public listener needs: a cap on open connections (those
 //! beyond it wait in the kernel's accept backlog rather than being accepted and dropped), a
-//! deadline on every request answered in Google's error shape, and a graceful shutdown whose
-//! drain is bounded so a stuck request cannot hold up the process's exit.
+//! deadline for every request head — which also closes a connection that sends nothing, or sits
+//! idle between requests, that long — so that slow or silent sockets cannot hold the cap's slots
+//! and lock every device out, a deadline on every request answered in Google's error shape, and
+//! a graceful shutdown whose drain is bounded so a stuck request cannot hold up the process's
+//! exit.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,10 +16,13 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use shared::Code;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::task::TaskTracker;
 
 use crate::http::error::ApiError;
 use crate::telemetry::Metrics;
@@ -27,6 +32,9 @@ use crate::telemetry::Metrics;
 pub struct ServeOptions {
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// How long a connection may take to send a whole request head, counted from when it was
+    /// accepted or its previous answer was sent; then it is closed.
+    pub head_timeout: Duration,
     /// How long a handler may take before the caller gets `504 DEADLINE_EXCEEDED`.
     pub request_timeout: Duration,
     /// How long in-flight requests may run on after shutdown begins.
@@ -40,6 +48,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            head_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(9),
             metrics: None,
@@ -62,25 +71,35 @@ pub async fn serve(
         options.request_timeout,
         deadline,
     ));
-    let listener = CappedListener {
+    let mut listener = CappedListener {
         listener,
         permits: Arc::new(Semaphore::new(options.max_connections.max(1))),
         metrics: options.metrics,
     };
-    let (draining_tx, draining_rx) = oneshot::channel();
-    let signal = async move {
-        shutdown.await;
-        let _ = draining_tx.send(());
-    };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        _ = draining_rx => {}
+    // HTTP/1.1 only: devices and Cloud Run's front end speak it, and hyper's head deadline
+    // applies to HTTP/1 connections from their first byte (an HTTP/2 sniffing step would wait
+    // on a silent socket without one).
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.head_timeout);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let connection = tokio::select! {
+            connection = listener.accept() => connection,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let serving = http
+            .serve_connection(TokioIo::new(connection), service)
+            .with_upgrades();
+        connections.spawn(until_done(serving, stopping.clone()));
     }
-    if tokio::time::timeout(options.drain_timeout, server)
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    connections.close();
+    if tokio::time::timeout(options.drain_timeout, connections.wait())
         .await
         .is_err()
     {
@@ -90,6 +109,35 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Serves one connection; once `stopping` turns true it finishes the request under way, if
+/// any, and closes.
+async fn until_done<S>(
+    serving: hyper::server::conn::http1::UpgradeableConnection<TokioIo<Connection>, S>,
+    mut stopping: watch::Receiver<bool>,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(serving);
+    let ended = tokio::select! {
+        ended = serving.as_mut() => Some(ended),
+        _ = stopping.wait_for(|stop| *stop) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            serving.as_mut().graceful_shutdown();
+            serving.await
+        }
+    };
+    // A head deadline, a client gone mid-request: nothing the service must act on.
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, "connection ended");
+    }
 }
 
 /// Answers `504 DEADLINE_EXCEEDED` when the handler outlives `limit`; dropping its future
@@ -117,11 +165,8 @@ struct CappedListener {
     metrics: Option<Metrics>,
 }
 
-impl axum::serve::Listener for CappedListener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Connection, SocketAddr) {
+impl CappedListener {
+    async fn accept(&mut self) -> Connection {
         // The semaphore is never closed, so this always yields a permit.
         let permit = self.permits.clone().acquire_owned().await.ok();
         // axum's own accept retries transient errors (and backs off on EMFILE).
@@ -131,16 +176,12 @@ impl axum::serve::Listener for CappedListener {
         if let Some(metrics) = &self.metrics {
             metrics.connection_opened();
         }
-        let connection = Connection {
+        tracing::trace!(%addr, "connection accepted");
+        Connection {
             stream,
             _permit: permit,
             metrics: self.metrics.clone(),
-        };
-        (connection, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        }
     }
 }
 

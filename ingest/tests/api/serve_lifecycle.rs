@@ -1,6 +1,8 @@
 //! The listener's lifecycle: a request past its deadline gets Google's `504` body, connections
-//! beyond the cap wait to be accepted instead of being refused, and shutdown lets quick
-//! in-flight requests finish but returns once the drain time is up. Handlers are held and
+//! beyond the cap wait to be accepted instead of being refused, sockets that are silent, trickle
+//! a head byte by byte or sit idle after an answer are closed at the head deadline so that they
+//! cannot hold the cap against a device, and shutdown lets quick in-flight requests finish but
+//! returns once the drain time is up. Handlers are held and
 //! released through semaphores so the tests wait on events, not on guessed sleeps.
 
 use std::net::SocketAddr;
@@ -113,6 +115,7 @@ async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> T {
 fn options() -> ServeOptions {
     ServeOptions {
         max_connections: 16,
+        head_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(30),
         metrics: Some(Metrics::new()),
@@ -220,4 +223,92 @@ async fn shutdown_returns_when_the_drain_time_is_up() {
         "returned after {took:?}, before the drain time"
     );
     assert!(took < drain + Duration::from_secs(2), "took {took:?}");
+}
+
+/// Reads until the server closes the connection; how long that took.
+async fn closed_after(mut stream: TcpStream, started: Instant) -> Duration {
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink).await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn silent_and_trickling_sockets_are_closed_at_the_head_deadline_and_a_device_gets_in() {
+    let head = Duration::from_secs(1);
+    let harness = Harness::start(ServeOptions {
+        max_connections: 20,
+        head_timeout: head,
+        ..options()
+    })
+    .await;
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for n in 0..20 {
+        let mut stream = TcpStream::connect(harness.addr).await.unwrap();
+        if n % 2 == 1 {
+            // A head that never ends: a byte every 100 ms, the slow-loris way.
+            stream.write_all(b"GET /quick HTTP/1.1\r\n").await.unwrap();
+            let (reader, mut writer) = stream.into_split();
+            tokio::spawn(async move {
+                while writer.write_all(b"X").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            held.push(tokio::spawn(async move {
+                let mut reader = reader;
+                let mut sink = Vec::new();
+                let _ = reader.read_to_end(&mut sink).await;
+                started.elapsed()
+            }));
+        } else {
+            held.push(tokio::spawn(closed_after(stream, started)));
+        }
+    }
+    // Every slot is taken; a device's request is served once the deadline frees them.
+    let device = harness.send("/quick").await;
+    let (status, body) = within(Duration::from_secs(5), device).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "quick"));
+    assert!(
+        started.elapsed() < head * 3,
+        "served after {:?}",
+        started.elapsed()
+    );
+    for socket in held {
+        let took = within(Duration::from_secs(5), socket).await.unwrap();
+        assert!(
+            took >= head.mul_f32(0.9),
+            "closed after {took:?}, before the deadline"
+        );
+        assert!(took < head * 3, "closed only after {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_after_its_answer_is_closed_at_the_head_deadline() {
+    let head = Duration::from_millis(800);
+    let harness = Harness::start(ServeOptions {
+        head_timeout: head,
+        ..options()
+    })
+    .await;
+    let mut stream = TcpStream::connect(harness.addr).await.unwrap();
+    stream
+        .write_all(b"GET /quick HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = within(Duration::from_secs(5), stream.read(&mut first))
+        .await
+        .unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    let answered = Instant::now();
+    let took = within(Duration::from_secs(5), closed_after(stream, answered)).await;
+    assert!(
+        took >= head.mul_f32(0.9) && took < head * 3,
+        "closed after {took:?}"
+    );
 }
