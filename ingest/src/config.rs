@@ -54,6 +54,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ADMIN_TRUST_CLOUD_RUN_IAM")]
     pub admin_trust_cloud_run_iam: bool,
 
+    /// The Cloud Run service this instance runs as (Cloud Run sets `K_SERVICE`); `None` off
+    /// Cloud Run, where nothing would stand in front to check callers.
+    #[arg(skip = std::env::var("K_SERVICE").ok().filter(|s| !s.is_empty()))]
+    pub cloud_run_service: Option<String>,
+
     /// The registry store: `sqlite:PATH` (created if missing), or
     /// `firestore:projects/PROJECT/databases/DATABASE` for Firestore in native mode (DATABASE is
     /// `(default)` for the project's default database), which many instances can share.
@@ -418,6 +423,11 @@ pub enum ConfigError {
         "the admin API would listen on {0}, reachable from other machines, with no protection: set --admin-token (ADMIN_TOKEN), or --admin-trust-cloud-run-iam when Cloud Run's IAM guards it, or bind it to 127.0.0.1"
     )]
     UnprotectedAdmin(SocketAddr),
+    /// `--admin-trust-cloud-run-iam` off Cloud Run: nothing in front would check callers.
+    #[error(
+        "--admin-trust-cloud-run-iam is set, but this is not Cloud Run (K_SERVICE is unset): no IAM would stand in front, so the admin API on {0} would be open to anyone who reaches it; use --admin-token (ADMIN_TOKEN), bind it to 127.0.0.1, or deploy the admin role as a Cloud Run service without unauthenticated access"
+    )]
+    CloudRunIamOffCloudRun(SocketAddr),
 }
 
 impl ServeArgs {
@@ -457,7 +467,10 @@ impl ServeArgs {
         match (&self.admin_token, self.admin_addr.ip().is_loopback()) {
             (Some(token), _) if !token.is_empty() => Ok(AdminAccess::Token(token.as_str().into())),
             (_, true) => Ok(AdminAccess::Loopback),
-            (_, false) if self.admin_trust_cloud_run_iam => Ok(AdminAccess::CloudRunIam),
+            (_, false) if self.admin_trust_cloud_run_iam => match self.cloud_run_service {
+                Some(_) => Ok(AdminAccess::CloudRunIam),
+                None => Err(ConfigError::CloudRunIamOffCloudRun(self.admin_addr)),
+            },
             (_, false) => Err(ConfigError::UnprotectedAdmin(self.admin_addr)),
         }
     }
@@ -493,11 +506,19 @@ mod tests {
         assert!(err.contains("--admin-token"), "{err}");
         let args = parse(&["--admin-addr", "0.0.0.0:8081", "--admin-token", "s3cret"]);
         assert!(matches!(args.admin_access(), Ok(AdminAccess::Token(_))));
-        let args = parse(&[
+        // Cloud Run's IAM counts only on Cloud Run, which sets K_SERVICE.
+        let mut args = parse(&[
             "--admin-addr",
             "0.0.0.0:8081",
             "--admin-trust-cloud-run-iam",
         ]);
+        args.cloud_run_service = None;
+        let err = args.admin_access().unwrap_err().to_string();
+        assert!(
+            err.contains("not Cloud Run") && err.contains("0.0.0.0:8081"),
+            "{err}"
+        );
+        args.cloud_run_service = Some("ingest-admin".into());
         assert!(matches!(args.admin_access(), Ok(AdminAccess::CloudRunIam)));
     }
 

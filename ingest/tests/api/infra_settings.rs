@@ -465,7 +465,9 @@ fn the_admin_service_listens_on_its_container_port_behind_cloud_run_iam() {
     let infra = read_infra();
     let admin = infra.service("admin");
     let settings = infra.settings(admin);
-    let args = parse_as_ingest(&settings, admin.args.as_deref().unwrap_or_default());
+    let mut args = parse_as_ingest(&settings, admin.args.as_deref().unwrap_or_default());
+    // Cloud Run sets K_SERVICE; off Cloud Run the IAM switch refuses to start.
+    args.cloud_run_service = Some("ingest-admin".into());
 
     assert_eq!(args.role, Role::Admin);
     // With ROLE=admin ingest serves on ADMIN_ADDR, not on PORT.

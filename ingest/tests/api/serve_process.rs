@@ -1,6 +1,6 @@
 //! The real `ingest serve` process as Cloud Run runs it: JSON logs in Cloud Logging's layout that
-//! never carry a device token or payload, even at debug level and even for refused requests, and
-//! a clean exit on SIGTERM after draining.
+//! never carry a device token or payload, even at debug level and even for refused requests, a
+//! clean exit on SIGTERM after draining, and a refusal to trust Cloud Run's IAM off Cloud Run.
 
 use crate::support::device::Signer;
 use crate::support::spawn_ingest;
@@ -93,4 +93,22 @@ async fn json_logs_name_events_but_never_tokens_or_payloads_and_sigterm_exits_cl
             "the log holds a secret ({secret}):\n{log}"
         );
     }
+}
+
+#[test]
+fn trusting_cloud_run_iam_off_cloud_run_refuses_to_start() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(["serve", "--role", "admin", "--admin-addr", "0.0.0.0:0"])
+        .arg("--admin-trust-cloud-run-iam")
+        .env_remove("K_SERVICE")
+        .env_remove("ADMIN_TOKEN")
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "it started: {output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not Cloud Run") && stderr.contains("open to anyone"),
+        "{stderr}"
+    );
 }
