@@ -96,6 +96,15 @@ pub enum BridgeError {
         /// The topic.
         topic: String,
     },
+    /// The local message file could not take the message (a full disk, a removed directory).
+    #[error(
+        "the service could not store the message (its message file cannot be written; the disk \
+         may be full); the message was not accepted, retry later"
+    )]
+    SinkNotWritten {
+        /// The topic.
+        topic: String,
+    },
     /// The registry routes to a topic that does not exist.
     #[error(
         "Pub/Sub topic {topic} does not exist, so the message was not accepted; an operator must \
@@ -132,7 +141,9 @@ impl BridgeError {
                 Code::FailedPrecondition
             }
             BridgeError::ConfigVersionAhead { .. } => Code::OutOfRange,
-            BridgeError::SinkUnavailable { .. } => Code::Unavailable,
+            BridgeError::SinkUnavailable { .. } | BridgeError::SinkNotWritten { .. } => {
+                Code::Unavailable
+            }
             BridgeError::SinkRejected { .. } => Code::Internal,
             BridgeError::Store(StoreError::NotFound(_)) => Code::NotFound,
             BridgeError::Store(StoreError::Backend(_)) => Code::Unavailable,
@@ -151,6 +162,7 @@ impl BridgeError {
             BridgeError::NoRoute { .. } => "no_route",
             BridgeError::ConfigVersionAhead { .. } => "config_version_ahead",
             BridgeError::SinkUnavailable { .. } => "pubsub_unavailable",
+            BridgeError::SinkNotWritten { .. } => "storage_unavailable",
             BridgeError::TopicNotFound { .. } => "topic_not_found",
             BridgeError::SinkRejected { .. } => "pubsub_rejected",
             BridgeError::Store(StoreError::NotFound(_)) => "unknown_device",
@@ -170,6 +182,7 @@ impl BridgeError {
             BridgeError::NoRoute { .. } => "NO_ROUTE",
             BridgeError::ConfigVersionAhead { .. } => "CONFIG_VERSION_AHEAD",
             BridgeError::SinkUnavailable { .. } => "PUBSUB_UNAVAILABLE",
+            BridgeError::SinkNotWritten { .. } => "STORAGE_UNAVAILABLE",
             BridgeError::TopicNotFound { .. } => "TOPIC_NOT_FOUND",
             BridgeError::SinkRejected { .. } => "PUBSUB_REJECTED",
             BridgeError::Store(StoreError::NotFound(_)) => "UNKNOWN_DEVICE",
@@ -187,6 +200,7 @@ impl BridgeError {
             BridgeError::ProtocolDisabled { registry, .. }
             | BridgeError::NoRoute { registry, .. } => one("registry", registry),
             BridgeError::SinkUnavailable { topic }
+            | BridgeError::SinkNotWritten { topic }
             | BridgeError::TopicNotFound { topic }
             | BridgeError::SinkRejected { topic } => one("topic", topic),
             BridgeError::ConfigVersionAhead { latest, .. } => {
@@ -204,6 +218,10 @@ impl BridgeError {
             SinkError::Unavailable { topic, detail } => {
                 tracing::warn!(%topic, %detail, "Pub/Sub could not take a device message");
                 BridgeError::SinkUnavailable { topic }
+            }
+            SinkError::NotWritten { topic, detail } => {
+                tracing::error!(%topic, %detail, "the message file could not take a device message");
+                BridgeError::SinkNotWritten { topic }
             }
             SinkError::TopicNotFound(topic) => BridgeError::TopicNotFound { topic },
             SinkError::Rejected { topic, detail } => {

@@ -475,7 +475,7 @@ impl Bridge {
         let result = self.inner.sink.publish(topic, message).await;
         let outcome = match &result {
             Ok(()) => "ok",
-            Err(SinkError::Unavailable { .. }) => "unavailable",
+            Err(SinkError::Unavailable { .. } | SinkError::NotWritten { .. }) => "unavailable",
             Err(SinkError::TopicNotFound(_) | SinkError::Rejected { .. }) => "rejected",
         };
         self.inner

@@ -112,9 +112,10 @@ impl FileSink {
             .into_std()
             .await;
         let (writes, queue) = mpsc::channel();
+        let followed = path.clone();
         std::thread::Builder::new()
             .name("file-sink".into())
-            .spawn(move || write_batches(file, &queue))?;
+            .spawn(move || write_batches(&followed, file, &queue))?;
         let batch = Arc::new(Batch::default());
         let committer = tokio::spawn(commit_batches(Arc::clone(&batch), writes));
         Ok(Self {
@@ -226,20 +227,42 @@ async fn commit_batches(batch: Arc<Batch>, writes: mpsc::Sender<BatchWrite>) {
 
 /// The writer thread: writes each batch it is given (and fsyncs when asked), hands back the
 /// emptied buffer with the outcome.
-fn write_batches(mut file: File, queue: &mpsc::Receiver<BatchWrite>) {
+fn write_batches(path: &Path, mut file: File, queue: &mpsc::Receiver<BatchWrite>) {
     while let Ok(BatchWrite {
         mut bytes,
         sync,
         done,
     }) = queue.recv()
     {
-        let mut result = append(&mut file, &bytes);
+        let mut result = follow_path(path, &mut file).and_then(|()| append(&mut file, &bytes));
         if sync && result.is_ok() {
             result = file.sync_all();
         }
         bytes.clear();
         let _ = done.send((bytes, result));
     }
+}
+
+/// Reopens the file when `path` no longer names the one held — deleted, or rotated away — so
+/// that no acknowledged line goes into a file nobody can read any more. One `stat` per batch.
+fn follow_path(path: &Path, file: &mut File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let held = file.metadata()?;
+    let same =
+        std::fs::metadata(path).is_ok_and(|now| (now.dev(), now.ino()) == (held.dev(), held.ino()));
+    if !same {
+        let fresh = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        // What went to the old file stays there (a rotation keeps it): make it durable first.
+        if let Err(err) = file.sync_all() {
+            tracing::warn!(%err, "could not sync the message file that was moved or deleted");
+        }
+        *file = fresh;
+        tracing::warn!(file = %path.display(), "the message file was deleted or moved; writing to a new one at its path");
+    }
+    Ok(())
 }
 
 /// Appends whole lines, unbuffered, so they have reached the OS when this returns. If a write
@@ -274,13 +297,12 @@ fn undo(file: &File, written: usize, error: std::io::Error) -> std::io::Error {
 #[async_trait]
 impl Sink for FileSink {
     async fn publish(&self, topic: &TopicName, message: Message) -> Result<(), SinkError> {
-        let unavailable = |detail: String| SinkError::Unavailable {
-            topic: topic.to_string(),
-            detail,
-        };
         self.commit(Some(self.line(topic, &message)), false)
             .await
-            .map_err(|e| unavailable(format!("could not write to {}: {e}", self.path.display())))
+            .map_err(|e| SinkError::NotWritten {
+                topic: topic.to_string(),
+                detail: format!("could not write to {}: {e}", self.path.display()),
+            })
     }
 
     async fn flush(&self) {
@@ -401,14 +423,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_that_cannot_be_written_makes_the_sink_unavailable() {
+    async fn a_deleted_or_rotated_file_is_followed_so_no_acknowledged_line_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.jsonl");
+        let sink = FileSink::open(&path).await.unwrap();
+        sink.publish(&topic(), message(b"1", "before"))
+            .await
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        sink.publish(&topic(), message(b"2", "deleted"))
+            .await
+            .unwrap();
+        let lines = read_lines(&path);
+        assert_eq!(
+            lines.len(),
+            1,
+            "the line acknowledged after the delete is at the path"
+        );
+        assert_eq!(lines[0]["attributes"]["deviceId"], "deleted");
+
+        // Rotated the way logrotate does it: renamed, and the next line starts a new file.
+        let rotated = dir.path().join("messages.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.publish(&topic(), message(b"3", "rotated"))
+            .await
+            .unwrap();
+        assert_eq!(read_lines(&rotated).len(), 1);
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["attributes"]["deviceId"], "rotated");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_written_is_refused_as_not_written() {
         // /dev/full accepts the open but fails every write with ENOSPC.
         let Ok(sink) = FileSink::open("/dev/full").await else {
             panic!("/dev/full is needed for this test (Linux)");
         };
         let result = sink.publish(&topic(), message(b"hi", "dev")).await;
         assert!(
-            matches!(result, Err(SinkError::Unavailable { .. })),
+            matches!(result, Err(SinkError::NotWritten { .. })),
             "{result:?}"
         );
     }

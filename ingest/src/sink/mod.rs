@@ -34,6 +34,15 @@ pub enum SinkError {
         /// What went wrong.
         detail: String,
     },
+    /// The local message file could not be written (a full disk, a removed directory); the
+    /// device should retry later.
+    #[error("the message for {topic} could not be written to the local message file: {detail}")]
+    NotWritten {
+        /// The topic.
+        topic: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The topic does not exist; retrying will not help until an operator creates it.
     #[error(
         "Pub/Sub topic {0} does not exist; create it or fix the registry's notification config"

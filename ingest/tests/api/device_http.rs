@@ -227,6 +227,32 @@ async fn a_device_may_be_named_by_its_numeric_id() {
 // ---------------------------------------------------------------- state
 
 #[tokio::test]
+async fn a_message_file_that_cannot_be_written_is_named_as_the_cause() {
+    // /dev/full takes the open and fails every write with "no space left on device".
+    let sink = ingest::sink::file::FileSink::open("/dev/full")
+        .await
+        .expect("/dev/full is needed for this test (Linux)");
+    let app = DeviceApp::spawn_with_sink(Limits::default(), Some(std::sync::Arc::new(sink))).await;
+    let fleet = Fleet::with_app(app).await;
+    let answer = fleet
+        .app
+        .publish_event(&fleet.a.fresh(), &a_path(), event(b"21.5C"))
+        .await;
+    assert_error(
+        &answer,
+        503,
+        "UNAVAILABLE",
+        &["message file", "retry later"],
+    );
+    let message = answer.1["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("Pub/Sub"), "{message}");
+    assert_eq!(
+        answer.1["error"]["details"][0]["reason"],
+        "STORAGE_UNAVAILABLE"
+    );
+}
+
+#[tokio::test]
 async fn set_state_stores_the_state_and_publishes_it_to_the_state_topic() {
     let fleet = Fleet::spawn().await;
     let app = &fleet.app;
