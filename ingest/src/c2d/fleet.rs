@@ -172,6 +172,9 @@ impl Fleet {
             }
             Err(err) => {
                 tracing::warn!(error = %err, %device, "could not record the device's presence; commands sent through other instances will not find it");
+                // Unrecorded, it yields to any claim elsewhere, as before the store answered.
+                self.delivery()
+                    .set_fleet_generation(registry, device, attachment.generation, 0);
             }
         }
         attachment

@@ -101,6 +101,11 @@ struct Holder {
     generation: u64,
     /// The claim's generation in the registry store's presence record, once recorded.
     fleet_generation: u64,
+    /// This connection's claim is still being recorded in the store.
+    claim_pending: bool,
+    /// The newest claim another instance said replaced this device while this connection's own
+    /// claim was still being recorded: decided once its generation is known.
+    replaced_by: u64,
     num_id: NumId,
     tx: mpsc::Sender<Control>,
 }
@@ -143,6 +148,8 @@ impl Delivery {
         let holder = Holder {
             generation,
             fleet_generation: 0,
+            claim_pending: true,
+            replaced_by: 0,
             num_id,
             tx,
         };
@@ -171,7 +178,8 @@ impl Delivery {
         }
     }
 
-    /// Notes the fleet generation of the claim `generation` once the store recorded it.
+    /// Notes the fleet generation of the claim `generation` once the store recorded it (0 when
+    /// it could not be recorded: then any claim elsewhere counts as newer).
     pub fn set_fleet_generation(
         &self,
         registry: &RegistryName,
@@ -184,11 +192,17 @@ impl Delivery {
             && holder.generation == generation
         {
             holder.fleet_generation = fleet_generation;
+            holder.claim_pending = false;
+            if holder.replaced_by > fleet_generation {
+                let _ = holder.tx.try_send(Control::Replaced);
+            }
         }
     }
 
     /// Closes the device's connection here if a newer claim (`fleet_generation`) of the fleet
-    /// took the device on another instance.
+    /// took the device on another instance. A connection whose own claim is still being
+    /// recorded may turn out newer still (it reconnected here meanwhile): the notice waits for
+    /// that claim's generation instead of closing the newest connection.
     pub fn replaced_elsewhere(
         &self,
         registry: &RegistryName,
@@ -196,10 +210,13 @@ impl Delivery {
         fleet_generation: u64,
     ) {
         let key = (registry.clone(), device.clone());
-        let table = self.lock();
-        if let Some(holder) = table.by_id.get(&key)
-            && holder.fleet_generation < fleet_generation
-        {
+        let mut table = self.lock();
+        let Some(holder) = table.by_id.get_mut(&key) else {
+            return;
+        };
+        if holder.claim_pending {
+            holder.replaced_by = holder.replaced_by.max(fleet_generation);
+        } else if holder.fleet_generation < fleet_generation {
             let _ = holder.tx.try_send(Control::Replaced);
         }
     }
@@ -320,6 +337,43 @@ mod tests {
         assert!(matches!(second.inbox.try_recv(), Ok(Control::Config(_))));
         delivery.detach(&registry, &device, second.generation);
         assert!(!delivery.is_connected(&registry, &device));
+    }
+
+    #[test]
+    fn a_replacement_elsewhere_is_decided_by_the_claims_generation_once_known() {
+        let delivery = Delivery::default();
+        let (registry, device) = names();
+        // Held here with generation 5: a newer claim elsewhere (6) closes it.
+        let mut held = delivery.attach(&registry, &device, NumId(7));
+        delivery.set_fleet_generation(&registry, &device, held.generation, 5);
+        delivery.replaced_elsewhere(&registry, &device, 6);
+        assert!(matches!(held.inbox.try_recv(), Ok(Control::Replaced)));
+
+        // A reconnect here whose claim is still pending hears of claim 6: it waits, and its own
+        // claim (7) turns out newest, so it stays.
+        let mut again = delivery.attach(&registry, &device, NumId(7));
+        delivery.replaced_elsewhere(&registry, &device, 6);
+        assert!(
+            again.inbox.try_recv().is_err(),
+            "closed before its claim was known"
+        );
+        delivery.set_fleet_generation(&registry, &device, again.generation, 7);
+        assert!(
+            again.inbox.try_recv().is_err(),
+            "the newest connection was closed"
+        );
+
+        // Had its claim been older (a slow store), the notice closes it once known.
+        let mut slow = delivery.attach(&registry, &device, NumId(7));
+        delivery.replaced_elsewhere(&registry, &device, 9);
+        delivery.set_fleet_generation(&registry, &device, slow.generation, 8);
+        assert!(matches!(slow.inbox.try_recv(), Ok(Control::Replaced)));
+
+        // A claim the store could not record (0) yields to any claim elsewhere.
+        let mut unrecorded = delivery.attach(&registry, &device, NumId(7));
+        delivery.replaced_elsewhere(&registry, &device, 10);
+        delivery.set_fleet_generation(&registry, &device, unrecorded.generation, 0);
+        assert!(matches!(unrecorded.inbox.try_recv(), Ok(Control::Replaced)));
     }
 
     #[tokio::test]
