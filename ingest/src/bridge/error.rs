@@ -146,7 +146,9 @@ impl BridgeError {
             }
             BridgeError::SinkRejected { .. } => Code::Internal,
             BridgeError::Store(StoreError::NotFound(_)) => Code::NotFound,
-            BridgeError::Store(StoreError::Backend(_)) => Code::Unavailable,
+            BridgeError::Store(StoreError::Backend(_) | StoreError::Unavailable(_)) => {
+                Code::Unavailable
+            }
             BridgeError::Store(_) => Code::Internal,
         }
     }
@@ -186,7 +188,9 @@ impl BridgeError {
             BridgeError::TopicNotFound { .. } => "TOPIC_NOT_FOUND",
             BridgeError::SinkRejected { .. } => "PUBSUB_REJECTED",
             BridgeError::Store(StoreError::NotFound(_)) => "UNKNOWN_DEVICE",
-            BridgeError::Store(StoreError::Backend(_)) => "REGISTRY_UNAVAILABLE",
+            BridgeError::Store(StoreError::Backend(_) | StoreError::Unavailable(_)) => {
+                "REGISTRY_UNAVAILABLE"
+            }
             BridgeError::Store(_) => "INTERNAL",
         }
     }

@@ -77,7 +77,7 @@ impl From<BridgeError> for Refusal {
             _ => None,
         };
         let (code, message) = match &err {
-            BridgeError::Store(StoreError::Backend(_))
+            BridgeError::Store(StoreError::Backend(_) | StoreError::Unavailable(_))
             | BridgeError::Auth(AuthError::Store(StoreError::Backend(_))) => {
                 tracing::warn!(error = %ErrorChain(&err), "the registry store failed a device request");
                 (

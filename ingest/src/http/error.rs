@@ -148,6 +148,10 @@ impl From<StoreError> for ApiError {
                 info.reason = "COMMAND_QUEUE_FULL".to_owned();
                 (Code::ResourceExhausted, info)
             }
+            StoreError::Unavailable(_) => (
+                Code::Unavailable,
+                ErrorInfo::new("REGISTRY_UNAVAILABLE", BTreeMap::new()),
+            ),
             StoreError::BadPageToken => {
                 return Self::invalid_field("pageToken", err);
             }

@@ -63,6 +63,10 @@ pub enum StoreError {
     /// A page token that this store did not hand out.
     #[error("page token is not one this server returned")]
     BadPageToken,
+    /// The store cannot take changes now, for a reason an operator can fix (its file was
+    /// deleted); the message says which.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store itself failed (disk, network, corruption); the source says how.
     #[error("registry store failure")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

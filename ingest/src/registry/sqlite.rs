@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 
 use super::{
     Activity, DeviceFilter, DeviceUpdate, NewCommand, Page, PageRequest, Presence, QueuedCommand,
-    RegistryStore, RegistryUpdate, Resource, StoreResult,
+    RegistryStore, RegistryUpdate, Resource, StoreError, StoreResult,
 };
 
 /// The schema migrations, in order; migration `i` brings the file to `user_version` `i + 1`.
@@ -45,6 +45,9 @@ pub enum OpenError {
     /// The file could not be opened or configured (permissions, not a database, disk full).
     #[error("cannot open or configure the SQLite database")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database file could not be looked at once opened.
+    #[error("cannot read the database file's metadata")]
+    File(#[source] std::io::Error),
     /// A schema migration failed; the file is left at the previous version.
     #[error("applying schema migration {version} failed")]
     Migration {
@@ -70,6 +73,47 @@ pub enum OpenError {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The database file as opened: writes are refused once its path names another file or
+    /// none (deleted or replaced), rather than written into a file that is gone at restart.
+    file: Arc<OpenedFile>,
+}
+
+#[derive(Debug)]
+struct OpenedFile {
+    path: std::path::PathBuf,
+    /// Device and inode at open.
+    identity: (u64, u64),
+}
+
+impl OpenedFile {
+    fn at(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            identity: identity(&std::fs::metadata(path)?),
+        })
+    }
+
+    /// `Unavailable` naming the file when its path no longer names the database opened.
+    fn check(&self) -> StoreResult<()> {
+        match std::fs::metadata(&self.path) {
+            Ok(now) if identity(&now) == self.identity => Ok(()),
+            Ok(_) => Err(self.gone("was replaced by another file")),
+            Err(_) => Err(self.gone("was deleted")),
+        }
+    }
+
+    fn gone(&self, what: &str) -> StoreError {
+        StoreError::Unavailable(format!(
+            "the registry database {} {what} while ingest was running; changes are refused so \
+             that none is lost: put the file back or restart ingest",
+            self.path.display()
+        ))
+    }
+}
+
+fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (metadata.dev(), metadata.ino())
 }
 
 impl SqliteStore {
@@ -77,15 +121,17 @@ impl SqliteStore {
     /// up to date. Safe to call on a file another process has open.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
         let path = path.as_ref().to_owned();
-        let conn = run_blocking(move || {
+        let (conn, file) = run_blocking(move || {
             let mut conn = Connection::open(&path)?;
             configure(&conn)?;
             migrate(&mut conn)?;
-            Ok::<_, OpenError>(conn)
+            let file = OpenedFile::at(&path).map_err(OpenError::File)?;
+            Ok::<_, OpenError>((conn, file))
         })
         .await?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            file: Arc::new(file),
         })
     }
 
@@ -124,7 +170,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
+        let file = Arc::clone(&self.file);
         self.with_conn(move |conn| {
+            file.check()?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
@@ -499,6 +547,38 @@ mod tests {
             config.cloud_update_time,
             Some(Timestamp::from_second(1_700_000_000).unwrap())
         );
+    }
+
+    #[tokio::test]
+    async fn writes_are_refused_once_the_file_is_deleted_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let location = LocationName::parse("demo-project", "us-central1").unwrap();
+        let registry = |id: &str| DeviceRegistry {
+            id: Some(shared::RegistryId::parse(id).unwrap()),
+            ..Default::default()
+        };
+        store
+            .create_registry(&location, registry("reg-1"))
+            .await
+            .unwrap();
+
+        std::fs::remove_file(&path).unwrap();
+        let err = store
+            .create_registry(&location, registry("reg-2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("was deleted"), "{err}");
+
+        // Another file at the path is no better: it is not the database opened.
+        std::fs::write(&path, b"").unwrap();
+        let err = store
+            .create_registry(&location, registry("reg-3"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("was replaced"), "{err}");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The real `ingest serve` process as Cloud Run runs it: JSON logs in Cloud Logging's layout that
 //! never carry a device token or payload, even at debug level and even for refused requests, a
-//! clean exit on SIGTERM after draining, and a refusal to trust Cloud Run's IAM off Cloud Run.
+//! clean exit on SIGTERM after draining, a refusal to trust Cloud Run's IAM off Cloud Run, and
+//! `503` for changes once the SQLite registry file was deleted under it.
 
 use crate::support::device::Signer;
 use crate::support::spawn_ingest;
@@ -110,5 +111,28 @@ fn trusting_cloud_run_iam_off_cloud_run_refuses_to_start() {
     assert!(
         stderr.contains("not Cloud Run") && stderr.contains("open to anyone"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_registry_file_refuses_changes_with_503_instead_of_losing_them() {
+    let ingest = spawn_ingest(&["--role", "admin"], &[]);
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1/projects/{PROJECT}/locations/{REGION}/registries",
+        ingest.admin_url()
+    );
+    let create = |id: &str| http.post(&url).json(&json!({"id": id})).send();
+    assert_eq!(create("reg-1").await.unwrap().status(), 200);
+
+    std::fs::remove_file(ingest.path("registry.db")).unwrap();
+    let answer = create("reg-2").await.unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "UNAVAILABLE", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("registry.db") && message.contains("was deleted"),
+        "{message}"
     );
 }
