@@ -86,20 +86,21 @@ impl CommandSync {
         &self,
         done: Option<u64>,
     ) -> Result<shared::device_api::CommandsResponse, Failure> {
-        let signed = self.tokens.token().map_err(|err| Failure::Refused {
-            reason: format!("cannot sign a token: {err}"),
-            info_reason: None,
-        })?;
-        let answer = self.transport.get_commands(&signed, done).await;
+        let token = self.token()?;
+        let answer = self.transport.get_commands(&token, done).await;
         if let Err(Failure::TokenExpired { .. }) = &answer {
-            self.tokens.expired(&signed);
-            let signed = self.tokens.token().map_err(|err| Failure::Transient {
-                reason: format!("cannot sign a token: {err}"),
-                after: None,
-            })?;
-            return self.transport.get_commands(&signed, done).await;
+            self.tokens.expired(&token);
+            return self.transport.get_commands(&self.token()?, done).await;
         }
         answer
+    }
+
+    /// A token, as the config loop signs one: a signing failure is the device's own problem.
+    fn token(&self) -> Result<String, Failure> {
+        self.tokens.token().map_err(|err| Failure::Refused {
+            reason: format!("cannot sign a token: {err}"),
+            info_reason: None,
+        })
     }
 }
 

@@ -48,6 +48,8 @@ pub async fn send(
         return Err(refused(&device.to_string(), &CommandFailure::NotConnected));
     };
     let subfolder = request.subfolder.filter(|s| !s.is_empty());
+    // A handle, not a copy: the bytes are copied into the queue only if it comes to that.
+    let data = Bytes::from(request.binary_data);
     let sent = state
         .fleet
         .send_command(
@@ -55,7 +57,7 @@ pub async fn send(
             &id,
             NumId(num_id),
             subfolder.clone(),
-            Bytes::from(request.binary_data.clone()),
+            data.clone(),
         )
         .await;
     match (sent, request.ttl) {
@@ -65,7 +67,7 @@ pub async fn send(
             let now = Timestamp::now();
             let command = NewCommand {
                 subfolder,
-                data: request.binary_data,
+                data: data.to_vec(),
                 expire_time: now + ttl,
             };
             let queued = state
