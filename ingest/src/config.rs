@@ -4,8 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use crate::http::admin::AdminAccess;
+use crate::http::admin::{AdminAccess, CloudRunOwners, Tokens};
 use crate::telemetry::{LogFormat, TelemetrySettings};
 
 /// Settings of `ingest serve`.
@@ -49,10 +50,23 @@ pub struct ServeArgs {
     )]
     pub admin_token: Option<String>,
 
+    /// A file of admin bearer tokens, one per line: `TOKEN PRINCIPAL [ROLE…]`, e.g.
+    /// `<random> user:alice@example.com roles/cloudiot.viewer`. Each caller is its principal,
+    /// holding the roles listed on every registry plus what registries' IAM policies grant;
+    /// `roles/owner` holds everything. TOKEN may be `sha256:HEX` of the token.
+    #[arg(long, env = "ADMIN_TOKENS_FILE", value_name = "PATH")]
+    pub admin_tokens_file: Option<PathBuf>,
+
     /// Trust Cloud Run's IAM to admit only authorised callers to the admin API (deploy the admin
     /// role as its own Cloud Run service without unauthenticated access).
     #[arg(long, env = "ADMIN_TRUST_CLOUD_RUN_IAM")]
     pub admin_trust_cloud_run_iam: bool,
+
+    /// Behind Cloud Run's IAM: the principals that hold every permission
+    /// (`user:EMAIL,serviceAccount:EMAIL`); everyone else Cloud Run admits holds only what
+    /// registries' IAM policies grant. Empty: everyone Cloud Run admits is an owner.
+    #[arg(long, env = "ADMIN_OWNERS", value_name = "PRINCIPALS", default_value = "")]
+    pub admin_owners: String,
 
     /// The Cloud Run service this instance runs as (Cloud Run sets `K_SERVICE`); `None` off
     /// Cloud Run, where nothing would stand in front to check callers.
@@ -428,6 +442,17 @@ pub enum ConfigError {
         "--admin-trust-cloud-run-iam is set, but this is not Cloud Run (K_SERVICE is unset): no IAM would stand in front, so the admin API on {0} would be open to anyone who reaches it; use --admin-token (ADMIN_TOKEN), bind it to 127.0.0.1, or deploy the admin role as a Cloud Run service without unauthenticated access"
     )]
     CloudRunIamOffCloudRun(SocketAddr),
+    /// The tokens file cannot be read or has a mistake.
+    #[error("--admin-tokens-file {path}: {why}")]
+    TokensFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the line.
+        why: String,
+    },
+    /// `--admin-owners` is not a list of principals, or given where it means nothing.
+    #[error("--admin-owners: {0}")]
+    Owners(String),
 }
 
 impl ServeArgs {
@@ -464,15 +489,53 @@ impl ServeArgs {
 
     /// How admin callers are checked, refusing an exposed admin API with no protection.
     pub fn admin_access(&self) -> Result<AdminAccess, ConfigError> {
-        match (&self.admin_token, self.admin_addr.ip().is_loopback()) {
-            (Some(token), _) if !token.is_empty() => Ok(AdminAccess::Token(token.as_str().into())),
-            (_, true) => Ok(AdminAccess::Loopback),
-            (_, false) if self.admin_trust_cloud_run_iam => match self.cloud_run_service {
-                Some(_) => Ok(AdminAccess::CloudRunIam),
+        let cloud_run = self.admin_trust_cloud_run_iam && self.admin_tokens().is_none();
+        if !self.admin_owners.trim().is_empty() && !cloud_run {
+            return Err(ConfigError::Owners(
+                "names owners behind Cloud Run's IAM (--admin-trust-cloud-run-iam); with bearer \
+                 tokens, give roles/owner to principals in --admin-tokens-file instead"
+                    .into(),
+            ));
+        }
+        if let Some(tokens) = self.admin_tokens() {
+            return tokens.map(|t| AdminAccess::Tokens(Arc::new(t)));
+        }
+        match self.admin_addr.ip().is_loopback() {
+            true => Ok(AdminAccess::Loopback),
+            false if self.admin_trust_cloud_run_iam => match self.cloud_run_service {
+                Some(_) => {
+                    let owners =
+                        CloudRunOwners::parse(&self.admin_owners).map_err(ConfigError::Owners)?;
+                    Ok(AdminAccess::CloudRunIam(Arc::new(owners)))
+                }
                 None => Err(ConfigError::CloudRunIamOffCloudRun(self.admin_addr)),
             },
-            (_, false) => Err(ConfigError::UnprotectedAdmin(self.admin_addr)),
+            false => Err(ConfigError::UnprotectedAdmin(self.admin_addr)),
         }
+    }
+
+    /// The bearer tokens from `--admin-token` and `--admin-tokens-file`, if either is given.
+    fn admin_tokens(&self) -> Option<Result<Tokens, ConfigError>> {
+        let single = self.admin_token.as_deref().filter(|t| !t.is_empty());
+        if single.is_none() && self.admin_tokens_file.is_none() {
+            return None;
+        }
+        let tokens = single.map_or_else(Tokens::default, Tokens::single_owner);
+        let Some(path) = &self.admin_tokens_file else {
+            return Some(Ok(tokens));
+        };
+        let failed = |why: String| ConfigError::TokensFile {
+            path: path.clone(),
+            why,
+        };
+        let read = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()));
+        Some(read.and_then(|text| {
+            let tokens = tokens.add_file(&text).map_err(failed)?;
+            if tokens.is_empty() {
+                return Err(failed("holds no token".into()));
+            }
+            Ok(tokens)
+        }))
     }
 }
 
@@ -505,7 +568,7 @@ mod tests {
         let err = args.admin_access().unwrap_err().to_string();
         assert!(err.contains("--admin-token"), "{err}");
         let args = parse(&["--admin-addr", "0.0.0.0:8081", "--admin-token", "s3cret"]);
-        assert!(matches!(args.admin_access(), Ok(AdminAccess::Token(_))));
+        assert!(matches!(args.admin_access(), Ok(AdminAccess::Tokens(_))));
         // Cloud Run's IAM counts only on Cloud Run, which sets K_SERVICE.
         let mut args = parse(&[
             "--admin-addr",
@@ -519,7 +582,7 @@ mod tests {
             "{err}"
         );
         args.cloud_run_service = Some("ingest-admin".into());
-        assert!(matches!(args.admin_access(), Ok(AdminAccess::CloudRunIam)));
+        assert!(matches!(args.admin_access(), Ok(AdminAccess::CloudRunIam(_))));
     }
 
     #[test]

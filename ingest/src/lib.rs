@@ -9,6 +9,7 @@ pub mod c2d;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod iam;
 pub mod mqtt;
 pub mod registry;
 pub mod server;

@@ -6,6 +6,7 @@ pub mod cause;
 pub mod clock;
 pub mod credential;
 pub mod device_api;
+pub mod iam;
 pub mod ids;
 pub mod jwt;
 pub mod names;

@@ -148,6 +148,11 @@ impl From<StoreError> for ApiError {
                 info.reason = "COMMAND_QUEUE_FULL".to_owned();
                 (Code::ResourceExhausted, info)
             }
+            StoreError::PolicyChanged(resource) => {
+                let mut info = about(resource, "POLICY_CHANGED");
+                info.reason = "IAM_POLICY_ETAG_MISMATCH".to_owned();
+                (Code::Aborted, info)
+            }
             StoreError::Unavailable(_) => (
                 Code::Unavailable,
                 ErrorInfo::new("REGISTRY_UNAVAILABLE", BTreeMap::new()),

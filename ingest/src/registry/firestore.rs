@@ -37,6 +37,7 @@ mod value;
 use async_trait::async_trait;
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use jiff::Timestamp;
+use shared::iam::Policy;
 use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
 use shared::{DeviceRef, LocationName, NumId, RegistryName};
 
@@ -151,6 +152,19 @@ impl RegistryStore for FirestoreStore {
 
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
         registries::delete(&self.rpc, name).await
+    }
+
+    async fn get_iam_policy(&self, name: &RegistryName) -> StoreResult<Option<Policy>> {
+        registries::get_policy(&self.rpc, name).await
+    }
+
+    async fn set_iam_policy(
+        &self,
+        name: &RegistryName,
+        policy: Policy,
+        expected_etag: Option<Vec<u8>>,
+    ) -> StoreResult<Policy> {
+        registries::set_policy(&self.rpc, name, policy, expected_etag).await
     }
 
     async fn create_device(

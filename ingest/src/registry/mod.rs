@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use jiff::Timestamp;
 pub use shared::device_api::QueuedCommand;
+use shared::iam::Policy;
 use shared::resources::{
     Device, DeviceConfig, DeviceCredential, DeviceRegistry, DeviceState, EventNotificationConfig,
     HttpConfig, LogLevel, MqttConfig, RpcStatus, StateNotificationConfig,
@@ -60,6 +61,11 @@ pub enum StoreError {
         "{0} has {MAX_QUEUED_COMMANDS} queued commands waiting already; wait until it fetches them or they expire"
     )]
     QueueFull(Resource),
+    /// A `setIamPolicy` carried an etag that is no longer the stored policy's.
+    #[error(
+        "{0}'s IAM policy changed since you read it (the etag differs): read it again, reapply your change and retry"
+    )]
+    PolicyChanged(Resource),
     /// A page token that this store did not hand out.
     #[error("page token is not one this server returned")]
     BadPageToken,
@@ -274,8 +280,22 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
         update: RegistryUpdate,
     ) -> StoreResult<DeviceRegistry>;
 
-    /// Deletes an empty registry; `FailedPrecondition` when it still has devices.
+    /// Deletes an empty registry, with its IAM policy; `FailedPrecondition` when it still has
+    /// devices.
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()>;
+
+    /// The registry's IAM policy as last stored, or `None` when none was ever set.
+    async fn get_iam_policy(&self, name: &RegistryName) -> StoreResult<Option<Policy>>;
+
+    /// Stores `policy` (validated, with its new etag) as the registry's IAM policy, when
+    /// `expected_etag` is `None` or the stored policy's etag (the empty policy's when none was
+    /// set), else `PolicyChanged`.
+    async fn set_iam_policy(
+        &self,
+        name: &RegistryName,
+        policy: Policy,
+        expected_etag: Option<Vec<u8>>,
+    ) -> StoreResult<Policy>;
 
     /// Creates a device (its `id` set and valid, credentials checked) and allocates its numeric
     /// id, unique across the whole store. Every device starts with config version 1 at `now`:
@@ -445,6 +465,18 @@ pub(crate) fn commands_to_drop(kept: &[QueuedCommand], now: Timestamp) -> Option
 /// The id the next command queued after `kept` gets.
 pub(crate) fn next_command_id(kept: &[QueuedCommand]) -> u64 {
     kept.iter().map(|c| c.id).max().unwrap_or(0) + 1
+}
+
+/// Whether a `setIamPolicy` that expects `expected` may replace `stored`: both stores decide by
+/// this inside the step that writes.
+pub(crate) fn etag_matches(stored: Option<&Policy>, expected: Option<&[u8]>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    match stored {
+        Some(policy) => policy.etag == expected,
+        None => crate::iam::empty_policy().etag == expected,
+    }
 }
 
 /// The `name` a device carries in every answer: IoT Core named a device by its numeric id

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use shared::iam::Policy;
 use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
 use shared::{DeviceRef, LocationName, NumId, RegistryName};
 use tokio::sync::Mutex;
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_presence.sql"),
     include_str!("migrations/0003_commands.sql"),
     include_str!("migrations/0004_config_version_1.sql"),
+    include_str!("migrations/0005_iam_policy.sql"),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -278,6 +280,22 @@ impl RegistryStore for SqliteStore {
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
         let name = name.clone();
         self.write(move |tx| registries::delete(tx, &name)).await
+    }
+
+    async fn get_iam_policy(&self, name: &RegistryName) -> StoreResult<Option<Policy>> {
+        let name = name.clone();
+        self.read(move |tx| registries::get_policy(tx, &name)).await
+    }
+
+    async fn set_iam_policy(
+        &self,
+        name: &RegistryName,
+        policy: Policy,
+        expected_etag: Option<Vec<u8>>,
+    ) -> StoreResult<Policy> {
+        let name = name.clone();
+        self.write(move |tx| registries::set_policy(tx, &name, policy, expected_etag))
+            .await
     }
 
     async fn create_device(

@@ -845,7 +845,7 @@ async fn an_oversized_body_is_refused_and_the_service_keeps_serving() {
 
 #[tokio::test]
 async fn with_a_token_configured_the_admin_api_refuses_callers_without_it() {
-    let app = TestApp::spawn_with(AdminAccess::Token("s3cret".into())).await;
+    let app = TestApp::spawn_with(AdminAccess::token("s3cret")).await;
     let url = app.url("/registries");
     let answer = crate::support::answer(app.client.get(&url).send().await.unwrap()).await;
     assert_error(&answer, 401, "UNAUTHENTICATED", &["Bearer"]);

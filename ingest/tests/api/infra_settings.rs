@@ -478,7 +478,7 @@ fn the_admin_service_listens_on_its_container_port_behind_cloud_run_iam() {
         "ADMIN_ADDR must be the container port on all interfaces"
     );
     assert!(
-        matches!(args.admin_access(), Ok(AdminAccess::CloudRunIam)),
+        matches!(args.admin_access(), Ok(AdminAccess::CloudRunIam(_))),
         "the admin API must be guarded by Cloud Run's IAM, got {:?}",
         args.admin_access()
     );

@@ -111,6 +111,8 @@ macro_rules! suite {
                 queued_commands_get_growing_ids_and_are_delivered_up_to_an_id,
                 a_full_queue_refuses_more_until_commands_expire,
                 a_deleted_device_takes_its_queued_commands_along,
+                a_policy_is_stored_with_an_etag_check_and_kept_apart_from_the_registry,
+                a_policy_goes_with_its_registry,
             );
             suite!(@on_fixture $fixture; data_survives_reopening_the_store);
         }
@@ -143,6 +145,7 @@ mod concurrency;
 mod devices;
 mod given;
 mod history;
+mod policies;
 mod presence;
 mod registries;
 
@@ -152,6 +155,7 @@ mod checks {
     pub use super::concurrency::*;
     pub use super::devices::*;
     pub use super::history::*;
+    pub use super::policies::*;
     pub use super::presence::*;
     pub use super::registries::*;
 }

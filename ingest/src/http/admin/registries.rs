@@ -1,12 +1,14 @@
 //! Registry handlers: create, get, list, patch (with `updateMask`) and delete, as IoT Core's
-//! `projects.locations.registries` resource.
+//! `projects.locations.registries` resource, and its custom methods.
 
+use axum::extract::{Extension, FromRequest, Path, RawQuery, Request, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
 use shared::resources::{DeviceRegistry, ListDeviceRegistriesResponse};
 use shared::{Code, LocationName, RegistryName};
 
-use super::AdminState;
+use super::{AdminState, iam};
+use crate::iam::Caller;
 use crate::http::error::ApiError;
 use crate::http::request::{JsonBody, Query, mask_paths};
 use crate::registry::{PageRequest, RegistryUpdate};
@@ -125,13 +127,37 @@ pub async fn delete(
     Ok(Json(serde_json::json!({})))
 }
 
-/// `POST …/registries/{r}:method` — IoT Core's gateway binding and IAM methods.
-pub async fn custom_method(Path((_, _, registry)): Path<(String, String, String)>) -> ApiError {
-    let method = registry.split_once(':').map_or("", |(_, m)| m);
-    ApiError::new(
-        Code::Unimplemented,
-        format!(
-            "registry method `{method}` is not supported by this server (gateways and IAM policies are not implemented yet)"
-        ),
-    )
+/// `POST …/registries/{r}:method` — IoT Core's IAM methods; the gateway binding methods are
+/// not implemented yet.
+pub async fn custom_method(
+    State(state): State<AdminState>,
+    Path((project, location, registry)): Path<(String, String, String)>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (id, method) = registry.split_once(':').unwrap_or((&registry, ""));
+    let name = RegistryName::from_parts(&project, &location, id)?;
+    let answer = match method {
+        "getIamPolicy" => {
+            let JsonBody(body) = JsonBody::from_request(request, &()).await?;
+            iam::get(&state, &name, body).await?.into_response()
+        }
+        "setIamPolicy" => {
+            let JsonBody(body) = JsonBody::from_request(request, &()).await?;
+            iam::set(&state, &name, body).await?.into_response()
+        }
+        "testIamPermissions" => {
+            let JsonBody(body) = JsonBody::from_request(request, &()).await?;
+            iam::test(&state, &name, &caller, body).await?.into_response()
+        }
+        _ => {
+            return Err(ApiError::new(
+                Code::Unimplemented,
+                format!(
+                    "registry method `{method}` is not supported by this server (gateways are not implemented yet)"
+                ),
+            ));
+        }
+    };
+    Ok(answer)
 }

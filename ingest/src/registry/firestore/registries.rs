@@ -1,9 +1,12 @@
 //! Registry documents: `projects/{p}/locations/{l}/registries/{r}`, holding the registry's API
-//! JSON without its id and name, which the path already says.
+//! JSON without its id and name, which the path already says, and its IAM policy in the store's
+//! own field `iamPolicy` (absent until one is set), so the policy goes with the registry.
 
 use firestore::gcloud_sdk::google::firestore::v1::Document;
 use firestore::gcloud_sdk::google::firestore::v1::structured_query::Projection;
 use firestore::gcloud_sdk::tonic::Code;
+use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
+use shared::iam::Policy;
 use shared::resources::DeviceRegistry;
 use shared::{LocationName, RegistryId, RegistryName};
 
@@ -11,9 +14,12 @@ use super::rpc::{self, Rpc};
 use super::{backend, value};
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
-    Page, PageRequest, RegistryUpdate, Resource, StoreError, StoreResult, name_to_create,
-    registry_in,
+    Page, PageRequest, RegistryUpdate, Resource, StoreError, StoreResult, etag_matches,
+    name_to_create, registry_in,
 };
+
+/// The store's own field: the registry's IAM policy, as the policy's API JSON.
+const IAM_POLICY: &str = "iamPolicy";
 
 /// How many of a registry's devices a refused delete counts before saying "more than".
 const COUNT_LIMIT: usize = 100;
@@ -49,7 +55,7 @@ pub(super) async fn get(rpc: &Rpc, name: &RegistryName) -> StoreResult<DeviceReg
         .get(&name.to_string(), None)
         .await?
         .ok_or_else(|| StoreError::NotFound(describe(name)))?;
-    Ok(named(name, value::decode(doc.fields)?))
+    Ok(named(name, decode(doc)?))
 }
 
 pub(super) async fn list(
@@ -160,7 +166,60 @@ fn still_has_devices(name: &RegistryName, devices: usize) -> StoreError {
 fn from_doc(parent: &LocationName, doc: Document) -> StoreResult<DeviceRegistry> {
     let id = RegistryId::parse(rpc::id_of(&doc.name)).map_err(backend)?;
     let name = registry_in(parent, id);
-    Ok(named(&name, value::decode(doc.fields)?))
+    Ok(named(&name, decode(doc)?))
+}
+
+/// The registry fields of a document, without the store's own.
+fn decode(doc: Document) -> StoreResult<DeviceRegistry> {
+    let mut fields = doc.fields;
+    fields.remove(IAM_POLICY);
+    value::decode(fields)
+}
+
+/// The registry's stored IAM policy, `None` when none was set; `NotFound` without the registry.
+pub(super) async fn get_policy(rpc: &Rpc, name: &RegistryName) -> StoreResult<Option<Policy>> {
+    let doc = rpc
+        .get(&name.to_string(), None)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(describe(name)))?;
+    policy_of(doc)
+}
+
+fn policy_of(mut doc: Document) -> StoreResult<Option<Policy>> {
+    match doc.fields.remove(IAM_POLICY).and_then(|v| v.value_type) {
+        Some(ValueType::MapValue(map)) => Ok(Some(value::decode(map.fields)?)),
+        Some(_) => Err(backend("the registry's iamPolicy field is not a map")),
+        None => Ok(None),
+    }
+}
+
+/// Replaces the registry's IAM policy when the expected etag is still the stored one: read and
+/// written in one transaction, so of two racing read-modify-writes one fails.
+pub(super) async fn set_policy(
+    rpc: &Rpc,
+    name: &RegistryName,
+    policy: Policy,
+    expected_etag: Option<Vec<u8>>,
+) -> StoreResult<Policy> {
+    let path = name.to_string();
+    let encoded = value::to_value(serde_json::to_value(&policy).map_err(backend)?);
+    rpc.in_transaction(|tx| {
+        let (path, encoded, expected) = (path.clone(), encoded.clone(), expected_etag.clone());
+        async move {
+            let doc = rpc
+                .get(&path, Some(&tx))
+                .await?
+                .ok_or_else(|| StoreError::NotFound(describe(name)))?;
+            if !etag_matches(policy_of(doc)?.as_ref(), expected.as_deref()) {
+                return Err(StoreError::PolicyChanged(describe(name)));
+            }
+            let fields = [(IAM_POLICY.to_owned(), encoded)].into_iter().collect();
+            Ok(((), vec![rpc.update(&path, fields, &[IAM_POLICY])]))
+        }
+    })
+    .await?
+    .map_err(backend)?;
+    Ok(policy)
 }
 
 fn named(name: &RegistryName, registry: DeviceRegistry) -> DeviceRegistry {

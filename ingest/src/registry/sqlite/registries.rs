@@ -4,6 +4,7 @@
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, Transaction, named_params};
+use shared::iam::Policy;
 use shared::resources::DeviceRegistry;
 use shared::{LocationName, RegistryId, RegistryName};
 
@@ -13,7 +14,8 @@ use super::codec::{
 };
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
-    Page, PageRequest, RegistryUpdate, Resource, StoreError, StoreResult, name_to_create,
+    Page, PageRequest, RegistryUpdate, Resource, StoreError, StoreResult, etag_matches,
+    name_to_create,
 };
 
 /// The columns [`from_row`] reads, in its order.
@@ -178,6 +180,39 @@ pub(super) fn delete(tx: &Transaction<'_>, name: &RegistryName) -> StoreResult<(
     }
     tx.execute("DELETE FROM registries WHERE pk = ?1", [pk])?;
     Ok(())
+}
+
+/// The registry's stored IAM policy, `None` when none was set; `NotFound` without the registry.
+pub(super) fn get_policy(tx: &Transaction<'_>, name: &RegistryName) -> StoreResult<Option<Policy>> {
+    let pk = resolve(tx, name)?;
+    tx.query_row("SELECT iam_policy FROM registries WHERE pk = ?1", [pk], |row| {
+        opt_json_column(row, 0)
+    })
+    .map_err(StoreError::from)
+}
+
+/// Replaces the registry's IAM policy when the expected etag is still the stored one.
+pub(super) fn set_policy(
+    tx: &Transaction<'_>,
+    name: &RegistryName,
+    policy: Policy,
+    expected_etag: Option<Vec<u8>>,
+) -> StoreResult<Policy> {
+    let stored = get_policy(tx, name)?;
+    if !etag_matches(stored.as_ref(), expected_etag.as_deref()) {
+        return Err(StoreError::PolicyChanged(describe(name)));
+    }
+    tx.execute(
+        "UPDATE registries SET iam_policy = :policy \
+         WHERE project = :project AND location = :location AND id = :id",
+        named_params! {
+            ":policy": to_json(&policy)?,
+            ":project": name.project.as_str(),
+            ":location": name.location.as_str(),
+            ":id": name.registry.as_str(),
+        },
+    )?;
+    Ok(policy)
 }
 
 /// Builds a registry from a row of [`COLUMNS`], with its full name.

@@ -30,6 +30,7 @@ use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 use shared::clock::{Clock, SystemClock};
+use shared::iam::Policy;
 use shared::resources::{Device, DeviceConfig, DeviceRegistry, DeviceState};
 use shared::{DeviceRef, LocationName, NumId, RegistryName};
 use tempfile::TempDir;
@@ -332,6 +333,21 @@ impl RegistryStore for CountingStore {
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
         self.count("delete_registry");
         self.inner.delete_registry(name).await
+    }
+
+    async fn get_iam_policy(&self, name: &RegistryName) -> StoreResult<Option<Policy>> {
+        self.count("get_iam_policy");
+        self.inner.get_iam_policy(name).await
+    }
+
+    async fn set_iam_policy(
+        &self,
+        name: &RegistryName,
+        policy: Policy,
+        expected_etag: Option<Vec<u8>>,
+    ) -> StoreResult<Policy> {
+        self.count("set_iam_policy");
+        self.inner.set_iam_policy(name, policy, expected_etag).await
     }
 
     async fn create_device(
