@@ -65,7 +65,12 @@ pub struct ServeArgs {
     /// Behind Cloud Run's IAM: the principals that hold every permission
     /// (`user:EMAIL,serviceAccount:EMAIL`); everyone else Cloud Run admits holds only what
     /// registries' IAM policies grant. Empty: everyone Cloud Run admits is an owner.
-    #[arg(long, env = "ADMIN_OWNERS", value_name = "PRINCIPALS", default_value = "")]
+    #[arg(
+        long,
+        env = "ADMIN_OWNERS",
+        value_name = "PRINCIPALS",
+        default_value = ""
+    )]
     pub admin_owners: String,
 
     /// The Cloud Run service this instance runs as (Cloud Run sets `K_SERVICE`); `None` off
@@ -582,7 +587,10 @@ mod tests {
             "{err}"
         );
         args.cloud_run_service = Some("ingest-admin".into());
-        assert!(matches!(args.admin_access(), Ok(AdminAccess::CloudRunIam(_))));
+        assert!(matches!(
+            args.admin_access(),
+            Ok(AdminAccess::CloudRunIam(_))
+        ));
     }
 
     #[test]

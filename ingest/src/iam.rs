@@ -63,8 +63,7 @@ impl Caller {
     pub fn holds(&self, policy: &Policy, permission: &str) -> bool {
         self.holds_on_project(permission)
             || policy.bindings.iter().any(|binding| {
-                iam::grants(&binding.role, permission)
-                    && binding.members.iter().any(|m| self.is(m))
+                iam::grants(&binding.role, permission) && binding.members.iter().any(|m| self.is(m))
             })
     }
 
@@ -259,7 +258,10 @@ mod tests {
             );
         }
         let robot = Caller::from_email("ci@p.iam.gserviceaccount.com", Arc::new([]));
-        assert_eq!(&*robot.principal, "serviceAccount:ci@p.iam.gserviceaccount.com");
+        assert_eq!(
+            &*robot.principal,
+            "serviceAccount:ci@p.iam.gserviceaccount.com"
+        );
     }
 
     #[test]
@@ -287,7 +289,10 @@ mod tests {
 
     #[test]
     fn validation_tidies_and_refuses_what_cannot_be_enforced() {
-        let mut p = policy("roles/cloudiot.viewer", &["user:B@example.com", "user:a@example.com"]);
+        let mut p = policy(
+            "roles/cloudiot.viewer",
+            &["user:B@example.com", "user:a@example.com"],
+        );
         p.bindings.push(Binding {
             role: "roles/cloudiot.viewer".into(),
             members: vec!["user:b@example.com".into()],
@@ -306,16 +311,28 @@ mod tests {
             ["user:a@example.com", "user:b@example.com"]
         );
 
-        let err = validate(policy("roles/cloudiot.superuser", &["user:a@example.com"])).unwrap_err();
+        let err =
+            validate(policy("roles/cloudiot.superuser", &["user:a@example.com"])).unwrap_err();
         assert_eq!(err.field, "policy.bindings[0].role");
         assert!(err.message.contains("roles/cloudiot.viewer"), "{err}");
-        for bad in ["alice@example.com", "user:", "user:nobody", "domain:a@b.c", "robot:x@y.z"] {
+        for bad in [
+            "alice@example.com",
+            "user:",
+            "user:nobody",
+            "domain:a@b.c",
+            "robot:x@y.z",
+        ] {
             let err = validate(policy("roles/cloudiot.viewer", &[bad])).unwrap_err();
             assert_eq!(err.field, "policy.bindings[0].members[0]", "{bad}");
         }
         let mut conditional = policy("roles/cloudiot.viewer", &["user:a@example.com"]);
         conditional.bindings[0].condition = Some(serde_json::json!({"expression": "true"}));
-        assert!(validate(conditional).unwrap_err().message.contains("conditions"));
+        assert!(
+            validate(conditional)
+                .unwrap_err()
+                .message
+                .contains("conditions")
+        );
         let many: Vec<String> = (0..=MAX_POLICY_MEMBERS)
             .map(|i| format!("user:u{i}@example.com"))
             .collect();

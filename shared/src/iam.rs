@@ -107,7 +107,10 @@ const READ: &[&str] = &[
     "cloudiot.registries.list",
 ];
 
-const CONTROL: &[&str] = &["cloudiot.devices.sendCommand", "cloudiot.devices.updateConfig"];
+const CONTROL: &[&str] = &[
+    "cloudiot.devices.sendCommand",
+    "cloudiot.devices.updateConfig",
+];
 
 const PROVISION: &[&str] = &[
     "cloudiot.devices.create",
@@ -139,7 +142,10 @@ pub const ROLES: &[(&str, &[&[&str]])] = &[
     ("roles/cloudiot.deviceController", &[READ, CONTROL]),
     ("roles/cloudiot.provisioner", &[READ, CONTROL, PROVISION]),
     ("roles/cloudiot.editor", &[READ, CONTROL, PROVISION, EDIT]),
-    ("roles/cloudiot.admin", &[READ, CONTROL, PROVISION, EDIT, POLICY]),
+    (
+        "roles/cloudiot.admin",
+        &[READ, CONTROL, PROVISION, EDIT, POLICY],
+    ),
     ("roles/viewer", &[READ]),
     ("roles/editor", &[READ, CONTROL, PROVISION, EDIT]),
     ("roles/owner", &[READ, CONTROL, PROVISION, EDIT, POLICY]),
@@ -147,7 +153,10 @@ pub const ROLES: &[(&str, &[&[&str]])] = &[
 
 /// The known role spelled `role`, by its static name.
 pub fn role(role: &str) -> Option<&'static str> {
-    ROLES.iter().map(|(name, _)| *name).find(|name| *name == role)
+    ROLES
+        .iter()
+        .map(|(name, _)| *name)
+        .find(|name| *name == role)
 }
 
 /// Whether `role` grants `permission`; unknown roles grant nothing.
@@ -180,9 +189,18 @@ mod tests {
         let provisioner = "roles/cloudiot.provisioner";
         assert!(grants(provisioner, "cloudiot.devices.delete"));
         assert!(!grants(provisioner, "cloudiot.registries.update"));
-        assert!(grants("roles/cloudiot.editor", "cloudiot.registries.delete"));
-        assert!(!grants("roles/cloudiot.editor", "cloudiot.registries.setIamPolicy"));
-        assert!(grants("roles/cloudiot.admin", "cloudiot.registries.setIamPolicy"));
+        assert!(grants(
+            "roles/cloudiot.editor",
+            "cloudiot.registries.delete"
+        ));
+        assert!(!grants(
+            "roles/cloudiot.editor",
+            "cloudiot.registries.setIamPolicy"
+        ));
+        assert!(grants(
+            "roles/cloudiot.admin",
+            "cloudiot.registries.setIamPolicy"
+        ));
         assert!(!grants("roles/unknown", "cloudiot.devices.get"));
     }
 
@@ -203,7 +221,10 @@ mod tests {
     fn policy_json_round_trips_in_googles_shape() {
         let text = r#"{"version":1,"bindings":[{"role":"roles/cloudiot.viewer","members":["user:a@example.com"]}],"etag":"ACAB"}"#;
         let policy: Policy = serde_json::from_str(text).unwrap();
-        assert_eq!(policy.etag, proto3::decode_base64(EMPTY_POLICY_ETAG).unwrap());
+        assert_eq!(
+            policy.etag,
+            proto3::decode_base64(EMPTY_POLICY_ETAG).unwrap()
+        );
         assert_eq!(policy.bindings[0].members, ["user:a@example.com"]);
         assert_eq!(serde_json::to_string(&policy).unwrap(), text);
     }

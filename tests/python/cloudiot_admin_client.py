@@ -1,17 +1,19 @@
 """An operator's script written against Google's official IoT Core client library,
 google-cloud-iot 2.9.2, pointed at ingest's admin API instead of cloudiot.googleapis.com.
 
-It uses the REST transport exactly as a user switching over would: anonymous credentials and
-`client_options={"api_endpoint": ...}`; the library sends `$alt=json;enum-encoding=int` and
-enums as numbers. Every call's answer is checked; the first mismatch fails the script with a
+It uses the REST transport exactly as a user switching over would: `client_options={"api_endpoint":
+...}` and, for the admin API's bearer tokens, `google.oauth2.credentials.Credentials(token)`; the
+library sends `$alt=json;enum-encoding=int` and enums as numbers. A second client, holding a
+token whose principal has no project role, checks the registry's IAM policy being enforced. Every call's answer is checked; the first mismatch fails the script with a
 message naming the call. At the end it prints one JSON line, `{"report": ...}`, with what it made,
 for the Rust test to check through the raw API.
 
     cloudiot_admin_client.py --endpoint http://127.0.0.1:8081 --project P --region R \\
-        --registry REG --keys DIR --topic projects/P/topics/T
+        --registry REG --keys DIR --topic projects/P/topics/T --token OWNER --viewer-token VIEWER
 """
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -22,7 +24,7 @@ warnings.filterwarnings("ignore")  # google.api_core's notices about Python vers
 
 from google.api_core import exceptions  # noqa: E402
 from google.api_core.client_options import ClientOptions  # noqa: E402
-from google.auth.credentials import AnonymousCredentials  # noqa: E402
+from google.oauth2.credentials import Credentials  # noqa: E402
 from google.cloud import iot_v1  # noqa: E402
 from google.protobuf import field_mask_pb2  # noqa: E402
 
@@ -55,17 +57,57 @@ def refused(what, call, status, reason):
     sys.exit(f"{what}: expected a refusal ({status} {reason}), but the call succeeded")
 
 
+def iam_checks(client, viewer, parent, name, every):
+    """The registry's IAM policy: empty at first, set with an etag, enforced on the viewer."""
+    empty = client.get_iam_policy(resource=name)
+    check("get_iam_policy before any is set", (list(empty.bindings), empty.etag),
+          ([], base64.b64decode("ACAB")))
+    refused("viewer lists devices before any grant", lambda: list(viewer.list_devices(parent=name)),
+            403, "IAM_PERMISSION_DENIED")
+    grant = {"role": "roles/cloudiot.viewer", "members": ["user:viewer@example.com"]}
+    policy = client.set_iam_policy(request={"resource": name, "policy": {"bindings": [grant],
+                                                                          "etag": empty.etag}})
+    check("set_iam_policy bindings", [(b.role, list(b.members)) for b in policy.bindings],
+          [("roles/cloudiot.viewer", ["user:viewer@example.com"])])
+    check("set_iam_policy gives a new etag", policy.etag not in (b"", empty.etag), True)
+    check("get_iam_policy after set", client.get_iam_policy(resource=name), policy)
+    refused("set_iam_policy with a stale etag", lambda: client.set_iam_policy(
+        request={"resource": name, "policy": {"bindings": [], "etag": empty.etag}}),
+        409, "IAM_POLICY_ETAG_MISMATCH")
+    refused("set_iam_policy with an unknown role", lambda: client.set_iam_policy(
+        request={"resource": name, "policy": {"bindings": [{"role": "roles/cloudiot.god",
+                                                            "members": ["user:a@example.com"]}]}}),
+        400, "INVALID_ARGUMENT")
+    asked = ["cloudiot.devices.list", "cloudiot.devices.create", "cloudiot.registries.setIamPolicy"]
+    check("test_iam_permissions as owner",
+          list(client.test_iam_permissions(resource=name, permissions=asked).permissions), asked)
+    check("test_iam_permissions as viewer",
+          list(viewer.test_iam_permissions(resource=name, permissions=asked).permissions),
+          ["cloudiot.devices.list"])
+    check("viewer lists devices", sorted(d.id for d in viewer.list_devices(parent=name)), every)
+    check("viewer reads a registry", viewer.get_device_registry(name=name).name, name)
+    refused("viewer creates a device", lambda: viewer.create_device(parent=name, device={"id": "dev-x"}),
+            403, "IAM_PERMISSION_DENIED")
+    refused("viewer reads the policy", lambda: viewer.get_iam_policy(resource=name),
+            403, "IAM_PERMISSION_DENIED")
+    refused("viewer lists registries (a project permission)",
+            lambda: list(viewer.list_device_registries(parent=parent)), 403, "IAM_PERMISSION_DENIED")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    for flag in ["endpoint", "project", "region", "registry", "keys", "topic"]:
+    for flag in ["endpoint", "project", "region", "registry", "keys", "topic", "token", "viewer-token"]:
         parser.add_argument(f"--{flag}", required=True)
     args = parser.parse_args()
 
-    client = iot_v1.DeviceManagerClient(
-        transport="rest",
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=args.endpoint),
-    )
+    def client_with(token):
+        return iot_v1.DeviceManagerClient(
+            transport="rest",
+            credentials=Credentials(token=token),
+            client_options=ClientOptions(api_endpoint=args.endpoint),
+        )
+    client = client_with(args.token)
+    viewer = client_with(args.viewer_token)
     parent = f"projects/{args.project}/locations/{args.region}"
     name = f"{parent}/registries/{args.registry}"
 
@@ -153,6 +195,8 @@ def main():
         501, "UNIMPLEMENTED")
     pages = client.list_devices(request={"parent": name, "page_size": 3}).pages
     check("list_devices pages of 3", [len(p.devices) for p in pages], [3, 1])
+
+    iam_checks(client, viewer, parent, name, every)
 
     blocked = client.update_device(
         device={"name": device_name, "blocked": True, "metadata": {"site": "field"}},

@@ -859,7 +859,12 @@ async fn with_a_token_configured_the_admin_api_refuses_callers_without_it() {
             .unwrap(),
     )
     .await;
-    assert_error(&answer, 401, "UNAUTHENTICATED", &["not the one"]);
+    assert_error(
+        &answer,
+        401,
+        "UNAUTHENTICATED",
+        &["not one this server accepts"],
+    );
     assert_reason(&answer, "ADMIN_TOKEN_INVALID", &[]);
     let (status, _) = crate::support::answer(
         app.client

@@ -526,3 +526,112 @@ fn usage_mistakes_exit_2() {
         "{unpaired:#?}"
     );
 }
+
+#[test]
+fn iam_grants_a_role_that_the_server_then_enforces_on_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    let (owner, viewer) = (
+        "owner-token-0123456789abcdef",
+        "viewer-token-0123456789abcdef",
+    );
+    std::fs::write(
+        &tokens,
+        format!("{owner} user:owner@example.com roles/owner\n{viewer} user:viewer@example.com\n"),
+    )
+    .unwrap();
+    let process = spawn_ingest(
+        &[
+            "--role",
+            "admin",
+            "--admin-tokens-file",
+            tokens.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let admin_url = process.admin_url();
+    let as_token = |token: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--admin-url", &admin_url, "--project", "demo-project"]);
+        all.extend(["--region", "us-central1", "--admin-token", token]);
+        run(&all)
+    };
+    as_token(owner, &["registries", "create", "reg-1"]).assert_success();
+
+    let empty = as_token(owner, &["iam", "get", "reg-1"]);
+    empty.assert_success();
+    assert!(
+        empty.stdout.contains("(etag ACAB)") && empty.stdout.contains("only owners"),
+        "{empty:#?}"
+    );
+    let before = as_token(viewer, &["devices", "list", "--registry", "reg-1"]);
+    before.assert_refused("PERMISSION_DENIED");
+    assert!(
+        before.stderr.contains("'cloudiot.devices.list'"),
+        "{before:#?}"
+    );
+
+    let granted = as_token(
+        owner,
+        &[
+            "iam",
+            "add",
+            "reg-1",
+            "--member",
+            "user:viewer@example.com",
+            "--role",
+            "roles/cloudiot.viewer",
+        ],
+    );
+    granted.assert_success();
+    assert!(
+        granted
+            .stdout
+            .contains("roles/cloudiot.viewer: user:viewer@example.com"),
+        "{granted:#?}"
+    );
+    as_token(viewer, &["devices", "list", "--registry", "reg-1"]).assert_success();
+    let tested = as_token(
+        viewer,
+        &[
+            "iam",
+            "test",
+            "reg-1",
+            "cloudiot.devices.list",
+            "cloudiot.devices.create",
+        ],
+    );
+    tested.assert_success();
+    assert_eq!(
+        tested.stdout, "yes  cloudiot.devices.list\nno   cloudiot.devices.create\n",
+        "{tested:#?}"
+    );
+    as_token(viewer, &["iam", "get", "reg-1"]).assert_refused("PERMISSION_DENIED");
+
+    // A policy file read before the grant carries the old etag: setting it would undo the grant
+    // unseen, so it is refused.
+    let stale = dir.path().join("stale.json");
+    std::fs::write(&stale, r#"{"bindings": [], "etag": "ACAB"}"#).unwrap();
+    let refused = as_token(owner, &["iam", "set", "reg-1", stale.to_str().unwrap()]);
+    refused.assert_refused("ABORTED");
+    assert!(
+        refused.stderr.contains("changed since you read it"),
+        "{refused:#?}"
+    );
+
+    let revoked = as_token(
+        owner,
+        &[
+            "iam",
+            "remove",
+            "reg-1",
+            "--member",
+            "user:viewer@example.com",
+            "--role",
+            "roles/cloudiot.viewer",
+        ],
+    );
+    revoked.assert_success();
+    as_token(viewer, &["devices", "list", "--registry", "reg-1"])
+        .assert_refused("PERMISSION_DENIED");
+}

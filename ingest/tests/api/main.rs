@@ -11,6 +11,7 @@ mod cli_roundtrip;
 mod device_http;
 mod device_pubsub;
 mod fleet_delivery;
+mod iam_policies;
 mod infra_settings;
 mod mqtt_bridge;
 mod mqtt_commands;

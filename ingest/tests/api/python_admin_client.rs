@@ -1,7 +1,9 @@
 //! Google's official IoT Core admin client, `google-cloud-iot` 2.9.2 for Python, against a real
-//! `ingest serve`: `tests/python/cloudiot_admin_client.py` drives registries, devices with all
-//! four key formats, gets with a field mask, lists with each id filter and page tokens, device
-//! updates, conditional configs, states and refusals through the library's REST transport, which
+//! `ingest serve` with a tokens file: `tests/python/cloudiot_admin_client.py` drives registries,
+//! devices with all four key formats, gets with a field mask, lists with each id filter and page
+//! tokens, the registry's IAM policy (set, read, tested, and enforced on a second client whose
+//! token's principal holds only what the policy grants), device updates, conditional configs,
+//! states and refusals through the library's REST transport, which
 //! sends `$alt=json;enum-encoding=int` and enums as numbers, and checks every answer. This test
 //! then reads what the script made through the raw API, with and without numbers for enums, and
 //! checks that partial responses (`$fields`) are refused by name.
@@ -17,6 +19,10 @@ const SCRIPT: &str = concat!(
     "/../tests/python/cloudiot_admin_client.py"
 );
 const REGISTRY: &str = "reg-1";
+/// The tokens the script's two clients present: an owner's, and one whose principal holds no
+/// project role.
+const OWNER_TOKEN: &str = "owner-token-0123456789abcdef";
+const VIEWER_TOKEN: &str = "viewer-token-0123456789abcdef";
 
 async fn run_script(admin_url: &str, keys: &std::path::Path) -> Output {
     let python = std::env::var_os("IOTCORE_PYTHON").unwrap_or_else(|| {
@@ -39,6 +45,7 @@ async fn run_script(admin_url: &str, keys: &std::path::Path) -> Output {
         .args(["--registry", REGISTRY, "--keys"])
         .arg(keys)
         .args(["--topic", &format!("projects/{PROJECT}/topics/events")])
+        .args(["--token", OWNER_TOKEN, "--viewer-token", VIEWER_TOKEN])
         // No proxy settings from the shell may divert loopback requests.
         .env_clear()
         .kill_on_drop(true);
@@ -49,15 +56,25 @@ async fn run_script(admin_url: &str, keys: &std::path::Path) -> Output {
 }
 
 async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
-    let response = http.get(url).send().await.unwrap();
+    let response = http.get(url).bearer_auth(OWNER_TOKEN).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
 
 #[tokio::test]
 async fn googles_admin_client_library_manages_registries_devices_and_configs() {
-    let ingest = spawn_ingest(&["--role", "admin"], &[]);
     let keys = tempfile::tempdir().unwrap();
+    let tokens = keys.path().join("admin-tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "{OWNER_TOKEN} user:owner@example.com roles/owner\n\
+             {VIEWER_TOKEN} user:viewer@example.com\n"
+        ),
+    )
+    .unwrap();
+    let tokens = tokens.to_str().unwrap();
+    let ingest = spawn_ingest(&["--role", "admin", "--admin-tokens-file", tokens], &[]);
     for key in ["rsa_public", "rsa_cert", "ec_public", "ec_cert"] {
         let path = keys.path().join(format!("{key}.pem"));
         std::fs::write(path, crate::support::key(key)).unwrap();

@@ -147,7 +147,10 @@ fn token_digest(token: &str) -> Result<[u8; 32], String> {
     if let Some(hex) = token.strip_prefix("sha256:") {
         let bytes: Option<Vec<u8>> = (0..hex.len())
             .step_by(2)
-            .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .collect();
         return bytes
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -179,9 +182,9 @@ impl CloudRunOwners {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|p| match p.split_once(':') {
-                Some(("user" | "serviceAccount", email)) if email.contains('@') => {
-                    Ok(p.to_ascii_lowercase().replacen("serviceaccount:", "serviceAccount:", 1))
-                }
+                Some(("user" | "serviceAccount", email)) if email.contains('@') => Ok(p
+                    .to_ascii_lowercase()
+                    .replacen("serviceaccount:", "serviceAccount:", 1)),
                 _ => Err(format!(
                     "`{p}` is not a principal; write user:EMAIL or serviceAccount:EMAIL"
                 )),
@@ -244,8 +247,7 @@ pub(super) async fn authenticate(
 }
 
 fn refusal(reason: &str, message: &str) -> ApiError {
-    ApiError::new(Code::Unauthenticated, message)
-        .with_info(ErrorInfo::new(reason, BTreeMap::new()))
+    ApiError::new(Code::Unauthenticated, message).with_info(ErrorInfo::new(reason, BTreeMap::new()))
 }
 
 /// The bearer token of header `name`.
@@ -294,26 +296,44 @@ fedcba9876543210fedcba9876543210    user:viewer@example.com          roles/cloud
         assert!(alice.holds_on_project("cloudiot.registries.setIamPolicy"));
         // sha256("test"): the file holds the digest, the caller presents the secret.
         let ci = tokens.caller("test").unwrap();
-        assert_eq!(&*ci.principal, "serviceAccount:ci@p.iam.gserviceaccount.com");
+        assert_eq!(
+            &*ci.principal,
+            "serviceAccount:ci@p.iam.gserviceaccount.com"
+        );
         assert!(!ci.holds_on_project("cloudiot.devices.get"));
         let viewer = tokens.caller("fedcba9876543210fedcba9876543210").unwrap();
         assert!(viewer.holds_on_project("cloudiot.registries.list"));
         assert!(!viewer.holds_on_project("cloudiot.registries.create"));
-        assert_eq!(tokens.caller("the-single-owner-token"), Some(&Caller::owner()));
+        assert_eq!(
+            tokens.caller("the-single-owner-token"),
+            Some(&Caller::owner())
+        );
         assert!(tokens.caller("0123456789abcdef0123456789abcdeX").is_none());
     }
 
     #[test]
     fn a_bad_tokens_file_names_the_line_and_never_the_token() {
         let cases = [
-            ("short-secret user:a@example.com", "line 1: the token is shorter"),
-            ("0123456789abcdef0123456789abcdef", "line 1: expected `TOKEN PRINCIPAL"),
-            ("0123456789abcdef0123456789abcdef alice", "line 1: `alice` is not a principal"),
+            (
+                "short-secret user:a@example.com",
+                "line 1: the token is shorter",
+            ),
+            (
+                "0123456789abcdef0123456789abcdef",
+                "line 1: expected `TOKEN PRINCIPAL",
+            ),
+            (
+                "0123456789abcdef0123456789abcdef alice",
+                "line 1: `alice` is not a principal",
+            ),
             (
                 "\n0123456789abcdef0123456789abcdef user:a@example.com roles/god",
                 "line 2: `roles/god` is not a known role",
             ),
-            ("sha256:abcd user:a@example.com", "line 1: a sha256: token needs 64 hex"),
+            (
+                "sha256:abcd user:a@example.com",
+                "line 1: a sha256: token needs 64 hex",
+            ),
             (
                 "0123456789abcdef0123456789abcdef user:a@example.com\n\
                  0123456789abcdef0123456789abcdef user:b@example.com",
@@ -334,16 +354,45 @@ fedcba9876543210fedcba9876543210    user:viewer@example.com          roles/cloud
         let token = format!("Bearer eyJhbGciOiJSUzI1NiJ9.{claims}.SIGNATURE_REMOVED_BY_GOOGLE");
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, token.parse().unwrap());
-        assert_eq!(cloud_run_email(&headers).as_deref(), Some("Ops@Example.com"));
-        headers.insert("x-serverless-authorization", "Bearer a.e30.b".parse().unwrap());
-        assert_eq!(cloud_run_email(&headers), None, "the serverless header wins");
+        assert_eq!(
+            cloud_run_email(&headers).as_deref(),
+            Some("Ops@Example.com")
+        );
+        headers.insert(
+            "x-serverless-authorization",
+            "Bearer a.e30.b".parse().unwrap(),
+        );
+        assert_eq!(
+            cloud_run_email(&headers),
+            None,
+            "the serverless header wins"
+        );
 
         let everyone = CloudRunOwners::parse("").unwrap();
-        assert!(everyone.caller("ops@example.com").holds_on_project("cloudiot.registries.create"));
-        let named = CloudRunOwners::parse("user:Ops@example.com, serviceAccount:ci@p.iam.gserviceaccount.com").unwrap();
-        assert!(named.caller("ops@example.com").holds_on_project("cloudiot.registries.create"));
-        assert!(named.caller("ci@p.iam.gserviceaccount.com").holds_on_project("cloudiot.registries.create"));
-        assert!(!named.caller("dev@example.com").holds_on_project("cloudiot.registries.list"));
+        assert!(
+            everyone
+                .caller("ops@example.com")
+                .holds_on_project("cloudiot.registries.create")
+        );
+        let named = CloudRunOwners::parse(
+            "user:Ops@example.com, serviceAccount:ci@p.iam.gserviceaccount.com",
+        )
+        .unwrap();
+        assert!(
+            named
+                .caller("ops@example.com")
+                .holds_on_project("cloudiot.registries.create")
+        );
+        assert!(
+            named
+                .caller("ci@p.iam.gserviceaccount.com")
+                .holds_on_project("cloudiot.registries.create")
+        );
+        assert!(
+            !named
+                .caller("dev@example.com")
+                .holds_on_project("cloudiot.registries.list")
+        );
         assert!(CloudRunOwners::parse("ops@example.com").is_err());
     }
 }

@@ -78,9 +78,14 @@ pub(super) fn needed(method: &Method, path: &str) -> Option<Result<Need, ApiErro
             _ => return None,
         },
         (["devices", device], None) => device_permission(method, device)?,
-        (["devices", _, "configVersions" | "states" | "presence" | "commands"], None) if read => {
-            "cloudiot.devices.get"
-        }
+        (
+            [
+                "devices",
+                _,
+                "configVersions" | "states" | "presence" | "commands",
+            ],
+            None,
+        ) if read => "cloudiot.devices.get",
         _ => return None,
     };
     Some(Ok(Need::Registry(permission, name)))
@@ -204,26 +209,66 @@ mod tests {
             (Method::GET, "/reg", "cloudiot.registries.get"),
             (Method::PATCH, "/reg", "cloudiot.registries.update"),
             (Method::DELETE, "/reg", "cloudiot.registries.delete"),
-            (Method::POST, "/reg:getIamPolicy", "cloudiot.registries.getIamPolicy"),
-            (Method::POST, "/reg:setIamPolicy", "cloudiot.registries.setIamPolicy"),
+            (
+                Method::POST,
+                "/reg:getIamPolicy",
+                "cloudiot.registries.getIamPolicy",
+            ),
+            (
+                Method::POST,
+                "/reg:setIamPolicy",
+                "cloudiot.registries.setIamPolicy",
+            ),
             (Method::POST, "/reg:testIamPermissions", ""),
-            (Method::POST, "/reg:bindDeviceToGateway", "cloudiot.devices.bindGateway"),
-            (Method::POST, "/reg:unbindDeviceFromGateway", "cloudiot.devices.unbindGateway"),
+            (
+                Method::POST,
+                "/reg:bindDeviceToGateway",
+                "cloudiot.devices.bindGateway",
+            ),
+            (
+                Method::POST,
+                "/reg:unbindDeviceFromGateway",
+                "cloudiot.devices.unbindGateway",
+            ),
             (Method::GET, "/reg/devices", "cloudiot.devices.list"),
             (Method::POST, "/reg/devices", "cloudiot.devices.create"),
             (Method::GET, "/reg/devices/d", "cloudiot.devices.get"),
             (Method::HEAD, "/reg/devices/d", "cloudiot.devices.get"),
             (Method::PATCH, "/reg/devices/d", "cloudiot.devices.update"),
             (Method::DELETE, "/reg/devices/d", "cloudiot.devices.delete"),
-            (Method::POST, "/reg/devices/d:modifyCloudToDeviceConfig", "cloudiot.devices.updateConfig"),
-            (Method::POST, "/reg/devices/d:sendCommandToDevice", "cloudiot.devices.sendCommand"),
-            (Method::GET, "/reg/devices/d/configVersions", "cloudiot.devices.get"),
+            (
+                Method::POST,
+                "/reg/devices/d:modifyCloudToDeviceConfig",
+                "cloudiot.devices.updateConfig",
+            ),
+            (
+                Method::POST,
+                "/reg/devices/d:sendCommandToDevice",
+                "cloudiot.devices.sendCommand",
+            ),
+            (
+                Method::GET,
+                "/reg/devices/d/configVersions",
+                "cloudiot.devices.get",
+            ),
             (Method::GET, "/reg/devices/d/states", "cloudiot.devices.get"),
-            (Method::GET, "/reg/devices/d/presence", "cloudiot.devices.get"),
-            (Method::GET, "/reg/devices/d/commands", "cloudiot.devices.get"),
+            (
+                Method::GET,
+                "/reg/devices/d/presence",
+                "cloudiot.devices.get",
+            ),
+            (
+                Method::GET,
+                "/reg/devices/d/commands",
+                "cloudiot.devices.get",
+            ),
         ];
         for (method, path, expected) in cases {
-            assert_eq!(permission(method.clone(), path), Some(expected), "{method} {path}");
+            assert_eq!(
+                permission(method.clone(), path),
+                Some(expected),
+                "{method} {path}"
+            );
         }
     }
 
@@ -246,7 +291,11 @@ mod tests {
     #[test]
     fn a_refusal_names_the_permission_the_resource_and_a_role() {
         let caller = Caller::from_email("v@example.com", std::sync::Arc::new([]));
-        let err = denied(&caller, "cloudiot.devices.create", "projects/p/locations/l/registries/r");
+        let err = denied(
+            &caller,
+            "cloudiot.devices.create",
+            "projects/p/locations/l/registries/r",
+        );
         let text = format!("{err:?}");
         assert_eq!(err.code(), Code::PermissionDenied);
         assert!(text.contains("Permission 'cloudiot.devices.create' denied on resource 'projects/p/locations/l/registries/r'"), "{text}");

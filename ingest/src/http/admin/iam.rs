@@ -38,7 +38,10 @@ pub async fn set(
     let expected = (mask.contains(&"etag") && !policy.etag.is_empty()).then(|| policy.etag.clone());
     let mut policy = validate(policy).map_err(|v| ApiError::invalid_field(&v.field, v.message))?;
     policy.etag = new_etag();
-    let stored = state.registry.set_iam_policy(name, policy, expected).await?;
+    let stored = state
+        .registry
+        .set_iam_policy(name, policy, expected)
+        .await?;
     tracing::info!(registry = %name, bindings = stored.bindings.len(), "IAM policy set");
     Ok(Json(stored))
 }

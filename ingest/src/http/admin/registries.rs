@@ -1,16 +1,16 @@
 //! Registry handlers: create, get, list, patch (with `updateMask`) and delete, as IoT Core's
 //! `projects.locations.registries` resource, and its custom methods.
 
+use axum::Json;
 use axum::extract::{Extension, FromRequest, Path, RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use shared::resources::{DeviceRegistry, ListDeviceRegistriesResponse};
 use shared::{Code, LocationName, RegistryName};
 
 use super::{AdminState, iam};
-use crate::iam::Caller;
 use crate::http::error::ApiError;
 use crate::http::request::{JsonBody, Query, mask_paths};
+use crate::iam::Caller;
 use crate::registry::{PageRequest, RegistryUpdate};
 
 /// `POST /v1/projects/{p}/locations/{l}/registries`
@@ -148,7 +148,9 @@ pub async fn custom_method(
         }
         "testIamPermissions" => {
             let JsonBody(body) = JsonBody::from_request(request, &()).await?;
-            iam::test(&state, &name, &caller, body).await?.into_response()
+            iam::test(&state, &name, &caller, body)
+                .await?
+                .into_response()
         }
         _ => {
             return Err(ApiError::new(

@@ -4,8 +4,8 @@
 
 use firestore::gcloud_sdk::google::firestore::v1::Document;
 use firestore::gcloud_sdk::google::firestore::v1::structured_query::Projection;
-use firestore::gcloud_sdk::tonic::Code;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
+use firestore::gcloud_sdk::tonic::Code;
 use shared::iam::Policy;
 use shared::resources::DeviceRegistry;
 use shared::{LocationName, RegistryId, RegistryName};

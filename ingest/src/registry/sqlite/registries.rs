@@ -185,9 +185,11 @@ pub(super) fn delete(tx: &Transaction<'_>, name: &RegistryName) -> StoreResult<(
 /// The registry's stored IAM policy, `None` when none was set; `NotFound` without the registry.
 pub(super) fn get_policy(tx: &Transaction<'_>, name: &RegistryName) -> StoreResult<Option<Policy>> {
     let pk = resolve(tx, name)?;
-    tx.query_row("SELECT iam_policy FROM registries WHERE pk = ?1", [pk], |row| {
-        opt_json_column(row, 0)
-    })
+    tx.query_row(
+        "SELECT iam_policy FROM registries WHERE pk = ?1",
+        [pk],
+        |row| opt_json_column(row, 0),
+    )
     .map_err(StoreError::from)
 }
 

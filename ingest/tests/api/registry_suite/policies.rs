@@ -41,11 +41,18 @@ pub async fn a_policy_is_stored_with_an_etag_check_and_kept_apart_from_the_regis
         .await
         .unwrap();
     assert_eq!(stored, first);
-    assert_eq!(store.get_iam_policy(&name).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        store.get_iam_policy(&name).await.unwrap(),
+        Some(first.clone())
+    );
 
     // A writer that read the empty policy has lost the race to the first one.
     let stale = store
-        .set_iam_policy(&name, policy("user:b@example.com", b"etag-two"), Some(empty))
+        .set_iam_policy(
+            &name,
+            policy("user:b@example.com", b"etag-two"),
+            Some(empty),
+        )
         .await
         .unwrap_err();
     assert!(matches!(stale, StoreError::PolicyChanged(_)), "{stale:?}");
