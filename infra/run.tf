@@ -207,6 +207,12 @@ resource "google_cloud_run_v2_service" "admin" {
         value = "true"
       }
       env {
+        # Who holds every permission; other invokers hold only what registries' IAM policies
+        # grant them. Empty: every invoker is an owner.
+        name  = "ADMIN_OWNERS"
+        value = join(",", var.admin_owners)
+      }
+      env {
         name  = "REGISTRY"
         value = local.registry_url
       }

@@ -57,6 +57,17 @@ variable "admin_invokers" {
   }
 }
 
+variable "admin_owners" {
+  description = "Of the admin invokers, those who hold every permission of the admin API (ADMIN_OWNERS), e.g. [\"user:ops@example.com\"]; every other invoker holds only what registries' IAM policies grant (ingest iam add …). Empty: every invoker is an owner."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.admin_owners : can(regex("^(user|serviceAccount):[^@,]+@[^,]+$", m))])
+    error_message = "Each admin owner must be user:EMAIL or serviceAccount:EMAIL: the admin API knows a caller by the email of its ID token, so groups and domains cannot name an owner."
+  }
+}
+
 # --- Device endpoint sizing -------------------------------------------------------------------
 
 variable "device_min_instances" {

@@ -23,6 +23,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("var.project_id", "my-project"),
     // The database's name is var.firestore_database, "(default)" unless set.
     ("google_firestore_database.registry.name", "(default)"),
+    ("join(\",\", var.admin_owners)", "user:ops@example.com"),
 ];
 
 /// Settings that exist for a laptop or a test, never for Cloud Run.
