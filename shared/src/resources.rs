@@ -163,6 +163,12 @@ pub struct GatewayConfig {
     /// How its devices authenticate, for a gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_auth_method: Option<GatewayAuthMethod>,
+    /// Output only: the gateway the device last spoke through, by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_accessed_gateway_id: Option<String>,
+    /// Output only: when it last spoke through a gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_accessed_gateway_time: Option<Timestamp>,
 }
 
 impl GatewayConfig {
@@ -170,6 +176,45 @@ impl GatewayConfig {
     pub fn is_gateway(&self) -> bool {
         self.gateway_type == Some(GatewayType::Gateway)
     }
+
+    /// What a gateway's devices must show to be attached: unset means association only, as
+    /// in IoT Core.
+    pub fn auth_method(&self) -> GatewayAuthMethod {
+        match self.gateway_auth_method {
+            None | Some(GatewayAuthMethod::GatewayAuthMethodUnspecified) => {
+                GatewayAuthMethod::AssociationOnly
+            }
+            Some(method) => method,
+        }
+    }
+}
+
+impl GatewayAuthMethod {
+    /// Whether the device must be bound to the gateway.
+    pub fn needs_binding(self) -> bool {
+        !matches!(self, GatewayAuthMethod::DeviceAuthTokenOnly)
+    }
+
+    /// Whether the device must show its own token.
+    pub fn needs_device_token(self) -> bool {
+        matches!(
+            self,
+            GatewayAuthMethod::DeviceAuthTokenOnly
+                | GatewayAuthMethod::AssociationAndDeviceAuthToken
+        )
+    }
+}
+
+/// The body of `:bindDeviceToGateway` and `:unbindDeviceFromGateway`: each by id or numeric id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BindDeviceToGatewayRequest {
+    /// The gateway.
+    #[serde(default)]
+    pub gateway_id: String,
+    /// The device.
+    #[serde(default)]
+    pub device_id: String,
 }
 
 /// `mqttConfig` of a registry.
@@ -439,8 +484,8 @@ pub struct Device {
     /// Operator-defined key/value pairs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
-    /// Whether the device is a gateway; read so that a gateway is refused rather than created
-    /// as a plain device (gateways are not served yet).
+    /// Whether the device is a gateway, how its devices authenticate, and the gateway the
+    /// device last spoke through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_config: Option<GatewayConfig>,
 }

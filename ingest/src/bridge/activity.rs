@@ -93,6 +93,7 @@ fn overlay(base: &mut Activity, newer: Activity) {
         config_ack_version,
         last_config_send_time,
         last_error,
+        last_accessed_gateway,
     } = newer;
     if last_heartbeat_time.is_some() {
         base.last_heartbeat_time = last_heartbeat_time;
@@ -112,6 +113,9 @@ fn overlay(base: &mut Activity, newer: Activity) {
     }
     if last_error.is_some() {
         base.last_error = last_error;
+    }
+    if last_accessed_gateway.is_some() {
+        base.last_accessed_gateway = last_accessed_gateway;
     }
 }
 

@@ -153,6 +153,10 @@ impl From<StoreError> for ApiError {
                 info.reason = "IAM_POLICY_ETAG_MISMATCH".to_owned();
                 (Code::Aborted, info)
             }
+            StoreError::Limit(_) => (
+                Code::ResourceExhausted,
+                ErrorInfo::new("LIMIT_EXCEEDED", BTreeMap::new()),
+            ),
             StoreError::Unavailable(_) => (
                 Code::Unavailable,
                 ErrorInfo::new("REGISTRY_UNAVAILABLE", BTreeMap::new()),

@@ -6,7 +6,10 @@
 //! ```text
 //! projects/{p}/locations/{l}/registries/{r}                  the registry, as its API JSON
 //!   …/devices/{d}                                            the device with its latest config
-//!                                                            and state inline, plus `stateSeq`
+//!                                                            and state inline, plus `stateSeq`,
+//!                                                            and its gateway bindings: `gateways`
+//!                                                            (its gateways' numeric ids) or, on
+//!                                                            a gateway, `boundDevices` (a count)
 //!   …/devices/{d}/configs/{version, 20 digits}               the kept config versions
 //!   …/devices/{d}/states/{sequence, 20 digits}               the kept state reports
 //!   …/devices/{d}/commands/{id, 20 digits}                   queued commands (`commands`)
@@ -23,10 +26,12 @@
 //! document together with the device's `config` field, so of two updates that read the same
 //! latest version exactly one commits. Deleting a registry or a device reads what it removes in a
 //! transaction, and creating a device reads its registry in one, so no write can slip in between
-//! a check and the change it guards.
+//! a check and the change it guards. Binding a device to a gateway, or unbinding it, reads and
+//! writes both device documents in one transaction (`gateways`).
 
 mod commands;
 mod devices;
+mod gateways;
 mod history;
 mod layout;
 mod presence;
@@ -152,6 +157,33 @@ impl RegistryStore for FirestoreStore {
 
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
         registries::delete(&self.rpc, name).await
+    }
+
+    async fn bind_device_to_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()> {
+        gateways::bind(&self.rpc, registry, gateway, device).await
+    }
+
+    async fn unbind_device_from_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()> {
+        gateways::unbind(&self.rpc, registry, gateway, device).await
+    }
+
+    async fn is_bound(
+        &self,
+        registry: &RegistryName,
+        gateway: NumId,
+        device: NumId,
+    ) -> StoreResult<bool> {
+        gateways::is_bound(&self.rpc, registry, gateway, device).await
     }
 
     async fn get_iam_policy(&self, name: &RegistryName) -> StoreResult<Option<Policy>> {

@@ -13,7 +13,7 @@ pub use shared::device_api::QueuedCommand;
 use shared::iam::Policy;
 use shared::resources::{
     Device, DeviceConfig, DeviceCredential, DeviceRegistry, DeviceState, EventNotificationConfig,
-    HttpConfig, LogLevel, MqttConfig, RpcStatus, StateNotificationConfig,
+    GatewayAuthMethod, HttpConfig, LogLevel, MqttConfig, RpcStatus, StateNotificationConfig,
 };
 use shared::{DeviceId, DeviceName, DeviceRef, LocationName, NumId, RegistryId, RegistryName};
 
@@ -66,6 +66,10 @@ pub enum StoreError {
         "{0}'s IAM policy changed since you read it (the etag differs): read it again, reapply your change and retry"
     )]
     PolicyChanged(Resource),
+    /// A documented limit would be exceeded (bindings per gateway or per device); the message
+    /// says which.
+    #[error("{0}")]
+    Limit(String),
     /// A page token that this store did not hand out.
     #[error("page token is not one this server returned")]
     BadPageToken,
@@ -173,14 +177,99 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
 }
 
-/// Restricts a device list to the given ids or numeric ids (either matches); empty lists mean
-/// every device.
+/// Restricts a device list to the given ids or numeric ids (either matches; empty lists mean
+/// every device), and to at most one of IoT Core's `gatewayListOptions`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceFilter {
     /// Device ids to include.
     pub ids: Vec<DeviceId>,
     /// Numeric ids to include.
     pub num_ids: Vec<NumId>,
+    /// `gatewayListOptions`: only gateways, only the devices bound to a gateway, or only the
+    /// gateways a device is bound to.
+    pub gateway: Option<GatewayFilter>,
+}
+
+impl DeviceFilter {
+    /// Whether the id lists leave every device in.
+    pub fn all_ids(&self) -> bool {
+        self.ids.is_empty() && self.num_ids.is_empty()
+    }
+}
+
+/// One of `gatewayListOptions`' filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayFilter {
+    /// `gatewayType`: gateways (`true`) or the other devices (`false`).
+    IsGateway(bool),
+    /// `associationsGatewayId`: the devices bound to this gateway.
+    BoundTo(DeviceRef),
+    /// `associationsDeviceId`: the gateways this device is bound to.
+    GatewaysOf(DeviceRef),
+}
+
+/// How many devices may be bound to one gateway (IoT Core's limit).
+pub const MAX_DEVICES_PER_GATEWAY: usize = 10_000;
+/// How many gateways one device may be bound to (IoT Core's limit).
+pub const MAX_GATEWAYS_PER_DEVICE: usize = 10;
+
+/// Why `device` cannot be bound to `gateway`, both as stored: the gateway must be one, the
+/// device must not. Both stores decide by this.
+pub(crate) fn check_binding(
+    registry: &RegistryName,
+    gateway: &Device,
+    device: &Device,
+) -> StoreResult<()> {
+    let is_gateway = |d: &Device| d.gateway_config.as_ref().is_some_and(|g| g.is_gateway());
+    let name = |d: &Device| {
+        let id = d.id.as_ref().map_or("?", |id| id.as_str());
+        format!("{registry}/devices/{id}")
+    };
+    if !is_gateway(gateway) {
+        return Err(StoreError::FailedPrecondition(format!(
+            "device `{}` is not a gateway (gatewayConfig.gatewayType GATEWAY); devices are bound to gateways",
+            name(gateway)
+        )));
+    }
+    if is_gateway(device) {
+        return Err(StoreError::FailedPrecondition(format!(
+            "`{}` is a gateway, and a gateway cannot be bound to a gateway",
+            name(device)
+        )));
+    }
+    Ok(())
+}
+
+/// The refusal to delete a device that still has bindings: `bound` devices bound to it (a
+/// gateway) or `gateways` it is bound to. Both stores say it this way.
+pub(crate) fn still_bound(
+    registry: &RegistryName,
+    device: &DeviceRef,
+    bound: usize,
+    gateways: usize,
+) -> StoreError {
+    let name = format!("{registry}/devices/{device}");
+    let count = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    let why = if bound > 0 {
+        format!(
+            "gateway `{name}` has {} bound to it",
+            count(bound, "device", "devices")
+        )
+    } else {
+        format!(
+            "device `{name}` is bound to {}",
+            count(gateways, "gateway", "gateways")
+        )
+    };
+    StoreError::FailedPrecondition(format!(
+        "{why}; unbind them first (:unbindDeviceFromGateway), as IoT Core required"
+    ))
 }
 
 /// The registry fields a patch may change; `None` leaves a field as it is.
@@ -209,6 +298,8 @@ pub struct DeviceUpdate {
     pub metadata: Option<BTreeMap<String, String>>,
     /// Logging detail (`Some(None)` clears it).
     pub log_level: Option<Option<LogLevel>>,
+    /// How a gateway's devices authenticate (`Some(None)` clears it).
+    pub gateway_auth_method: Option<Option<GatewayAuthMethod>>,
 }
 
 /// Device bookkeeping the bridges record; each `Some` field overwrites the stored one. Callers
@@ -230,6 +321,8 @@ pub struct Activity {
     pub last_config_send_time: Option<Timestamp>,
     /// The last error and when it happened.
     pub last_error: Option<(Timestamp, RpcStatus)>,
+    /// The gateway (by id) the device last spoke through, and when.
+    pub last_accessed_gateway: Option<(String, Timestamp)>,
 }
 
 /// Which MQTT connection holds a device, as the registry store records it for the fleet: the
@@ -327,8 +420,36 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
         update: DeviceUpdate,
     ) -> StoreResult<Device>;
 
-    /// Deletes a device with its configs and states.
+    /// Deletes a device with its configs and states; `FailedPrecondition` (see [`still_bound`])
+    /// while it is a gateway with devices bound to it or a device bound to a gateway.
     async fn delete_device(&self, registry: &RegistryName, device: &DeviceRef) -> StoreResult<()>;
+
+    /// Binds `device` to `gateway` (each by id or numeric id) in `registry`, after
+    /// [`check_binding`]; binding again changes nothing. `Limit` beyond
+    /// [`MAX_DEVICES_PER_GATEWAY`] or [`MAX_GATEWAYS_PER_DEVICE`].
+    async fn bind_device_to_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()>;
+
+    /// Removes the binding of `device` to `gateway`; `FailedPrecondition` when there is none.
+    async fn unbind_device_from_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()>;
+
+    /// Whether the device `device` is bound to the gateway `gateway`, both by numeric id, in
+    /// `registry`: the bridges' check when a gateway speaks for a device.
+    async fn is_bound(
+        &self,
+        registry: &RegistryName,
+        gateway: NumId,
+        device: NumId,
+    ) -> StoreResult<bool>;
 
     /// Stores a new config version (the latest plus one) when `version_to_update` is 0 or equals
     /// the latest version, else `VersionMismatch`. Keeps the newest 10 versions.

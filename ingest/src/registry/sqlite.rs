@@ -7,6 +7,7 @@
 mod codec;
 mod commands;
 mod devices;
+mod gateways;
 mod history;
 mod presence;
 mod registries;
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_commands.sql"),
     include_str!("migrations/0004_config_version_1.sql"),
     include_str!("migrations/0005_iam_policy.sql"),
+    include_str!("migrations/0006_gateways.sql"),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -280,6 +282,39 @@ impl RegistryStore for SqliteStore {
     async fn delete_registry(&self, name: &RegistryName) -> StoreResult<()> {
         let name = name.clone();
         self.write(move |tx| registries::delete(tx, &name)).await
+    }
+
+    async fn bind_device_to_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()> {
+        let (registry, gateway, device) = (registry.clone(), gateway.clone(), device.clone());
+        self.write(move |tx| gateways::bind(tx, &registry, &gateway, &device))
+            .await
+    }
+
+    async fn unbind_device_from_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()> {
+        let (registry, gateway, device) = (registry.clone(), gateway.clone(), device.clone());
+        self.write(move |tx| gateways::unbind(tx, &registry, &gateway, &device))
+            .await
+    }
+
+    async fn is_bound(
+        &self,
+        registry: &RegistryName,
+        gateway: NumId,
+        device: NumId,
+    ) -> StoreResult<bool> {
+        let registry = registry.clone();
+        self.read(move |tx| gateways::is_bound(tx, &registry, gateway, device))
+            .await
     }
 
     async fn get_iam_policy(&self, name: &RegistryName) -> StoreResult<Option<Policy>> {

@@ -113,6 +113,9 @@ macro_rules! suite {
                 a_deleted_device_takes_its_queued_commands_along,
                 a_policy_is_stored_with_an_etag_check_and_kept_apart_from_the_registry,
                 a_policy_goes_with_its_registry,
+                devices_are_bound_to_a_gateway_listed_by_it_and_unbound,
+                only_a_gateway_takes_devices_and_bound_devices_are_not_deleted,
+                a_device_is_bound_to_at_most_ten_gateways,
             );
             suite!(@on_fixture $fixture; data_survives_reopening_the_store);
         }
@@ -143,6 +146,7 @@ suite!(firestore, firestore_fixture);
 mod commands;
 mod concurrency;
 mod devices;
+mod gateways;
 mod given;
 mod history;
 mod policies;
@@ -154,6 +158,7 @@ mod checks {
     pub use super::commands::*;
     pub use super::concurrency::*;
     pub use super::devices::*;
+    pub use super::gateways::*;
     pub use super::history::*;
     pub use super::policies::*;
     pub use super::presence::*;

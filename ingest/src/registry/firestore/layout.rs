@@ -5,7 +5,7 @@
 
 use firestore::gcloud_sdk::google::firestore::v1::Document;
 use firestore::gcloud_sdk::google::firestore::v1::structured_query::field_filter;
-use shared::resources::{Device, MAX_CONFIG_VERSIONS, MAX_STATES};
+use shared::resources::{Device, GatewayConfig, MAX_CONFIG_VERSIONS, MAX_STATES};
 use shared::{DeviceId, DeviceRef, RegistryName};
 
 use super::rpc::{self, Rpc, TxId};
@@ -14,6 +14,15 @@ use crate::registry::{Resource, StoreError, StoreResult, device_resource_name};
 
 /// The store's own field: the sequence number of the latest kept state report.
 pub(super) const STATE_SEQ: &str = "stateSeq";
+
+/// The store's own field on a device bound to gateways: their numeric ids (see `gateways`).
+pub(super) const GATEWAYS: &str = "gateways";
+
+/// The store's own field on a gateway: how many devices are bound to it (see `gateways`).
+pub(super) const BOUND_DEVICES: &str = "boundDevices";
+
+/// The store's own fields of a device document, which are not part of its API JSON.
+const OWN_FIELDS: [&str; 3] = [STATE_SEQ, GATEWAYS, BOUND_DEVICES];
 
 /// How a device is named in errors: its full path, by the id or numeric id the caller used.
 pub(super) fn describe(registry: &RegistryName, device: &DeviceRef) -> Resource {
@@ -69,12 +78,18 @@ pub(super) async fn resolve_path(
     }
 }
 
-/// A device from its document, with its id and name from the document's path.
+/// A device from its document, with its id and name from the document's path. A `gatewayConfig`
+/// with nothing left in it (an auth method cleared) reads as none, as in the SQLite store.
 pub(super) fn from_doc(rpc: &Rpc, registry: &RegistryName, doc: Document) -> StoreResult<Device> {
     let id = DeviceId::parse(rpc::id_of(rpc.relative(&doc.name))).map_err(backend)?;
     let mut fields = doc.fields;
-    fields.remove(STATE_SEQ);
-    let device: Device = value::decode(fields)?;
+    for own in OWN_FIELDS {
+        fields.remove(own);
+    }
+    let mut device: Device = value::decode(fields)?;
+    device.gateway_config = device
+        .gateway_config
+        .filter(|g| *g != GatewayConfig::default());
     Ok(named(registry, &id, device))
 }
 

@@ -12,8 +12,9 @@ use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::structured_query::{
     CollectionSelector, Direction, FieldReference, Filter, Order, field_filter, filter,
 };
+use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{
-    BeginTransactionRequest, CommitRequest, Document, DocumentMask, GetDocumentRequest,
+    BeginTransactionRequest, CommitRequest, Cursor, Document, DocumentMask, GetDocumentRequest,
     Precondition, RollbackRequest, RunQueryRequest, StructuredQuery, TransactionOptions, Value,
     Write, get_document_request, precondition, run_query_request, transaction_options, write,
 };
@@ -29,6 +30,9 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a transaction that Firestore aborted for contention is run again.
 const TRANSACTION_ATTEMPTS: usize = 5;
+
+/// The longest pause before the first rerun of an aborted transaction; it doubles with each.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Firestore's id for a document's name in queries and orderings.
 const NAME_FIELD: &str = "__name__";
@@ -142,7 +146,10 @@ impl Rpc {
         Fut: Future<Output = StoreResult<(T, Vec<Write>)>>,
     {
         let mut last = None;
-        for _ in 0..TRANSACTION_ATTEMPTS {
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(retry_pause(attempt)).await;
+            }
             let id = self.begin().await?;
             let (out, writes) = match body(id.clone()).await {
                 Ok(done) => done,
@@ -201,10 +208,12 @@ impl Rpc {
     }
 
     /// A write setting the `mask` fields of an existing `path` (a field in the mask but not in
-    /// `fields` is removed), failing with `NOT_FOUND` if the document is gone.
+    /// `fields` is removed), failing with `NOT_FOUND` if the document is gone. A mask entry may
+    /// be a nested path (`gatewayConfig.gatewayAuthMethod`): it sets that one entry of a map and
+    /// leaves the map's other entries as they are.
     pub(super) fn update(&self, path: &str, mut fields: Fields, mask: &[&str]) -> Write {
         // Firestore refuses fields the mask does not name; callers encode whole resources.
-        fields.retain(|name, _| mask.contains(&name.as_str()));
+        retain_paths(&mut fields, mask);
         let mask = DocumentMask {
             field_paths: mask.iter().map(|f| f.to_string()).collect(),
         };
@@ -256,6 +265,43 @@ impl Rpc {
     }
 }
 
+/// A random pause before rerun `attempt` of an aborted transaction. Transactions that read and
+/// then write one document (a gateway's binding count) abort together when they collide; rerun
+/// at once, they would collide again, so each waits a random share of a doubling window.
+fn retry_pause(attempt: usize) -> Duration {
+    let mut bytes = [0u8; 2];
+    // Without randomness the window's middle serves, only less well.
+    let share = match aws_lc_rs::rand::fill(&mut bytes) {
+        Ok(()) => f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX),
+        Err(_) => 0.5,
+    };
+    let window = RETRY_PAUSE * (1 << attempt.min(8)) / 2;
+    window.mul_f64(share)
+}
+
+/// Keeps of `fields` only what the field paths `paths` name, descending into maps for nested
+/// paths. The store's field names are plain identifiers, so a path is its names joined by dots,
+/// with no quoting.
+fn retain_paths(fields: &mut Fields, paths: &[&str]) {
+    fields.retain(|name, value| {
+        if paths.contains(&name.as_str()) {
+            return true;
+        }
+        let nested: Vec<&str> = paths
+            .iter()
+            .filter_map(|p| p.strip_prefix(name.as_str())?.strip_prefix('.'))
+            .collect();
+        match &mut value.value_type {
+            Some(ValueType::MapValue(map)) if !nested.is_empty() => {
+                retain_paths(&mut map.fields, &nested);
+                // An emptied map would name entries the mask does not: the masked ones are unset.
+                !map.fields.is_empty()
+            }
+            _ => false,
+        }
+    });
+}
+
 /// A request that gives up after [`RPC_TIMEOUT`].
 fn timed<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -304,6 +350,15 @@ pub(super) fn name_after(full_name: String) -> Filter {
         field_filter::Operator::GreaterThan,
         super::value::reference(full_name),
     )
+}
+
+/// Starts `query` (ordered by name) just after the document `full_name`: the next page of a
+/// scan, however the filter narrows it.
+pub(super) fn resume_after(query: &mut StructuredQuery, full_name: String) {
+    query.start_at = Some(Cursor {
+        values: vec![super::value::reference(full_name)],
+        before: false,
+    });
 }
 
 /// The document name as a field, e.g. to fetch names only.

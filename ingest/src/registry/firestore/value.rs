@@ -96,6 +96,15 @@ pub(super) fn string(s: impl Into<String>) -> Value {
     }
 }
 
+/// An array of strings, for the store's own lists and for `in` filters.
+pub(super) fn strings(items: impl IntoIterator<Item = String>) -> Value {
+    Value {
+        value_type: Some(ValueType::ArrayValue(ArrayValue {
+            values: items.into_iter().map(string).collect(),
+        })),
+    }
+}
+
 /// A document reference, for cursors and filters on `__name__`.
 pub(super) fn reference(path: impl Into<String>) -> Value {
     Value {
@@ -109,6 +118,22 @@ pub(super) fn integer_field(fields: &Fields, name: &str) -> i64 {
         Some(ValueType::IntegerValue(i)) => *i,
         _ => 0,
     }
+}
+
+/// Reads an array-of-strings field, empty when it is absent; other entries are skipped.
+pub(super) fn strings_field(fields: &Fields, name: &str) -> Vec<String> {
+    let Some(ValueType::ArrayValue(array)) = fields.get(name).and_then(|v| v.value_type.as_ref())
+    else {
+        return Vec::new();
+    };
+    array
+        .values
+        .iter()
+        .filter_map(|v| match &v.value_type {
+            Some(ValueType::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

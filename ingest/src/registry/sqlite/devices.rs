@@ -7,18 +7,20 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, Transaction, named_params};
-use shared::resources::{Device, DeviceConfig, DeviceCredential, DeviceState, LogLevel, RpcStatus};
+use shared::resources::{
+    Device, DeviceConfig, DeviceCredential, DeviceState, GatewayConfig, LogLevel, RpcStatus,
+};
 use shared::{DeviceId, DeviceRef, RegistryName};
 
 use super::codec::{
     backend, is_unique_violation, json_column, micros, opt_enum_column, opt_enum_name,
     required_time, time_column, to_json,
 };
-use super::{history, registries};
+use super::{gateways, history, registries};
 use crate::registry::page::{into_page, start_after};
 use crate::registry::{
-    Activity, DeviceFilter, DeviceUpdate, Page, PageRequest, Resource, StoreError, StoreResult,
-    device_resource_name,
+    Activity, DeviceFilter, DeviceUpdate, GatewayFilter, Page, PageRequest, Resource, StoreError,
+    StoreResult, device_resource_name, still_bound,
 };
 
 /// A device with its latest config (highest version) and latest state (last inserted); the
@@ -27,7 +29,9 @@ const SELECT: &str = "SELECT d.id, d.num_id, d.credentials, d.blocked, d.metadat
          d.last_heartbeat_time, d.last_event_time, d.last_state_time, d.last_config_ack_time, \
          d.last_config_send_time, d.last_error_time, d.last_error_code, d.last_error_message, \
          c.version, c.binary_data, c.cloud_update_time, c.device_ack_time, \
-         s.update_time, s.binary_data \
+         s.update_time, s.binary_data, \
+         d.gateway_type, d.gateway_auth_method, d.last_accessed_gateway_id, \
+         d.last_accessed_gateway_time \
      FROM devices d \
      LEFT JOIN device_configs c ON c.device_pk = d.pk \
          AND c.version = (SELECT MAX(version) FROM device_configs WHERE device_pk = d.pk) \
@@ -102,11 +106,15 @@ pub(super) fn create(
         return Err(taken());
     }
     let num_id = allocate_num_id(tx)?;
+    let gateway = device.gateway_config.as_ref();
     let inserted = tx.execute(
         "INSERT INTO devices (registry_pk, id, num_id, credentials, blocked, metadata, \
-             log_level, create_time) \
-         VALUES (:registry, :id, :num_id, :credentials, :blocked, :metadata, :log_level, :now)",
+             log_level, create_time, gateway_type, gateway_auth_method) \
+         VALUES (:registry, :id, :num_id, :credentials, :blocked, :metadata, :log_level, :now, \
+             :gateway_type, :gateway_auth_method)",
         named_params! {
+            ":gateway_type": opt_enum_name(gateway.and_then(|g| g.gateway_type.as_ref()))?,
+            ":gateway_auth_method": opt_enum_name(gateway.and_then(|g| g.gateway_auth_method.as_ref()))?,
             ":registry": registry_pk,
             ":id": id.as_str(),
             ":num_id": num_id,
@@ -155,7 +163,7 @@ pub(super) fn get(
 }
 
 /// Reads a device known to exist.
-fn by_pk(tx: &Transaction<'_>, registry: &RegistryName, pk: i64) -> StoreResult<Device> {
+pub(super) fn by_pk(tx: &Transaction<'_>, registry: &RegistryName, pk: i64) -> StoreResult<Device> {
     let sql = format!("{SELECT} WHERE d.pk = ?1");
     Ok(tx.query_row(&sql, [pk], |row| from_row(registry, row))?)
 }
@@ -176,10 +184,26 @@ pub(super) fn list(
         .iter()
         .filter_map(|n| i64::try_from(n.0).ok())
         .collect();
+    let (is_gateway, bound_to, gateways_of) = match &filter.gateway {
+        None => (None, None, None),
+        Some(GatewayFilter::IsGateway(yes)) => (Some(*yes), None, None),
+        Some(GatewayFilter::BoundTo(gateway)) => {
+            (None, Some(resolve(tx, registry, gateway)?), None)
+        }
+        Some(GatewayFilter::GatewaysOf(device)) => {
+            (None, None, Some(resolve(tx, registry, device)?))
+        }
+    };
     let sql = format!(
         "{SELECT} WHERE d.registry_pk = :registry AND d.id > :after \
              AND (:all OR d.id IN (SELECT value FROM json_each(:ids)) \
                   OR d.num_id IN (SELECT value FROM json_each(:nums))) \
+             AND (:is_gateway IS NULL \
+                  OR :is_gateway = (COALESCE(d.gateway_type, '') = 'GATEWAY')) \
+             AND (:bound_to IS NULL OR d.pk IN \
+                  (SELECT device_pk FROM gateway_bindings WHERE gateway_pk = :bound_to)) \
+             AND (:gateways_of IS NULL OR d.pk IN \
+                  (SELECT gateway_pk FROM gateway_bindings WHERE device_pk = :gateways_of)) \
          ORDER BY d.id LIMIT :limit"
     );
     let mut stmt = tx.prepare(&sql)?;
@@ -188,7 +212,10 @@ pub(super) fn list(
         named_params! {
             ":registry": registry_pk,
             ":after": after,
-            ":all": filter.ids.is_empty() && filter.num_ids.is_empty(),
+            ":all": filter.all_ids(),
+            ":is_gateway": is_gateway,
+            ":bound_to": bound_to,
+            ":gateways_of": gateways_of,
             ":ids": to_json(&ids)?,
             ":nums": to_json(&nums)?,
             ":limit": size as i64 + 1,
@@ -213,14 +240,18 @@ pub(super) fn update(
         blocked,
         metadata,
         log_level,
+        gateway_auth_method,
     } = update;
     tx.execute(
         "UPDATE devices SET credentials = COALESCE(:credentials, credentials), \
              blocked = COALESCE(:blocked, blocked), \
              metadata = COALESCE(:metadata, metadata), \
-             log_level = CASE WHEN :set_log_level THEN :log_level ELSE log_level END \
+             log_level = CASE WHEN :set_log_level THEN :log_level ELSE log_level END, \
+             gateway_auth_method = CASE WHEN :set_auth THEN :auth ELSE gateway_auth_method END \
          WHERE pk = :pk",
         named_params! {
+            ":set_auth": gateway_auth_method.is_some(),
+            ":auth": opt_enum_name(gateway_auth_method.flatten().as_ref())?,
             ":credentials": credentials.as_ref().map(to_json).transpose()?,
             ":blocked": blocked,
             ":metadata": metadata.as_ref().map(to_json).transpose()?,
@@ -232,13 +263,18 @@ pub(super) fn update(
     by_pk(tx, registry, pk)
 }
 
-/// Deletes a device; its configs and states go with it (ON DELETE CASCADE).
+/// Deletes a device; its configs and states go with it (ON DELETE CASCADE). One with gateway
+/// bindings is refused, saying how many.
 pub(super) fn delete(
     tx: &Transaction<'_>,
     registry: &RegistryName,
     device: &DeviceRef,
 ) -> StoreResult<()> {
     let pk = resolve(tx, registry, device)?;
+    let (bound, gateways) = gateways::binding_counts(tx, pk)?;
+    if bound + gateways > 0 {
+        return Err(still_bound(registry, device, bound, gateways));
+    }
     tx.execute("DELETE FROM devices WHERE pk = ?1", [pk])?;
     Ok(())
 }
@@ -251,6 +287,7 @@ pub(super) fn record_activity(
 ) -> StoreResult<()> {
     let pk = resolve(tx, registry, device)?;
     let error = activity.last_error.as_ref();
+    let gateway = activity.last_accessed_gateway.as_ref();
     tx.execute(
         "UPDATE devices SET \
              last_heartbeat_time = COALESCE(:heartbeat, last_heartbeat_time), \
@@ -260,9 +297,13 @@ pub(super) fn record_activity(
              last_config_send_time = COALESCE(:config_send, last_config_send_time), \
              last_error_time = COALESCE(:error_time, last_error_time), \
              last_error_code = COALESCE(:error_code, last_error_code), \
-             last_error_message = COALESCE(:error_message, last_error_message) \
+             last_error_message = COALESCE(:error_message, last_error_message), \
+             last_accessed_gateway_id = COALESCE(:gateway_id, last_accessed_gateway_id), \
+             last_accessed_gateway_time = COALESCE(:gateway_time, last_accessed_gateway_time) \
          WHERE pk = :pk",
         named_params! {
+            ":gateway_id": gateway.map(|(id, _)| id.as_str()),
+            ":gateway_time": gateway.map(|(_, time)| micros(*time)),
             ":heartbeat": activity.last_heartbeat_time.map(micros),
             ":event": activity.last_event_time.map(micros),
             ":state": activity.last_state_time.map(micros),
@@ -311,8 +352,19 @@ fn from_row(registry: &RegistryName, row: &Row<'_>) -> rusqlite::Result<Device> 
         last_error_status: last_error(row)?,
         config: latest_config(row)?,
         state: latest_state(row)?,
-        gateway_config: None,
+        gateway_config: gateway_config(row)?,
     })
+}
+
+/// The gateway columns, `None` when none is set.
+fn gateway_config(row: &Row<'_>) -> rusqlite::Result<Option<GatewayConfig>> {
+    let config = GatewayConfig {
+        gateway_type: opt_enum_column(row, 20)?,
+        gateway_auth_method: opt_enum_column(row, 21)?,
+        last_accessed_gateway_id: row.get(22)?,
+        last_accessed_gateway_time: time_column(row, 23)?,
+    };
+    Ok((config != GatewayConfig::default()).then_some(config))
 }
 
 fn last_error(row: &Row<'_>) -> rusqlite::Result<Option<RpcStatus>> {

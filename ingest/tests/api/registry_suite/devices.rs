@@ -173,6 +173,7 @@ pub async fn a_device_list_can_be_filtered_by_ids_and_numeric_ids(store: Arc<dyn
             DeviceId::parse("dev-x").unwrap(),
         ],
         num_ids: vec![NumId(devices[1].num_id.unwrap()), NumId(u64::MAX)],
+        gateway: None,
     };
     let got = store
         .list_devices(&reg, &filter, &PageRequest::default())
@@ -188,6 +189,7 @@ pub async fn a_device_list_can_be_filtered_by_ids_and_numeric_ids(store: Arc<dyn
     let only_nums = DeviceFilter {
         ids: vec![],
         num_ids: vec![NumId(devices[2].num_id.unwrap())],
+        gateway: None,
     };
     let got = store
         .list_devices(&reg, &only_nums, &PageRequest::default())

@@ -235,6 +235,7 @@ pub async fn recorded_activity_reads_back_and_absent_fields_stay(store: Arc<dyn 
         last_config_send_time: Some(at(5)),
         last_error: Some((at(6), error.clone())),
         config_ack_version: None,
+        last_accessed_gateway: Some(("gw-1".into(), at(7))),
     };
     store
         .record_activity(&reg, &id("dev-1"), activity)
@@ -257,6 +258,9 @@ pub async fn recorded_activity_reads_back_and_absent_fields_stay(store: Arc<dyn 
     assert_eq!(device.last_config_send_time, Some(at(5)));
     assert_eq!(device.last_error_time, Some(at(6)));
     assert_eq!(device.last_error_status, Some(error));
+    let gateway = device.gateway_config.expect("the gateway it spoke through");
+    assert_eq!(gateway.last_accessed_gateway_id.as_deref(), Some("gw-1"));
+    assert_eq!(gateway.last_accessed_gateway_time, Some(at(7)));
 }
 
 pub async fn a_config_acknowledgement_sets_that_versions_device_ack_time(

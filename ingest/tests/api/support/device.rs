@@ -335,6 +335,40 @@ impl RegistryStore for CountingStore {
         self.inner.delete_registry(name).await
     }
 
+    async fn bind_device_to_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()> {
+        self.count("bind_device_to_gateway");
+        self.inner
+            .bind_device_to_gateway(registry, gateway, device)
+            .await
+    }
+
+    async fn unbind_device_from_gateway(
+        &self,
+        registry: &RegistryName,
+        gateway: &DeviceRef,
+        device: &DeviceRef,
+    ) -> StoreResult<()> {
+        self.count("unbind_device_from_gateway");
+        self.inner
+            .unbind_device_from_gateway(registry, gateway, device)
+            .await
+    }
+
+    async fn is_bound(
+        &self,
+        registry: &RegistryName,
+        gateway: NumId,
+        device: NumId,
+    ) -> StoreResult<bool> {
+        self.count("is_bound");
+        self.inner.is_bound(registry, gateway, device).await
+    }
+
     async fn get_iam_policy(&self, name: &RegistryName) -> StoreResult<Option<Policy>> {
         self.count("get_iam_policy");
         self.inner.get_iam_policy(name).await
