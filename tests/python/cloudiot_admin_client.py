@@ -186,13 +186,31 @@ def main():
     check("list_devices deviceNumIds", by_num, ["dev-ec-cert"])
     def gateway_list(options):
         return [d.id for d in client.list_devices(request={"parent": name, "gateway_list_options": options})]
-    check("list_devices gatewayType GATEWAY", gateway_list({"gateway_type": iot_v1.GatewayType.GATEWAY}), [])
+    # A gateway, bound to one device: every gatewayListOptions filter, then unbound and gone.
+    gateway = client.create_device(parent=name, device={"id": "gw-1", "gateway_config": {
+        "gateway_type": iot_v1.GatewayType.GATEWAY,
+        "gateway_auth_method": iot_v1.GatewayAuthMethod.ASSOCIATION_AND_DEVICE_AUTH_TOKEN}})
+    check("create_device gateway type", gateway.gateway_config.gateway_type, iot_v1.GatewayType.GATEWAY)
+    check("create_device gateway auth method", gateway.gateway_config.gateway_auth_method,
+          iot_v1.GatewayAuthMethod.ASSOCIATION_AND_DEVICE_AUTH_TOKEN)
+    client.bind_device_to_gateway(request={"parent": name, "gateway_id": "gw-1",
+                                           "device_id": str(num_ids["dev-ec"])})
+    check("list_devices gatewayType GATEWAY", gateway_list({"gateway_type": iot_v1.GatewayType.GATEWAY}),
+          ["gw-1"])
     check("list_devices gatewayType NON_GATEWAY",
           gateway_list({"gateway_type": iot_v1.GatewayType.NON_GATEWAY}), every)
-    check("list_devices associationsGatewayId", gateway_list({"associations_gateway_id": "gw-1"}), [])
-    refused("create_device as a gateway (not served yet)", lambda: client.create_device(parent=name, device={
-        "id": "gw-1", "gateway_config": {"gateway_type": iot_v1.GatewayType.GATEWAY}}),
-        501, "UNIMPLEMENTED")
+    check("list_devices associationsGatewayId", gateway_list({"associations_gateway_id": "gw-1"}),
+          ["dev-ec"])
+    check("list_devices associationsDeviceId", gateway_list({"associations_device_id": "dev-ec"}),
+          ["gw-1"])
+    refused("bind_device_to_gateway a gateway to itself", lambda: client.bind_device_to_gateway(
+        request={"parent": name, "gateway_id": "gw-1", "device_id": "gw-1"}), 400, "FAILED_PRECONDITION")
+    refused("delete_device a gateway with a bound device", lambda: client.delete_device(
+        name=f"{name}/devices/gw-1"), 400, "FAILED_PRECONDITION")
+    client.unbind_device_from_gateway(request={"parent": name, "gateway_id": "gw-1", "device_id": "dev-ec"})
+    check("list_devices associationsGatewayId after unbind",
+          gateway_list({"associations_gateway_id": "gw-1"}), [])
+    client.delete_device(name=f"{name}/devices/gw-1")
     pages = client.list_devices(request={"parent": name, "page_size": 3}).pages
     check("list_devices pages of 3", [len(p.devices) for p in pages], [3, 1])
 

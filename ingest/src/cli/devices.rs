@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use serde_json::Value;
 use shared::ids::DeviceId;
-use shared::resources::{Device, DeviceCredential, ListDevicesResponse};
+use shared::resources::{
+    Device, DeviceCredential, GatewayAuthMethod, GatewayConfig, GatewayType, ListDevicesResponse,
+};
 
 use super::UsageError;
 use super::client::{AdminClient, AdminOptions};
@@ -84,8 +86,23 @@ pub struct CreateArgs {
     /// Create the device blocked: it cannot connect until `ingest devices unblock`
     #[arg(long)]
     blocked: bool,
+    /// Create a gateway, which may speak for the devices bound to it (`ingest gateways bind`)
+    #[arg(long)]
+    gateway: bool,
+    /// How a gateway's devices prove themselves: bound to it (the default), their own JWT, or
+    /// both
+    #[arg(long, value_name = "METHOD", requires = "gateway", value_parser = parse_auth_method)]
+    gateway_auth_method: Option<GatewayAuthMethod>,
     #[command(flatten)]
     api: AdminOptions,
+}
+
+/// `ASSOCIATION_ONLY`, `DEVICE_AUTH_TOKEN_ONLY` or `ASSOCIATION_AND_DEVICE_AUTH_TOKEN`.
+fn parse_auth_method(text: &str) -> Result<GatewayAuthMethod, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_ascii_uppercase())).map_err(|_| {
+        "one of ASSOCIATION_ONLY, DEVICE_AUTH_TOKEN_ONLY, ASSOCIATION_AND_DEVICE_AUTH_TOKEN"
+            .to_owned()
+    })
 }
 
 /// One device: `devices get|delete|block|unblock` and `config get`.
@@ -182,6 +199,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         credentials,
         blocked: args.blocked,
         metadata: args.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        gateway_config: args.gateway.then(|| GatewayConfig {
+            gateway_type: Some(GatewayType::Gateway),
+            gateway_auth_method: args.gateway_auth_method,
+            ..GatewayConfig::default()
+        }),
         ..Device::default()
     };
     let answer = client
@@ -373,6 +395,21 @@ fn describe(device: &Device, verb: &str) -> String {
         if device.blocked { "yes" } else { "no" },
     );
     describe_credentials(&mut text, &device.credentials);
+    if let Some(gateway) = &device.gateway_config {
+        if gateway.is_gateway() {
+            let method = gateway.auth_method().as_str();
+            field(
+                &mut text,
+                "gateway:",
+                &format!("yes, its devices attach by {method}"),
+            );
+        }
+        if let Some(via) = &gateway.last_accessed_gateway_id {
+            let when = gateway.last_accessed_gateway_time.map(|t| t.to_string());
+            let when = when.as_deref().unwrap_or("-");
+            field(&mut text, "last gateway:", &format!("{via} at {when}"));
+        }
+    }
     for (i, (key, value)) in device.metadata.iter().enumerate() {
         field(
             &mut text,

@@ -1,4 +1,4 @@
-//! The admin command line: `ingest registries|devices|config|states|commands|iam …`, a client of the
+//! The admin command line: `ingest registries|devices|gateways|config|states|commands|iam …`, a client of the
 //! admin API that mirrors IoT Core's `gcloud iot` verbs, so operators can manage registries,
 //! devices, keys, configs and commands without writing JSON. `main.rs` flattens [`AdminCommand`] into its own
 //! subcommands and calls [`run`], which prints any failure as `error: …` and picks the exit code:
@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod config;
 mod devices;
+mod gateways;
 mod iam;
 mod id_token;
 mod keys;
@@ -21,6 +22,7 @@ pub use client::{AdminError, AdminOptions, IdTokenMode};
 pub use commands::CommandsCommand;
 pub use config::{ConfigCommand, StatesCommand};
 pub use devices::DevicesCommand;
+pub use gateways::GatewaysCommand;
 pub use iam::IamCommand;
 pub use output::Output;
 pub use registries::RegistriesCommand;
@@ -68,6 +70,13 @@ pub enum AdminCommand {
         after_help = format!("{SETUP}\n\nExample:\n  ingest commands send boiler-7 --registry barn-sensors --data reboot")
     )]
     Commands(Box<CommandsCommand>),
+    /// Bind devices to gateways and list them
+    #[command(
+        subcommand,
+        alias = "gateway",
+        after_help = format!("{SETUP}\n\nExample:\n  ingest gateways bind hall-gw thermo-3 --registry barn-sensors")
+    )]
+    Gateways(Box<GatewaysCommand>),
     /// Grant and revoke roles on a registry (its IAM policy), and test what you hold
     #[command(
         subcommand,
@@ -91,6 +100,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Config(command) => config::run(*command).await,
         AdminCommand::States(command) => config::run_states(*command).await,
         AdminCommand::Commands(command) => commands::run(*command).await,
+        AdminCommand::Gateways(command) => gateways::run(*command).await,
         AdminCommand::Iam(command) => iam::run(*command).await,
     };
     Ok(match result {

@@ -439,7 +439,8 @@ async fn a_field_mask_trims_what_get_and_list_return() {
 
 #[tokio::test]
 async fn gateway_list_options_are_applied_never_ignored() {
-    // No gateways can exist yet: only NON_GATEWAY matches, and no device has an association.
+    // A registry without gateways: only NON_GATEWAY matches, and no device has an association
+    // (mqtt_gateways covers registries with gateways).
     let app = TestApp::spawn().await;
     app.create_registry("reg-1").await;
     app.create_device("reg-1", "dev-1", "RSA_PEM", "rsa_public")
@@ -450,7 +451,6 @@ async fn gateway_list_options_are_applied_never_ignored() {
         ("gatewayListOptions.gatewayType=1", 0),
         ("gateway_list_options.gateway_type=NON_GATEWAY", 1),
         ("gatewayListOptions.gatewayType=2", 1),
-        ("gatewayListOptions.associationsGatewayId=gw-1", 0),
         ("gatewayListOptions.associationsDeviceId=dev-1", 0),
     ] {
         let (status, page) = app.get(&format!("/registries/reg-1/devices?{query}")).await;
@@ -460,6 +460,10 @@ async fn gateway_list_options_are_applied_never_ignored() {
             "{query}: {page}"
         );
     }
+    let answer = app
+        .get("/registries/reg-1/devices?gatewayListOptions.associationsGatewayId=gw-1")
+        .await;
+    assert_error(&answer, 404, "NOT_FOUND", &["gw-1"]);
     for (query, words) in [
         (
             "gatewayListOptions.gatewayType=ROUTER",
@@ -478,16 +482,16 @@ async fn gateway_list_options_are_applied_never_ignored() {
         assert_error(&answer, 400, "INVALID_ARGUMENT", words);
     }
 
-    let gateway = json!({"id": "gw-1", "gatewayConfig": {"gatewayType": "GATEWAY"}});
-    let answer = app.post("/registries/reg-1/devices", gateway).await;
-    assert_error(
-        &answer,
-        501,
-        "UNIMPLEMENTED",
-        &["gateways are not supported yet"],
-    );
-    let (status, _) = app.get("/registries/reg-1/devices/gw-1").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was created");
+    // A gateway is created as one, its output-only fields ignored.
+    let gateway = json!({"id": "gw-1", "gatewayConfig": {"gatewayType": "GATEWAY",
+        "lastAccessedGatewayId": "forged"}});
+    let (status, created) = app.post("/registries/reg-1/devices", gateway).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["gatewayConfig"], json!({"gatewayType": "GATEWAY"}));
+    let (_, page) = app
+        .get("/registries/reg-1/devices?gatewayListOptions.gatewayType=GATEWAY")
+        .await;
+    assert_eq!(page["devices"][0]["id"], "gw-1");
 }
 
 #[tokio::test]
@@ -824,10 +828,12 @@ async fn unsupported_methods_and_paths_answer_in_googles_shape() {
         .post("/registries/reg-1/devices/dev-1:fly", json!({}))
         .await;
     assert_error(&answer, 501, "UNIMPLEMENTED", &["fly"]);
+    let answer = app.post("/registries/reg-1:teleport", json!({})).await;
+    assert_error(&answer, 501, "UNIMPLEMENTED", &["teleport"]);
     let answer = app
         .post("/registries/reg-1:bindDeviceToGateway", json!({}))
         .await;
-    assert_error(&answer, 501, "UNIMPLEMENTED", &["bindDeviceToGateway"]);
+    assert_error(&answer, 400, "INVALID_ARGUMENT", &["gatewayId", "required"]);
     let answer = app.get("/nothing/here").await;
     assert_error(&answer, 404, "NOT_FOUND", &["path"]);
 }

@@ -635,3 +635,104 @@ fn iam_grants_a_role_that_the_server_then_enforces_on_the_member() {
     as_token(viewer, &["devices", "list", "--registry", "reg-1"])
         .assert_refused("PERMISSION_DENIED");
 }
+
+#[test]
+fn a_gateway_is_created_devices_are_bound_listed_and_unbound() {
+    let server = Server::start();
+    server.create_registry();
+    let key = server.key_file("rsa_public");
+    let key = key.to_str().unwrap();
+    let created = server.cli(&[
+        "devices",
+        "create",
+        "hall-gw",
+        "--registry",
+        "reg-1",
+        "--public-key",
+        key,
+        "--format",
+        "RSA_PEM",
+        "--gateway",
+        "--gateway-auth-method",
+        "device_auth_token_only",
+    ]);
+    created.assert_success();
+    assert!(
+        created
+            .stdout
+            .contains("gateway:         yes, its devices attach by DEVICE_AUTH_TOKEN_ONLY"),
+        "{created:#?}"
+    );
+    server
+        .create_device("thermo-3", "rsa_public", "RSA_PEM")
+        .assert_success();
+    server
+        .cli(&[
+            "gateways",
+            "bind",
+            "hall-gw",
+            "thermo-3",
+            "--registry",
+            "reg-1",
+        ])
+        .assert_success();
+
+    let gateways = server.cli(&["gateways", "list", "--registry", "reg-1"]);
+    gateways.assert_success();
+    assert_eq!(gateways.stdout.lines().count(), 1, "{gateways:#?}");
+    assert!(gateways.stdout.starts_with("hall-gw "), "{gateways:#?}");
+    let bound = server.cli(&[
+        "gateways",
+        "list",
+        "--registry",
+        "reg-1",
+        "--gateway",
+        "hall-gw",
+    ]);
+    assert!(bound.stdout.starts_with("thermo-3 "), "{bound:#?}");
+    let of = server.cli(&[
+        "gateways",
+        "list",
+        "--registry",
+        "reg-1",
+        "--device",
+        "thermo-3",
+    ]);
+    assert!(of.stdout.starts_with("hall-gw "), "{of:#?}");
+
+    let refused = server.cli(&["devices", "delete", "hall-gw", "--registry", "reg-1"]);
+    refused.assert_refused("FAILED_PRECONDITION");
+    assert!(refused.stderr.contains("unbind"), "{refused:#?}");
+    server
+        .cli(&[
+            "gateways",
+            "unbind",
+            "hall-gw",
+            "thermo-3",
+            "--registry",
+            "reg-1",
+        ])
+        .assert_success();
+    let none = server.cli(&[
+        "gateways",
+        "list",
+        "--registry",
+        "reg-1",
+        "--gateway",
+        "hall-gw",
+    ]);
+    assert_eq!(
+        none.stdout, "no devices are bound to gateway hall-gw\n",
+        "{none:#?}"
+    );
+    let again = server.cli(&[
+        "gateways",
+        "unbind",
+        "hall-gw",
+        "thermo-3",
+        "--registry",
+        "reg-1",
+    ]);
+    again.assert_refused("FAILED_PRECONDITION");
+    assert!(again.stderr.contains("is not bound"), "{again:#?}");
+}

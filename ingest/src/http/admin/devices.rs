@@ -19,7 +19,7 @@ use super::AdminState;
 use crate::auth::credentials::parse_credential;
 use crate::http::error::ApiError;
 use crate::http::request::{JsonBody, Query, mask_paths, parse_json};
-use crate::registry::{DeviceFilter, DeviceUpdate, PageRequest};
+use crate::registry::{DeviceFilter, DeviceUpdate, GatewayFilter, PageRequest};
 
 /// The largest config payload, as IoT Core allowed.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
@@ -40,9 +40,15 @@ pub(super) fn device_name(
 pub async fn create(
     State(state): State<AdminState>,
     Path((project, location, registry)): RegistryPath,
-    JsonBody(device): JsonBody<Device>,
+    JsonBody(mut device): JsonBody<Device>,
 ) -> Result<Json<Device>, ApiError> {
     let registry = RegistryName::from_parts(&project, &location, &registry)?;
+    // Output only: a device has spoken through no gateway before it exists.
+    device.gateway_config = device.gateway_config.map(|g| GatewayConfig {
+        last_accessed_gateway_id: None,
+        last_accessed_gateway_time: None,
+        ..g
+    });
     if device.id.is_none() {
         return Err(ApiError::invalid_field(
             "id",
@@ -50,18 +56,6 @@ pub async fn create(
         ));
     }
     device.validate()?;
-    if device
-        .gateway_config
-        .as_ref()
-        .is_some_and(GatewayConfig::is_gateway)
-    {
-        return Err(ApiError::new(
-            Code::Unimplemented,
-            "gateways are not supported yet: this server cannot bind devices to a gateway or let \
-             it speak for them, so it does not create one; create the device without \
-             gatewayConfig.gatewayType GATEWAY",
-        ));
-    }
     check_credentials(&device.credentials)?;
     if let Some(config) = &device.config {
         check_config_size("config.binaryData", &config.binary_data)?;
@@ -135,9 +129,6 @@ pub async fn list(
             .map(String::from),
     };
     let mask = mask_paths(&query, "fieldMask");
-    if gateway_filter_matches_none(&query)? {
-        return Ok(Json(json!({"devices": []})));
-    }
     let page = state
         .registry
         .list_devices(&registry, &filter, &page)
@@ -156,10 +147,9 @@ pub async fn list(
     Ok(Json(body))
 }
 
-/// `gatewayListOptions`, answered for a registry that can hold no gateway yet: `gatewayType`
-/// `GATEWAY` and either association filter match no device, `NON_GATEWAY` every one. Never
-/// ignored: a script asking for a gateway's devices must not get the whole registry.
-fn gateway_filter_matches_none(query: &Query) -> Result<bool, ApiError> {
+/// `gatewayListOptions`: at most one of its filters, never ignored (a script asking for a
+/// gateway's devices must not get the whole registry).
+fn gateway_filter(query: &Query) -> Result<Option<GatewayFilter>, ApiError> {
     const TYPE: &str = "gatewayListOptions.gatewayType";
     const BY_GATEWAY: &str = "gatewayListOptions.associationsGatewayId";
     const BY_DEVICE: &str = "gatewayListOptions.associationsDeviceId";
@@ -176,14 +166,21 @@ fn gateway_filter_matches_none(query: &Query) -> Result<bool, ApiError> {
             ),
         ));
     }
-    for name in [BY_GATEWAY, BY_DEVICE] {
-        if let Some(id) = query.get(name).filter(|v| !v.is_empty()) {
-            DeviceRef::parse(id).map_err(|e| ApiError::invalid_field(name, e))?;
-            return Ok(true);
-        }
+    let device = |name: &str| -> Result<Option<DeviceRef>, ApiError> {
+        query
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|id| DeviceRef::parse(id).map_err(|e| ApiError::invalid_field(name, e)))
+            .transpose()
+    };
+    if let Some(gateway) = device(BY_GATEWAY)? {
+        return Ok(Some(GatewayFilter::BoundTo(gateway)));
+    }
+    if let Some(device) = device(BY_DEVICE)? {
+        return Ok(Some(GatewayFilter::GatewaysOf(device)));
     }
     let Some(text) = query.get(TYPE).filter(|v| !v.is_empty()) else {
-        return Ok(false);
+        return Ok(None);
     };
     // By name or number, as the enum is read everywhere else.
     let value = text
@@ -191,7 +188,11 @@ fn gateway_filter_matches_none(query: &Query) -> Result<bool, ApiError> {
         .map_or_else(|_| json!(text), |n| json!(n));
     let kind: GatewayType =
         serde_json::from_value(value).map_err(|e| ApiError::invalid_field(TYPE, e.to_string()))?;
-    Ok(kind == GatewayType::Gateway)
+    Ok(match kind {
+        GatewayType::Gateway => Some(GatewayFilter::IsGateway(true)),
+        GatewayType::NonGateway => Some(GatewayFilter::IsGateway(false)),
+        GatewayType::GatewayTypeUnspecified => None,
+    })
 }
 
 fn device_filter(query: &Query) -> Result<DeviceFilter, ApiError> {
@@ -205,7 +206,11 @@ fn device_filter(query: &Query) -> Result<DeviceFilter, ApiError> {
         .into_iter()
         .map(|n| NumId::parse(n).map_err(|e| ApiError::invalid_field("deviceNumIds", e)))
         .collect::<Result<_, _>>()?;
-    Ok(DeviceFilter { ids, num_ids })
+    Ok(DeviceFilter {
+        ids,
+        num_ids,
+        gateway: gateway_filter(query)?,
+    })
 }
 
 /// The device fields a `fieldMask` may name (camelCase JSON names).
@@ -271,7 +276,7 @@ pub async fn patch(
     Ok(Json(updated))
 }
 
-const PATCHABLE: &str = "credentials, blocked, metadata, logLevel";
+const PATCHABLE: &str = "credentials, blocked, metadata, logLevel, gatewayConfig.gatewayAuthMethod";
 
 /// Builds the store update from the mask, checking each named field.
 fn device_update(paths: &[String], body: Device) -> Result<DeviceUpdate, ApiError> {
@@ -295,6 +300,21 @@ fn device_update(paths: &[String], body: Device) -> Result<DeviceUpdate, ApiErro
                 update.metadata = Some(body.metadata.clone());
             }
             "logLevel" => update.log_level = Some(body.log_level),
+            "gatewayConfig.gatewayAuthMethod" => {
+                let method = body
+                    .gateway_config
+                    .as_ref()
+                    .and_then(|g| g.gateway_auth_method);
+                update.gateway_auth_method = Some(method);
+            }
+            "gatewayConfig" | "gatewayConfig.gatewayType" => {
+                return Err(ApiError::invalid_field(
+                    "updateMask",
+                    "a device's gateway type is set when it is created and cannot change; \
+                     name gatewayConfig.gatewayAuthMethod to change how a gateway's devices \
+                     authenticate",
+                ));
+            }
             other => {
                 return Err(ApiError::invalid_field(
                     "updateMask",

@@ -23,6 +23,7 @@ mod access;
 mod authorize;
 mod commands;
 mod devices;
+mod gateways;
 mod iam;
 mod presence;
 mod registries;

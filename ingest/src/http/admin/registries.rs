@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use shared::resources::{DeviceRegistry, ListDeviceRegistriesResponse};
 use shared::{Code, LocationName, RegistryName};
 
-use super::{AdminState, iam};
+use super::{AdminState, gateways, iam};
 use crate::http::error::ApiError;
 use crate::http::request::{JsonBody, Query, mask_paths};
 use crate::iam::Caller;
@@ -127,8 +127,7 @@ pub async fn delete(
     Ok(Json(serde_json::json!({})))
 }
 
-/// `POST …/registries/{r}:method` — IoT Core's IAM methods; the gateway binding methods are
-/// not implemented yet.
+/// `POST …/registries/{r}:method` — IoT Core's IAM and gateway binding methods.
 pub async fn custom_method(
     State(state): State<AdminState>,
     Path((project, location, registry)): Path<(String, String, String)>,
@@ -152,12 +151,18 @@ pub async fn custom_method(
                 .await?
                 .into_response()
         }
+        "bindDeviceToGateway" => {
+            let JsonBody(body) = JsonBody::from_request(request, &()).await?;
+            gateways::bind(&state, &name, body).await?.into_response()
+        }
+        "unbindDeviceFromGateway" => {
+            let JsonBody(body) = JsonBody::from_request(request, &()).await?;
+            gateways::unbind(&state, &name, body).await?.into_response()
+        }
         _ => {
             return Err(ApiError::new(
                 Code::Unimplemented,
-                format!(
-                    "registry method `{method}` is not supported by this server (gateways are not implemented yet)"
-                ),
+                format!("registry method `{method}` is not supported by this server"),
             ));
         }
     };
