@@ -36,6 +36,24 @@ pub struct StatePayload {
     pub binary_data: Option<String>,
 }
 
+/// IoT Core's `GatewayInfo`, on `publishEvent` and `setState` bodies as `gatewayInfo` (and on
+/// `GET …/config` as `gatewayInfo.*` query parameters): a oneof, so at most one field is set, and
+/// which one says whose path and token the request carries. Each names a device of the same
+/// registry by id or numeric id; an empty string counts as unset, as in proto3.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    /// The path and token are the gateway's; the request acts for this device.
+    #[serde(
+        default,
+        alias = "delegatedDeviceId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delegated_device_id: Option<String>,
+    /// The path and token are the device's own; the request came through this gateway.
+    #[serde(default, alias = "gatewayId", skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+}
+
 /// `GET …/config`'s answer: `{"version": "7", "cloudUpdateTime": …, "binaryData": b64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +133,25 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&snake).unwrap(),
             serde_json::json!({"binary_data": "AQ==", "sub_folder": "a"})
+        );
+    }
+
+    #[test]
+    fn gateway_info_reads_either_spelling_and_writes_snake_case() {
+        let camel: GatewayInfo = serde_json::from_str(r#"{"delegatedDeviceId": "dev-1"}"#).unwrap();
+        let snake: GatewayInfo =
+            serde_json::from_str(r#"{"delegated_device_id": "dev-1"}"#).unwrap();
+        assert_eq!(camel, snake);
+        assert_eq!(camel.delegated_device_id.as_deref(), Some("dev-1"));
+        assert_eq!(
+            serde_json::to_value(&camel).unwrap(),
+            serde_json::json!({"delegated_device_id": "dev-1"})
+        );
+        let via: GatewayInfo = serde_json::from_str(r#"{"gatewayId": "gw-1"}"#).unwrap();
+        assert_eq!(via.gateway_id.as_deref(), Some("gw-1"));
+        assert_eq!(
+            serde_json::from_str::<GatewayInfo>("{}").unwrap(),
+            GatewayInfo::default()
         );
     }
 

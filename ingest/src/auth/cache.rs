@@ -293,6 +293,7 @@ mod tests {
             id: DeviceId::parse(id).unwrap(),
             num_id: NumId(num),
             token_exp: NOW + 3600,
+            via_gateway: None,
         }
     }
 

@@ -34,6 +34,9 @@ pub struct AuthenticatedDevice {
     pub num_id: NumId,
     /// The token's `exp` (Unix seconds); an MQTT session may be held to it.
     pub token_exp: i64,
+    /// The gateway speaking for the device, when one is: its bookkeeping then records that
+    /// gateway as `lastAccessedGatewayId`.
+    pub via_gateway: Option<DeviceId>,
 }
 
 impl AuthenticatedDevice {
@@ -218,6 +221,7 @@ impl Authenticator {
                 .map(NumId)
                 .ok_or_else(|| incomplete("numId"))?,
             token_exp: verified.exp,
+            via_gateway: None,
         };
         let by_token = cache::valid_until(&verified);
         let valid_until = match self.freshness_secs {

@@ -13,6 +13,7 @@
 
 mod activity;
 mod error;
+mod gateway;
 mod limits;
 mod rate;
 mod refusal;
@@ -514,7 +515,10 @@ impl Bridge {
         self.note_error(&device.registry, &device.id, refusal);
     }
 
-    fn note(&self, device: &AuthenticatedDevice, activity: Activity) {
+    fn note(&self, device: &AuthenticatedDevice, mut activity: Activity) {
+        if let Some(gateway) = &device.via_gateway {
+            activity.last_accessed_gateway = Some((gateway.to_string(), Timestamp::now()));
+        }
         self.inner
             .activity
             .note(&device.registry, &device.id, activity);

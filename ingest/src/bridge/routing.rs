@@ -111,6 +111,7 @@ mod tests {
             id: DeviceId::parse("dev-1").unwrap(),
             num_id: NumId(42),
             token_exp: 0,
+            via_gateway: None,
         };
         let attrs = message_attributes(&device, Some("a/b"));
         let expected = [

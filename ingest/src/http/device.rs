@@ -30,6 +30,12 @@
 //!   fields are ignored and a misspelt field would otherwise publish an empty payload;
 //! - a POST without `:publishEvent` or `:setState`, or any other path: `404 NOT_FOUND`.
 //!
+//! A gateway may speak for a device, as IoT Core's `gatewayInfo` let it (`device/gateway.rs`):
+//! with `delegatedDeviceId` the path and token are the gateway's and the call is carried out for
+//! the named device; with `gatewayId` they are the device's own and the gateway is only
+//! recorded, once the bridge has checked it may speak for the device. Either way the device's
+//! `lastAccessedGatewayId` becomes the gateway. Without `gatewayInfo` nothing changes.
+//!
 //! An extension beside IoT Core's calls: `GET …/devices/{device}/commands?ack=N` answers the
 //! commands an operator queued for the device with a `ttl` while it was away (`{"commands":
 //! [{"id", "binaryData", "subfolder", …}]}`, oldest first), after recording that it has every
@@ -38,6 +44,7 @@
 
 mod answer;
 mod body;
+mod gateway;
 mod long_poll;
 
 pub use long_poll::LongPoll;
@@ -57,6 +64,7 @@ use shared::{Code, DeviceName};
 
 use self::answer::{DeviceApiError, HttpRefusal};
 use self::body::{decode_payload, read_json};
+use self::gateway::acting;
 use self::long_poll::{config_after, wait_param};
 use crate::bridge::{Bridge, DeviceSession, Limits, Protocol};
 use crate::http::request::Query;
@@ -107,50 +115,55 @@ async fn device_method(
     let (registry, segment) = path_parts(&bridge, path)?;
     let (device, method) = split_method(&segment).map_err(|r| r.note(&bridge, None))?;
     let name = device_name(&bridge, &registry, device)?;
-    let device = admit(&bridge, &name, &headers).await?;
+    let caller = admit(&bridge, &name, &headers).await?;
     match method {
-        DeviceMethod::PublishEvent => publish_event(&bridge, &device, &headers, body).await?,
-        DeviceMethod::SetState => set_state(&bridge, &device, &headers, body).await?,
+        DeviceMethod::PublishEvent => publish_event(&bridge, caller, &headers, body).await?,
+        DeviceMethod::SetState => set_state(&bridge, caller, &headers, body).await?,
     }
     Ok(Json(json!({})))
 }
 
+/// The whole body is checked before `gatewayInfo` is acted on, so a malformed request costs no
+/// store reads, and its refusal is the caller's: the caller sent it.
 async fn publish_event(
     bridge: &Bridge,
-    device: &DeviceSession,
+    caller: DeviceSession,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), DeviceApiError> {
     let cap = Limits::http_body_cap(bridge.limits().max_event_bytes);
-    let (subfolder, data) = read_json::<PublishEventRequest>(headers, body, cap)
+    let (subfolder, data, via) = read_json::<PublishEventRequest>(headers, body, cap)
         .await
-        .and_then(|request| {
+        .and_then(|(request, info)| {
             let data = decode_payload("binary_data", request.binary_data.as_deref())?;
-            Ok((request.sub_folder, data))
+            Ok((request.sub_folder, data, gateway::from_body(info.as_ref())?))
         })
-        .map_err(|r| r.note(bridge, Some(device)))?;
+        .map_err(|r| r.note(bridge, Some(&caller)))?;
+    let device = acting(bridge, caller, via).await?;
     Ok(device.publish_event(subfolder.as_deref(), data).await?)
 }
 
 async fn set_state(
     bridge: &Bridge,
-    device: &DeviceSession,
+    caller: DeviceSession,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), DeviceApiError> {
     let cap = Limits::http_body_cap(bridge.limits().max_state_bytes);
-    let data = read_json::<SetStateRequest>(headers, body, cap)
+    let (data, via) = read_json::<SetStateRequest>(headers, body, cap)
         .await
-        .and_then(|request| {
+        .and_then(|(request, info)| {
             let state = request.state.ok_or_else(|| {
                 HttpRefusal::invalid(
                     "missing_field",
                     "state: required: {\"state\": {\"binary_data\": <base64>}}",
                 )
             })?;
-            decode_payload("state.binary_data", state.binary_data.as_deref())
+            let data = decode_payload("state.binary_data", state.binary_data.as_deref())?;
+            Ok((data, gateway::from_body(info.as_ref())?))
         })
-        .map_err(|r| r.note(bridge, Some(device)))?;
+        .map_err(|r| r.note(bridge, Some(&caller)))?;
+    let device = acting(bridge, caller, via).await?;
     Ok(device.set_state(data).await?)
 }
 
@@ -163,10 +176,12 @@ async fn config(
 ) -> Result<Json<ConfigResponse>, DeviceApiError> {
     let (registry, device) = path_parts(&bridge, path)?;
     let name = device_name(&bridge, &registry, &device)?;
-    let device = admit(&bridge, &name, &headers).await?;
-    let (local_version, wait) = local_version(query.as_deref())
-        .and_then(|version| Ok((version, wait_param(query.as_deref())?)))
-        .map_err(|r| r.note(&bridge, Some(&device)))?;
+    let caller = admit(&bridge, &name, &headers).await?;
+    let query = query.as_deref();
+    let (local_version, wait, via) = local_version(query)
+        .and_then(|version| Ok((version, wait_param(query)?, gateway::from_query(query)?)))
+        .map_err(|r| r.note(&bridge, Some(&caller)))?;
+    let device = acting(&bridge, caller, via).await?;
     let config = config_after(&device, &long_poll, local_version, wait).await?;
     Ok(Json(config.into()))
 }
@@ -181,8 +196,12 @@ async fn commands(
 ) -> Result<Json<CommandsResponse>, DeviceApiError> {
     let (registry, device) = path_parts(&bridge, path)?;
     let name = device_name(&bridge, &registry, &device)?;
-    let device = admit(&bridge, &name, &headers).await?;
-    let ack = ack_param(query.as_deref()).map_err(|r| r.note(&bridge, Some(&device)))?;
+    let caller = admit(&bridge, &name, &headers).await?;
+    let query = query.as_deref();
+    let (ack, via) = ack_param(query)
+        .and_then(|ack| Ok((ack, gateway::from_query(query)?)))
+        .map_err(|r| r.note(&bridge, Some(&caller)))?;
+    let device = acting(&bridge, caller, via).await?;
     let commands = device.pending_commands(ack).await?;
     Ok(Json(CommandsResponse { commands }))
 }

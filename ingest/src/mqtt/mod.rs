@@ -58,6 +58,8 @@ pub struct MqttSettings {
     pub max_packet_bytes: usize,
     /// How long PUBACKs still owed may be waited for after shutdown begins.
     pub drain_timeout: Duration,
+    /// Devices one gateway connection may attach at once (IoT Core: 1,000).
+    pub max_attached_devices: usize,
 }
 
 impl Default for MqttSettings {
@@ -72,6 +74,7 @@ impl Default for MqttSettings {
             max_in_flight: 64,
             max_packet_bytes: 256 * 1024 + 4096,
             drain_timeout: Duration::from_secs(8),
+            max_attached_devices: 1000,
         }
     }
 }

@@ -14,6 +14,10 @@
 //! acknowledged or the command timeout passes, and its sender is told which; commands queued for
 //! the device while it was away follow the SUBACK (`queued`).
 //!
+//! A gateway's connection also speaks for the devices it attached (`gateway`): each is a `Link`
+//! of its own, with its own subscriptions, config and commands, and a refusal about one of them
+//! is told on the gateway's errors topic without closing the connection.
+//!
 //! The connection is closed when its token expires (plus the allowed clock skew), when the
 //! client is silent past 1.5 × its keepalive or for the idle timeout, when another connection for
 //! the same device is accepted, when the device is blocked or re-keyed and its token no longer
@@ -26,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
@@ -38,13 +42,17 @@ use shared::resources::DeviceConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use self::link::{Inbox, Link, Unacked};
 use super::Shared;
 use super::connect::Admitted;
 use super::queued::QueuedCommands;
-use super::topics::{OwnTopics, PublishTopic, Subscription};
+use super::topics::{self, PublishTopic, Subscription};
 use super::wire::{self, ReadError};
-use crate::bridge::{Bucket, DeviceSession, Rate, Refusal};
-use crate::c2d::{Attachment, Command, CommandFailure, Control, MAX_UNACKED_COMMANDS};
+use crate::bridge::{Bucket, Rate, Refusal};
+use crate::c2d::{Command, CommandFailure, Control, MAX_UNACKED_COMMANDS};
+
+mod gateway;
+mod link;
 
 type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
@@ -53,6 +61,9 @@ struct Outcome {
     /// The PUBLISH's packet id (QoS 1), or `None` (QoS 0).
     pkid: Option<u16>,
     result: Result<(), Refusal>,
+    /// The device a gateway sent it for, when not its own: a refusal the device caused is told
+    /// about it and leaves the gateway connected.
+    delegated: Option<String>,
 }
 
 /// Why the connection ends.
@@ -61,15 +72,6 @@ enum Close {
     Quietly,
     /// The service ends the connection for this reason, told to the device.
     Because(Refusal),
-}
-
-/// A config sent at QoS 1 and not yet acknowledged, kept to be sent again as it was.
-#[derive(Debug, Clone)]
-struct Unacked {
-    pkid: u16,
-    version: u64,
-    payload: bytes::Bytes,
-    resend_at: Instant,
 }
 
 /// A command sent at QoS 1 and not yet acknowledged.
@@ -92,22 +94,20 @@ pub(crate) struct Live<R, W> {
     /// Packets encoded and not yet written: PUBACKs that became due together go out in one write.
     out: BytesMut,
     shared: Arc<Shared>,
-    session: Arc<DeviceSession>,
     token: String,
-    topics: OwnTopics,
-    attachment: Attachment,
+    /// The connection's own device.
+    own: Link,
+    /// The devices a gateway attached, in attach order.
+    attached: Vec<Link>,
+    /// Whether the own device is a gateway; read the first time it matters.
+    is_gateway: Option<bool>,
+    /// Every link's deliveries.
+    inboxes: SelectAll<Inbox>,
     in_flight: FuturesOrdered<Pending>,
     bucket: Bucket,
     rate: Rate,
-    config_qos: Option<QoS>,
-    /// The QoS of the `commands/#` subscription, if there is one.
-    commands_qos: Option<QoS>,
-    /// Sends commands queued for the device; started on the first `commands/#` subscription.
-    queued: Option<QueuedCommands>,
     unacked_commands: Vec<UnackedCommand>,
     errors: bool,
-    sent_version: Option<u64>,
-    unacked: Option<Unacked>,
     next_pkid: u16,
     keep_alive: Option<Duration>,
     last_heard: Instant,
@@ -134,7 +134,6 @@ where
         admitted: Admitted,
     ) -> Self {
         let device = admitted.session.device();
-        let topics = OwnTopics::new(device.id.as_str(), device.num_id.0);
         let attachment = shared
             .fleet
             .connected(&device.registry, &device.id, device.num_id)
@@ -143,25 +142,24 @@ where
         let now = Instant::now();
         let wall = admitted.session.bridge().clock().now().as_second();
         let token_deadline = token_deadline(device.token_exp, wall, now);
+        let (own, inbox) = Link::new(Arc::new(admitted.session), attachment, None);
+        let mut inboxes = SelectAll::new();
+        inboxes.push(inbox);
         Self {
             reader,
             writer,
             buf,
             out: BytesMut::new(),
-            session: Arc::new(admitted.session),
             token: admitted.token,
-            topics,
-            attachment,
+            own,
+            attached: Vec::new(),
+            is_gateway: None,
+            inboxes,
             in_flight: FuturesOrdered::new(),
             bucket: Bucket::full(rate, now.into_std()),
             rate,
-            config_qos: None,
-            commands_qos: None,
-            queued: None,
             unacked_commands: Vec::new(),
             errors: false,
-            sent_version: None,
-            unacked: None,
             next_pkid: 0,
             keep_alive: (admitted.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(admitted.keep_alive) * 1500)),
@@ -195,8 +193,8 @@ where
                         self.close(close);
                     }
                 }
-                control = self.attachment.inbox.recv(), if self.closing.is_none() => {
-                    if let Err(close) = self.control(control).await {
+                Some((generation, control)) = self.inboxes.next(), if self.closing.is_none() => {
+                    if let Err(close) = self.control(generation, control).await {
                         self.close(close);
                     }
                 }
@@ -211,7 +209,7 @@ where
                 }
                 () = &mut self.timer => {
                     if drain_deadline.is_some_and(|at| Instant::now() >= at) {
-                        tracing::warn!(device = %self.session.device().id, "PUBACKs still owed at the end of the drain were not sent");
+                        tracing::warn!(device = %self.own.id(), "PUBACKs still owed at the end of the drain were not sent");
                         break;
                     }
                     if let Err(close) = self.on_deadline().await {
@@ -238,19 +236,37 @@ where
     async fn finish(mut self) {
         let _ = self.flush().await;
         if let Some(Close::Because(refusal)) = self.closing.take() {
-            tracing::debug!(device = %self.session.device().id, reason = refusal.reason, "closing an MQTT connection");
-            self.tell(&refusal, None).await;
+            tracing::debug!(device = %self.own.id(), reason = refusal.reason, "closing an MQTT connection");
+            self.tell(&refusal, None, None).await;
         }
         // At shutdown the instance's lease ends, which releases every claim at once.
         let store = !*self.shared.shutdown.borrow();
-        let (shared, session) = (self.shared.clone(), self.session.clone());
-        let device = session.device();
-        let claim = (self.attachment.generation, self.attachment.fleet_generation);
-        shared
-            .fleet
-            .disconnected(&device.registry, &device.id, device.num_id, claim, store)
-            .await;
+        for link in std::iter::once(&self.own).chain(&self.attached) {
+            let device = link.session.device();
+            self.shared
+                .fleet
+                .disconnected(
+                    &device.registry,
+                    &device.id,
+                    device.num_id,
+                    link.claim(),
+                    store,
+                )
+                .await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+    }
+
+    /// Every link: the own device's first.
+    fn links(&self) -> impl Iterator<Item = &Link> {
+        std::iter::once(&self.own).chain(&self.attached)
+    }
+
+    /// The link whose claim is `generation`.
+    fn link_mut(&mut self, generation: u64) -> Option<&mut Link> {
+        std::iter::once(&mut self.own)
+            .chain(&mut self.attached)
+            .find(|link| link.generation == generation)
     }
 
     /// The earliest moment something is due: keepalive, idle, token expiry, a config resend.
@@ -260,7 +276,7 @@ where
         if let Some(keep_alive) = self.keep_alive {
             due = due.min(self.last_heard + keep_alive);
         }
-        if let Some(unacked) = &self.unacked {
+        for unacked in self.links().filter_map(|link| link.unacked.as_ref()) {
             due = due.min(unacked.resend_at);
         }
         for command in &self.unacked_commands {
@@ -304,10 +320,13 @@ where
                 ),
             ));
         }
-        if let Some(unacked) = &self.unacked
-            && now >= unacked.resend_at
-        {
-            self.resend_config().await?;
+        let due: Vec<u64> = self
+            .links()
+            .filter(|link| link.unacked.as_ref().is_some_and(|u| now >= u.resend_at))
+            .map(|link| link.generation)
+            .collect();
+        for generation in due {
+            self.resend_config(generation).await?;
         }
         self.resend_commands(now).await
     }
@@ -346,7 +365,7 @@ where
 
     async fn packet(&mut self, packet: Packet) -> Result<(), Close> {
         match packet {
-            Packet::Publish(publish) => self.publish(publish),
+            Packet::Publish(publish) => self.publish(publish).await,
             Packet::PubAck(ack) => {
                 self.acked(ack.pkid);
                 Ok(())
@@ -354,7 +373,7 @@ where
             Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
             Packet::PingReq => {
-                self.session.heartbeat();
+                self.own.session.heartbeat();
                 self.write(&Packet::PingResp).await
             }
             Packet::Disconnect => Err(Close::Quietly),
@@ -370,7 +389,7 @@ where
         }
     }
 
-    fn publish(&mut self, publish: Publish) -> Result<(), Close> {
+    async fn publish(&mut self, publish: Publish) -> Result<(), Close> {
         if publish.qos == QoS::ExactlyOnce {
             return Err(self.refuse(
                 Code::InvalidArgument,
@@ -386,50 +405,88 @@ where
                     .to_owned(),
             ));
         }
-        let topic = match self.topics.publish(&publish.topic) {
+        let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
+        let (device, rest) = topics::split(&publish.topic).unwrap_or_default();
+        let mut link = None;
+        if !device.is_empty() && !self.own.topics.is_named(device) {
+            link = self.attached.iter().position(|l| l.topics.is_named(device));
+            if link.is_none() || matches!(rest, "attach" | "detach") {
+                let (device, rest) = (device.to_owned(), rest.to_owned());
+                return self.publish_as_gateway(&device, &rest, publish, pkid).await;
+            }
+        }
+        let target = link.map_or(&self.own, |at| &self.attached[at]);
+        let topic = match target.topics.publish(&publish.topic) {
             Ok(topic) => topic,
+            Err(message) if link.is_some() => {
+                let refusal = target
+                    .session
+                    .refuse(Code::InvalidArgument, "mqtt_topic", message);
+                self.settled(pkid, Err(refusal), Some(target.id().to_owned()));
+                return Ok(());
+            }
             Err(message) => {
                 return Err(self.refuse(Code::InvalidArgument, "mqtt_topic", message));
             }
         };
-        let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
+        let session = target.session.clone();
+        let delegated = link.map(|_| session.device().id.to_string());
         if let Err(retry_after) = self.bucket.take(self.rate, Instant::now().into_std()) {
-            let refusal = self.session.refuse(
+            let refusal = session.refuse(
                 Code::ResourceExhausted,
                 "rate_limited",
                 format!(
                     "device `{}` sent more MQTT messages than its limit of {} allows; this \
                      message was not accepted (no PUBACK), retry in {:.1} s",
-                    self.session.device().id,
+                    self.own.id(),
                     self.rate,
                     retry_after.as_secs_f64()
                 ),
             );
-            self.in_flight.push_back(Box::pin(async move {
-                Outcome {
-                    pkid,
-                    result: Err(refusal),
-                }
-            }));
+            self.settled(pkid, Err(refusal), delegated);
             return Ok(());
         }
-        let session = self.session.clone();
         let data = publish.payload.to_vec();
         let pending: Pending = match topic {
             PublishTopic::Event(subfolder) => {
                 let subfolder = subfolder.map(str::to_owned);
                 Box::pin(async move {
                     let result = session.publish_event(subfolder.as_deref(), data).await;
-                    Outcome { pkid, result }
+                    Outcome {
+                        pkid,
+                        result,
+                        delegated,
+                    }
                 })
             }
             PublishTopic::State => Box::pin(async move {
                 let result = session.set_state(data).await;
-                Outcome { pkid, result }
+                Outcome {
+                    pkid,
+                    result,
+                    delegated,
+                }
             }),
         };
         self.in_flight.push_back(pending);
         Ok(())
+    }
+
+    /// Queues an outcome known already, behind the messages still in flight, so its PUBACK (or
+    /// its refusal) keeps the order of the PUBLISHes.
+    fn settled(
+        &mut self,
+        pkid: Option<u16>,
+        result: Result<(), Refusal>,
+        delegated: Option<String>,
+    ) {
+        self.in_flight.push_back(Box::pin(async move {
+            Outcome {
+                pkid,
+                result,
+                delegated,
+            }
+        }));
     }
 
     /// Settles `first` and every other message already done behind it, then writes their
@@ -454,11 +511,20 @@ where
             }
             // Counted and kept as the last error by the bridge (or when the rate refused it).
             Err(refusal) if refusal.reason == "rate_limited" => {
-                self.tell(&refusal, outcome.pkid).await;
+                let about = outcome.delegated.as_deref();
+                self.tell(&refusal, outcome.pkid, about).await;
+                Ok(())
+            }
+            // A device behind a gateway caused it: the gateway stays connected. Not when the
+            // service failed: the gateway must then reconnect to send the message again.
+            Err(refusal) if outcome.delegated.is_some() && !is_transient(&refusal) => {
+                let about = outcome.delegated.as_deref();
+                self.tell(&refusal, outcome.pkid, about).await;
                 Ok(())
             }
             Err(refusal) => {
-                self.tell(&refusal, outcome.pkid).await;
+                let about = outcome.delegated.as_deref();
+                self.tell(&refusal, outcome.pkid, about).await;
                 Err(Close::Quietly)
             }
         }
@@ -466,31 +532,48 @@ where
 
     async fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
-        let mut send_config = false;
-        let mut send_queued = false;
+        // The links (by generation) that get their config, and their queued commands, after
+        // the SUBACK.
+        let mut send_config = Vec::new();
+        let mut send_queued = Vec::new();
         for filter in &subscribe.filters {
             let qos = if filter.qos == QoS::AtMostOnce {
                 QoS::AtMostOnce
             } else {
                 QoS::AtLeastOnce
             };
-            let code = match self.topics.subscription(&filter.path) {
+            let Some(link) = self.subscriber(&filter.path) else {
+                // Kept as the gateway's last error; nothing is published before the SUBACK.
+                self.own.session.refuse(
+                    Code::FailedPrecondition,
+                    "gateway_device_not_attached",
+                    format!(
+                        "`{}` belongs to a device this gateway has not attached; publish to \
+                         /devices/{{device}}/attach first",
+                        filter.path
+                    ),
+                );
+                codes.push(SubscribeReasonCode::Failure);
+                continue;
+            };
+            let code = match link.topics.subscription(&filter.path) {
                 Ok(Subscription::Config) => {
-                    self.config_qos = Some(qos);
-                    send_config = true;
+                    link.config_qos = Some(qos);
+                    send_config.push(link.generation);
                     SubscribeReasonCode::Success(qos)
                 }
                 Ok(Subscription::Commands) => {
-                    self.commands_qos = Some(qos);
-                    send_queued = true;
+                    link.commands_qos = Some(qos);
+                    send_queued.push(link.generation);
                     SubscribeReasonCode::Success(qos)
                 }
                 Ok(Subscription::Errors) => {
+                    // Errors about a gateway's devices go to the gateway's own errors topic.
                     self.errors = true;
                     SubscribeReasonCode::Success(QoS::AtMostOnce)
                 }
                 Err(message) => {
-                    self.session
+                    link.session
                         .refuse(Code::InvalidArgument, "mqtt_subscription", message);
                     SubscribeReasonCode::Failure
                 }
@@ -498,122 +581,166 @@ where
             codes.push(code);
         }
         // Recorded before SUBACK: once the device knows it is subscribed, so does the fleet.
-        self.record_subscriptions().await;
+        self.record_all_subscriptions().await;
         self.write(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
             .await?;
-        if send_config {
-            // A fresh subscription always gets the latest config, even one sent before.
-            self.sent_version = None;
-            self.unacked = None;
-            match self.session.config(0).await {
-                Ok(config) => self.send_config(config).await?,
-                Err(refusal) => self.tell(&refusal, None).await,
-            }
+        for generation in send_config {
+            self.send_latest_config(generation).await?;
         }
-        if send_queued {
-            self.queued_commands().wake();
+        for generation in send_queued {
+            self.wake_queued(generation);
         }
         Ok(())
     }
 
+    /// The link a SUBSCRIBE filter is for: an attached device's, or else the own device's,
+    /// which refuses what is not its own with the usual message. `None` for a device a gateway
+    /// has not attached.
+    fn subscriber(&mut self, filter: &str) -> Option<&mut Link> {
+        let device = topics::split(filter).map_or("", |(device, _)| device);
+        if let Some(at) = self.attached.iter().position(|l| l.topics.is_named(device)) {
+            return Some(&mut self.attached[at]);
+        }
+        let foreign = !device.is_empty() && !self.own.topics.is_named(device);
+        if foreign && self.is_gateway == Some(true) {
+            return None;
+        }
+        Some(&mut self.own)
+    }
+
+    /// Sends a fresh subscription the latest config, even one sent before.
+    async fn send_latest_config(&mut self, generation: u64) -> Result<(), Close> {
+        let Some(link) = self.link_mut(generation) else {
+            return Ok(());
+        };
+        link.sent_version = None;
+        link.unacked = None;
+        let (session, about) = (link.session.clone(), self.about(generation));
+        match session.config(0).await {
+            Ok(config) => self.send_config(generation, config).await,
+            Err(refusal) => {
+                self.tell(&refusal, None, about.as_deref()).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The attached device `generation` is, for errors about it; `None` for the own device.
+    fn about(&self, generation: u64) -> Option<String> {
+        self.attached
+            .iter()
+            .find(|l| l.generation == generation)
+            .map(|l| l.id().to_owned())
+    }
+
     async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
         for topic in &unsubscribe.topics {
-            match self.topics.subscription(topic) {
+            let Some(link) = self.subscriber(topic) else {
+                continue;
+            };
+            match link.topics.subscription(topic) {
                 Ok(Subscription::Config) => {
-                    self.config_qos = None;
-                    self.unacked = None;
+                    link.config_qos = None;
+                    link.unacked = None;
                 }
-                Ok(Subscription::Commands) => self.commands_qos = None,
+                Ok(Subscription::Commands) => link.commands_qos = None,
                 Ok(Subscription::Errors) => self.errors = false,
                 Err(_) => {}
             }
         }
-        self.record_subscriptions().await;
+        self.record_all_subscriptions().await;
         self.write(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
             .await
     }
 
-    /// Tells the fleet's presence record what this connection is subscribed to.
-    async fn record_subscriptions(&mut self) {
-        self.shared
-            .fleet
-            .subscribed(
-                self.session.device().num_id,
-                self.attachment.fleet_generation,
-                self.config_qos.is_some(),
-                self.commands_qos.is_some(),
-            )
-            .await;
+    /// Tells the fleet's presence records what each link is subscribed to.
+    async fn record_all_subscriptions(&mut self) {
+        let shared = self.shared.clone();
+        for link in std::iter::once(&self.own).chain(&self.attached) {
+            record_subscriptions(&shared, link).await;
+        }
     }
 
-    /// The connection's queued-command task, started on first use.
-    fn queued_commands(&mut self) -> &QueuedCommands {
-        let (session, delivery) = (&self.session, self.shared.fleet.delivery());
-        self.queued
-            .get_or_insert_with(|| QueuedCommands::start(session.clone(), delivery.clone()))
-    }
-
-    /// Sends `config` unless a version at least as new was sent already.
-    async fn send_config(&mut self, config: DeviceConfig) -> Result<(), Close> {
-        let Some(qos) = self.config_qos else {
+    /// Sends link `generation` its `config` unless a version at least as new was sent already.
+    async fn send_config(&mut self, generation: u64, config: DeviceConfig) -> Result<(), Close> {
+        let resend = self.shared.settings.config_resend;
+        let pkid = self.pkid();
+        let Some(link) = self.link_mut(generation) else {
             return Ok(());
         };
-        if self.sent_version.is_some_and(|sent| sent >= config.version) {
+        let Some(qos) = link.config_qos else {
+            return Ok(());
+        };
+        if link.sent_version.is_some_and(|sent| sent >= config.version) {
             return Ok(());
         }
         let payload = bytes::Bytes::from(config.binary_data);
-        let mut publish = Publish::from_bytes(self.topics.config_topic(), qos, payload.clone());
+        let mut publish = Publish::from_bytes(link.topics.config_topic(), qos, payload.clone());
         if qos == QoS::AtLeastOnce {
-            publish.pkid = self.pkid();
-            self.unacked = Some(Unacked {
-                pkid: publish.pkid,
+            publish.pkid = pkid;
+            link.unacked = Some(Unacked {
+                pkid,
                 version: config.version,
                 payload,
-                resend_at: Instant::now() + self.shared.settings.config_resend,
+                resend_at: Instant::now() + resend,
             });
         }
-        self.sent_version = Some(config.version);
-        self.session.config_sent();
+        link.sent_version = Some(config.version);
+        link.session.config_sent();
         self.write(&Packet::Publish(publish)).await
     }
 
-    /// Sends the unacknowledged config again, DUP set. No store read: a newer version reaches
-    /// the connection as a push and replaces this one in `send_config`.
-    async fn resend_config(&mut self) -> Result<(), Close> {
-        let Some(unacked) = self.unacked.as_mut() else {
+    /// Sends link `generation`'s unacknowledged config again, DUP set. No store read: a newer
+    /// version reaches the connection as a push and replaces this one in `send_config`.
+    async fn resend_config(&mut self, generation: u64) -> Result<(), Close> {
+        let resend = self.shared.settings.config_resend;
+        let Some(link) = self.link_mut(generation) else {
             return Ok(());
         };
-        unacked.resend_at = Instant::now() + self.shared.settings.config_resend;
+        let Some(unacked) = link.unacked.as_mut() else {
+            return Ok(());
+        };
+        unacked.resend_at = Instant::now() + resend;
         let again = resent(
-            self.topics.config_topic(),
+            link.topics.config_topic(),
             unacked.payload.clone(),
             unacked.pkid,
         );
-        self.session.config_sent();
+        link.session.config_sent();
         self.write(&again).await
     }
 
     fn acked(&mut self, pkid: u16) {
-        if let Some(unacked) = self.unacked.take_if(|unacked| unacked.pkid == pkid) {
-            self.session.config_acked(unacked.version);
+        let config = std::iter::once(&mut self.own)
+            .chain(&mut self.attached)
+            .find_map(|link| {
+                let unacked = link.unacked.take_if(|unacked| unacked.pkid == pkid)?;
+                Some((link.session.clone(), unacked.version))
+            });
+        if let Some((session, version)) = config {
+            session.config_acked(version);
         } else if let Some(at) = self.unacked_commands.iter().position(|c| c.pkid == pkid) {
             let _ = self.unacked_commands.swap_remove(at).done.send(Ok(()));
         }
     }
 
-    /// Sends a command at the QoS the device subscribed to `commands/#` with; its sender is
-    /// answered once it is written (QoS 0), or acknowledged (QoS 1, from `acked`).
-    async fn command(&mut self, command: Command) -> Result<(), Close> {
+    /// Sends link `generation` a command at the QoS it subscribed to `commands/#` with; its
+    /// sender is answered once it is written (QoS 0), or acknowledged (QoS 1, from `acked`).
+    async fn command(&mut self, generation: u64, command: Command) -> Result<(), Close> {
         let Command {
             subfolder,
             data,
             done,
         } = command;
-        let Some(qos) = self.commands_qos else {
+        let Some(link) = self.link_mut(generation) else {
             let _ = done.send(Err(CommandFailure::NotSubscribed));
             return Ok(());
         };
-        let topic = self.topics.command_topic(subfolder.as_deref());
+        let Some(qos) = link.commands_qos else {
+            let _ = done.send(Err(CommandFailure::NotSubscribed));
+            return Ok(());
+        };
+        let topic = link.topics.command_topic(subfolder.as_deref());
         let mut publish = Publish::from_bytes(topic.clone(), qos, data.clone());
         if qos == QoS::AtMostOnce {
             self.write(&Packet::Publish(publish)).await?;
@@ -680,14 +807,16 @@ where
         self.flush().await
     }
 
-    async fn control(&mut self, control: Option<Control>) -> Result<(), Close> {
+    /// A delivery for link `generation`.
+    async fn control(&mut self, generation: u64, control: Option<Control>) -> Result<(), Close> {
+        if generation != self.own.generation {
+            return self.attached_control(generation, control).await;
+        }
         match control {
-            Some(Control::Config(config)) => self.send_config(*config).await,
-            Some(Control::Command(command)) => self.command(*command).await,
+            Some(Control::Config(config)) => self.send_config(generation, *config).await,
+            Some(Control::Command(command)) => self.command(generation, *command).await,
             Some(Control::Queued) => {
-                if self.commands_qos.is_some() {
-                    self.queued_commands().wake();
-                }
+                self.wake_queued(generation);
                 Ok(())
             }
             Some(Control::Recheck) => self.recheck().await,
@@ -701,10 +830,20 @@ where
         }
     }
 
+    /// Reads link `generation`'s queued commands again, when it subscribed to them.
+    fn wake_queued(&mut self, generation: u64) {
+        let shared = self.shared.clone();
+        if let Some(link) = self.link_mut(generation)
+            && link.commands_qos.is_some()
+        {
+            queued_commands(link, &shared).wake();
+        }
+    }
+
     /// The device's keys or blocked flag changed: its token must pass again to stay connected.
     async fn recheck(&mut self) -> Result<(), Close> {
-        let bridge = self.session.bridge().clone();
-        let device = self.session.device();
+        let bridge = self.own.session.bridge().clone();
+        let device = self.own.session.device();
         let name = shared::DeviceName {
             registry: device.registry.clone(),
             device: shared::DeviceRef::Id(device.id.clone()),
@@ -721,22 +860,23 @@ where
 
     /// Counts a refusal, keeps it as the device's last error, and closes with it.
     fn refuse(&self, code: Code, reason: &'static str, message: String) -> Close {
-        Close::Because(self.session.refuse(code, reason, message))
+        Close::Because(self.own.session.refuse(code, reason, message))
     }
 
-    /// Tells the device about a refusal on its errors topic, when it subscribed to it.
-    async fn tell(&mut self, refusal: &Refusal, message_id: Option<u16>) {
+    /// Tells the device about a refusal on its errors topic, when it subscribed to it; about
+    /// one of a gateway's devices (`about`, its id), on the gateway's errors topic.
+    async fn tell(&mut self, refusal: &Refusal, message_id: Option<u16>, about: Option<&str>) {
         if !self.errors {
             return;
         }
         let body = serde_json::json!({
             "error_type": refusal.error_type(),
             "description": refusal.message,
-            "device_id": self.session.device().id.as_str(),
+            "device_id": about.unwrap_or(self.own.id()),
             "message_id": message_id.unwrap_or(0),
         });
         let publish = Publish::new(
-            self.topics.errors_topic(),
+            self.own.topics.errors_topic(),
             QoS::AtMostOnce,
             body.to_string(),
         );
@@ -770,13 +910,44 @@ where
         loop {
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1).max(1);
             let id = self.next_pkid;
-            let taken = self.unacked.as_ref().is_some_and(|u| u.pkid == id)
+            let taken = self
+                .links()
+                .any(|l| l.unacked.as_ref().is_some_and(|u| u.pkid == id))
                 || self.unacked_commands.iter().any(|c| c.pkid == id);
             if !taken {
                 return id;
             }
         }
     }
+}
+
+/// The link's queued-command task, started on first use.
+fn queued_commands<'a>(link: &'a mut Link, shared: &Shared) -> &'a QueuedCommands {
+    let (session, delivery) = (&link.session, shared.fleet.delivery());
+    link.queued
+        .get_or_insert_with(|| QueuedCommands::start(session.clone(), delivery.clone()))
+}
+
+/// Tells the fleet's presence record what `link` is subscribed to.
+async fn record_subscriptions(shared: &Shared, link: &Link) {
+    shared
+        .fleet
+        .subscribed(
+            link.session.device().num_id,
+            link.fleet_generation,
+            link.config_qos.is_some(),
+            link.commands_qos.is_some(),
+        )
+        .await;
+}
+
+/// Whether a refusal is the service's failure rather than the message's: the message must then
+/// be sent again, so the connection closes for the client to resend it.
+fn is_transient(refusal: &Refusal) -> bool {
+    matches!(
+        refusal.code,
+        Code::Unavailable | Code::Internal | Code::DeadlineExceeded | Code::Unknown
+    )
 }
 
 /// A QoS 1 PUBLISH sent again as it was: same packet id, DUP set (MQTT 3.1.1 §4.4).

@@ -2,7 +2,8 @@
 //! `/devices/{device}/events[/{subfolder…}]` and `/devices/{device}/state`, and subscribes to
 //! `/devices/{device}/config`, `/devices/{device}/commands/#` and `/devices/{device}/errors`.
 //! `{device}` is the device's own id (or numeric id, as the client id named it); another device's
-//! topic is refused like any other.
+//! topic is refused like any other, except on a gateway's connection, which may also use
+//! `/devices/{device}/attach` and `/detach`, and the topics of the devices it attached.
 
 /// What a device may publish to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,9 +42,13 @@ impl OwnTopics {
 
     /// The part after `/devices/{d}/`, when `topic` is one of this device's own topics.
     fn rest<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        let after = topic.strip_prefix("/devices/")?;
-        let (device, rest) = after.split_once('/')?;
-        (device == self.id || device == self.num_id).then_some(rest)
+        let (device, rest) = split(topic)?;
+        self.is_named(device).then_some(rest)
+    }
+
+    /// Whether `device`, as a topic names it, is this device (by id or numeric id).
+    pub(crate) fn is_named(&self, device: &str) -> bool {
+        device == self.id || device == self.num_id
     }
 
     /// Reads a PUBLISH topic; `Err` says why it is not one a device may publish to.
@@ -118,6 +123,11 @@ impl OwnTopics {
     }
 }
 
+/// The device a `/devices/{device}/{rest}` topic names, and the rest.
+pub(crate) fn split(topic: &str) -> Option<(&str, &str)> {
+    topic.strip_prefix("/devices/")?.split_once('/')
+}
+
 /// A topic as it may appear in a message: long or odd ones cut, so a refusal stays readable.
 fn shorten(topic: &str) -> String {
     let cut: String = topic.chars().take(200).collect();
@@ -163,6 +173,14 @@ mod tests {
         ] {
             assert!(own.publish(topic).is_err(), "{topic}");
         }
+    }
+
+    #[test]
+    fn a_topic_names_its_device() {
+        assert_eq!(split("/devices/dev-2/attach"), Some(("dev-2", "attach")));
+        assert_eq!(split("/devices/7/events/a/b"), Some(("7", "events/a/b")));
+        assert_eq!(split("/devices/dev-2"), None);
+        assert!(own().is_named("42") && own().is_named("dev-1") && !own().is_named("dev-2"));
     }
 
     #[test]

@@ -11,22 +11,40 @@ use axum::body::{Body, HttpBody};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use flate2::read::MultiGzDecoder;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use shared::device_api::GatewayInfo;
 
 use super::answer::HttpRefusal;
 use crate::http::request::parse_json;
 
-/// Reads the body as JSON into `T`, refusing bodies above `cap` bytes (before and after gzip).
+/// Reads the body as JSON into `T`, refusing bodies above `cap` bytes (before and after gzip),
+/// with the `gatewayInfo` it may carry beside `T`'s fields.
 pub(super) async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     cap: usize,
-) -> Result<T, HttpRefusal> {
+) -> Result<(T, Option<GatewayInfo>), HttpRefusal> {
     check_content_type(headers)?;
     let gzip = is_gzip(headers)?;
     let raw = read_capped(body, cap).await?;
     let plain = if gzip { gunzip(&raw, cap)? } else { raw };
-    parse_json(&plain).map_err(|err| HttpRefusal::invalid("bad_json", err.message()))
+    let request = parse(&plain)?;
+    let beside: WithGatewayInfo = parse(&plain)?;
+    Ok((request, beside.gateway_info))
+}
+
+/// The request types leave `gatewayInfo` out (the device agent builds them by their fields and
+/// never sends one), so it is read in a second pass over the same bytes that skips every other
+/// field; the body is already known to be valid JSON by then.
+#[derive(Deserialize)]
+struct WithGatewayInfo {
+    #[serde(default, alias = "gatewayInfo")]
+    gateway_info: Option<GatewayInfo>,
+}
+
+fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, HttpRefusal> {
+    parse_json(json).map_err(|err| HttpRefusal::invalid("bad_json", err.message()))
 }
 
 /// Decodes a base64 payload field; `field` is how the error names it.
