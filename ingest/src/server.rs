@@ -129,7 +129,7 @@ pub async fn run(
         );
         let app = device::router(bridge, long_poll)
             .merge(websocket::router(mqtt.clone()))
-            .merge(health_routes());
+            .merge(health_routes(registry.clone()));
         // MQTT first: the device bridge's line then tells a reader every device listener is up.
         spawn_mqtt_listeners(&args, &mqtt, &mut servers).await?;
         let listener = bind(args.device_addr(), "device bridge", "http").await?;
@@ -143,12 +143,12 @@ pub async fn run(
     }
     if let Some(access) = access {
         let app = admin::router(AdminState {
-            registry,
+            registry: registry.clone(),
             auth,
             access,
             fleet,
         })
-        .merge(health_routes());
+        .merge(health_routes(registry));
         let listener = bind(args.admin_addr, "admin API", "http").await?;
         servers.spawn(serve(
             listener,

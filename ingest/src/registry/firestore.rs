@@ -127,6 +127,17 @@ fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreE
 
 #[async_trait]
 impl RegistryStore for FirestoreStore {
+    async fn check_ready(&self) -> StoreResult<()> {
+        // One read of a document that need not exist: the database answers, within the RPC
+        // timeout, or the instance is not ready.
+        match self.rpc.get("readiness/probe", None).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(StoreError::Unavailable(format!(
+                "the Firestore registry does not answer: {err}"
+            ))),
+        }
+    }
+
     async fn create_registry(
         &self,
         parent: &LocationName,

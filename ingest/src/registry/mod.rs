@@ -348,6 +348,10 @@ pub struct Presence {
 /// transaction spanning calls.
 #[async_trait]
 pub trait RegistryStore: Send + Sync + std::fmt::Debug {
+    /// Whether the store can take changes now (`/readyz`): `Unavailable` naming the cause when
+    /// its file is gone or it does not answer.
+    async fn check_ready(&self) -> StoreResult<()>;
+
     /// Creates a registry (its `id` is set and valid, its fields validated). Fails with
     /// `AlreadyExists` when the id is taken in that location.
     async fn create_registry(

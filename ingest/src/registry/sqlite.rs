@@ -241,6 +241,16 @@ fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
 
 #[async_trait]
 impl RegistryStore for SqliteStore {
+    async fn check_ready(&self) -> StoreResult<()> {
+        let file = Arc::clone(&self.file);
+        self.with_conn(move |conn| {
+            file.check()?;
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_registry(
         &self,
         parent: &LocationName,
@@ -554,6 +564,57 @@ mod tests {
         let conn = Connection::open(path).unwrap();
         conn.pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_changes_as_unavailable_naming_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("registry.db"))
+            .await
+            .unwrap();
+        let parent = LocationName::parse("demo-project", "us-central1").unwrap();
+        store.check_ready().await.unwrap();
+        // SQLite reports a file that may not grow any more exactly as a full disk.
+        store
+            .with_conn(|conn| {
+                let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                conn.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let mut refused = None;
+        for n in 0..200 {
+            let registry = DeviceRegistry {
+                id: Some(
+                    shared::RegistryId::parse(&format!("reg-{n}-{}", "x".repeat(200))).unwrap(),
+                ),
+                ..DeviceRegistry::default()
+            };
+            if let Err(err) = store.create_registry(&parent, registry).await {
+                refused = Some(err);
+                break;
+            }
+        }
+        let err = refused.expect("the database stopped growing");
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.contains("full")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_fails_once_the_file_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.check_ready().await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = store.check_ready().await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.contains("was deleted")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

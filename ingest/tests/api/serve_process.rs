@@ -1,7 +1,7 @@
 //! The real `ingest serve` process as Cloud Run runs it: JSON logs in Cloud Logging's layout that
 //! never carry a device token or payload, even at debug level and even for refused requests, a
 //! clean exit on SIGTERM after draining, a refusal to trust Cloud Run's IAM off Cloud Run, and
-//! `503` for changes once the SQLite registry file was deleted under it.
+//! `503` for changes (and on `/readyz`) once the SQLite registry file was deleted under it.
 
 use crate::support::device::Signer;
 use crate::support::spawn_ingest;
@@ -124,8 +124,18 @@ async fn a_deleted_registry_file_refuses_changes_with_503_instead_of_losing_them
     );
     let create = |id: &str| http.post(&url).json(&json!({"id": id})).send();
     assert_eq!(create("reg-1").await.unwrap().status(), 200);
+    let ready = format!("{}/readyz", ingest.admin_url());
+    assert_eq!(http.get(&ready).send().await.unwrap().status(), 200);
 
     std::fs::remove_file(ingest.path("registry.db")).unwrap();
+    // A load balancer sees it too, with the cause.
+    let not_ready = http.get(&ready).send().await.unwrap();
+    assert_eq!(not_ready.status(), 503);
+    let why = not_ready.text().await.unwrap();
+    assert!(
+        why.contains("registry.db") && why.contains("was deleted"),
+        "{why}"
+    );
     let answer = create("reg-2").await.unwrap();
     assert_eq!(answer.status(), 503);
     let body: Value = answer.json().await.unwrap();

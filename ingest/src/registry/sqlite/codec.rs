@@ -16,10 +16,25 @@ pub(super) fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>
 }
 
 // `?` on a rusqlite call inside the store means "the database failed"; expected outcomes such as
-// a taken id are checked explicitly before they could become constraint errors.
+// a taken id are checked explicitly before they could become constraint errors. A full disk and
+// a lock held too long by another process are conditions an operator fixes and a caller retries,
+// so they are `Unavailable` (503) in words that say which, not an internal error.
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        backend(error)
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Unavailable(
+                "the disk holding the registry database is full, so the change was not stored; \
+                 free space on it and retry"
+                    .into(),
+            ),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(
+                "another process held the registry database's write lock for too long; retry \
+                 shortly (is a backup or a second ingest writing to the same file?)"
+                    .into(),
+            ),
+            _ => backend(error),
+        }
     }
 }
 

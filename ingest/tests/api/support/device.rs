@@ -298,6 +298,10 @@ impl CountingStore {
 
 #[async_trait]
 impl RegistryStore for CountingStore {
+    async fn check_ready(&self) -> StoreResult<()> {
+        self.inner.check_ready().await
+    }
+
     async fn create_registry(
         &self,
         parent: &LocationName,
