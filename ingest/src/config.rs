@@ -170,6 +170,12 @@ pub struct ServeArgs {
     )]
     pub max_connections: usize,
 
+    /// Most connections one source address may hold on the device port; more are closed as they
+    /// arrive. 0: no limit. Default 128, and no limit on Cloud Run (where every connection comes
+    /// from Google's front end). Fleets behind one NAT share an address: raise it for them.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+
     /// Longest a connection may take to send a whole request head, counted from when it was
     /// accepted or answered; then it is closed (slow or silent sockets cannot fill the listener).
     #[arg(
@@ -461,6 +467,12 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// The per-address connection cap in force (see the flag).
+    pub fn max_connections_per_address(&self) -> usize {
+        let default = if self.cloud_run_service.is_some() { 0 } else { 128 };
+        self.max_connections_per_address.unwrap_or(default)
+    }
+
     /// The token freshness bound: the flag, or the default for this setup (see the flag).
     pub fn registry_freshness(&self) -> u64 {
         let everyone_hears =

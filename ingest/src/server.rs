@@ -300,6 +300,7 @@ fn limits(args: &ServeArgs) -> Limits {
 fn options(args: &ServeArgs, metrics: Option<Metrics>) -> ServeOptions {
     ServeOptions {
         max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address(),
         head_timeout: Duration::from_secs(args.request_head_timeout_secs),
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),

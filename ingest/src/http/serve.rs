@@ -1,6 +1,8 @@
 //! Serving a router with the limits a public listener needs: a cap on open connections (those
-//! beyond it wait in the kernel's accept backlog rather than being accepted and dropped), a
-//! deadline for every request head — which also closes a connection that sends nothing, or sits
+//! beyond it wait in the kernel's accept backlog rather than being accepted and dropped), a cap
+//! per source address (one host cannot take every slot; beyond it a connection is closed at
+//! once), idle keep-alive connections closed when the cap is nearly reached (so they give way to
+//! new ones), a deadline for every request head — which also closes a connection that sends nothing, or sits
 //! idle between requests, that long — so that slow or silent sockets cannot hold the cap's slots
 //! and lock every device out, a deadline on every request answered in Google's error shape, and
 //! a graceful shutdown whose drain is bounded so a stuck request cannot hold up the process's
@@ -32,6 +34,9 @@ use crate::telemetry::Metrics;
 pub struct ServeOptions {
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Connections one source address may hold at once; more are closed as they are accepted.
+    /// 0: no such limit (behind a proxy every connection comes from the proxy).
+    pub max_connections_per_address: usize,
     /// How long a connection may take to send a whole request head, counted from when it was
     /// accepted or its previous answer was sent; then it is closed.
     pub head_timeout: Duration,
@@ -48,6 +53,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_address: 0,
             head_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(9),
@@ -71,9 +77,15 @@ pub async fn serve(
         options.request_timeout,
         deadline,
     ));
+    let cap = options.max_connections.max(1);
+    let (shed, shedding) = watch::channel(0u64);
     let mut listener = CappedListener {
         listener,
-        permits: Arc::new(Semaphore::new(options.max_connections.max(1))),
+        permits: Arc::new(Semaphore::new(cap)),
+        per_address: PerAddress::new(options.max_connections_per_address),
+        // Keep-alive connections give way once fewer than a sixteenth of the slots are free.
+        shed_below: (cap / 16).max(1),
+        shed,
         metrics: options.metrics,
     };
     // HTTP/1.1 only: devices and Cloud Run's front end speak it, and hyper's head deadline
@@ -94,7 +106,7 @@ pub async fn serve(
         let serving = http
             .serve_connection(TokioIo::new(connection), service)
             .with_upgrades();
-        connections.spawn(until_done(serving, stopping.clone()));
+        connections.spawn(until_done(serving, stopping.clone(), shedding.clone()));
     }
     drop(listener);
     let _ = stopping_tx.send(true);
@@ -111,11 +123,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection; once `stopping` turns true it finishes the request under way, if
-/// any, and closes.
+/// Serves one connection; once `stopping` turns true, or the listener sheds keep-alive
+/// connections, it finishes the request under way, if any, and closes.
 async fn until_done<S>(
     serving: hyper::server::conn::http1::UpgradeableConnection<TokioIo<Connection>, S>,
     mut stopping: watch::Receiver<bool>,
+    mut shedding: watch::Receiver<u64>,
 ) where
     S: hyper::service::HttpService<hyper::body::Incoming>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -123,9 +136,11 @@ async fn until_done<S>(
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(serving);
+    shedding.mark_unchanged();
     let ended = tokio::select! {
         ended = serving.as_mut() => Some(ended),
         _ = stopping.wait_for(|stop| *stop) => None,
+        _ = shedding.changed() => None,
     };
     let ended = match ended {
         Some(ended) => ended,
@@ -158,37 +173,106 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
     }
 }
 
-/// A listener that takes a permit before accepting, so at most `permits` connections are open.
+/// A listener that takes a permit before accepting, so at most `permits` connections are open,
+/// and at most `per_address`'s limit from one source address.
 struct CappedListener {
     listener: TcpListener,
     permits: Arc<Semaphore>,
+    per_address: PerAddress,
+    /// With fewer free permits than this, connections are told to shed.
+    shed_below: usize,
+    shed: watch::Sender<u64>,
     metrics: Option<Metrics>,
 }
 
 impl CappedListener {
     async fn accept(&mut self) -> Connection {
-        // The semaphore is never closed, so this always yields a permit.
-        let permit = self.permits.clone().acquire_owned().await.ok();
-        // axum's own accept retries transient errors (and backs off on EMFILE).
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-        // Small JSON responses should not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
-        if let Some(metrics) = &self.metrics {
-            metrics.connection_opened();
-        }
-        tracing::trace!(%addr, "connection accepted");
-        Connection {
-            stream,
-            _permit: permit,
-            metrics: self.metrics.clone(),
+        loop {
+            // The semaphore is never closed, so this always yields a permit.
+            let permit = self.permits.clone().acquire_owned().await.ok();
+            // axum's own accept retries transient errors (and backs off on EMFILE).
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+            let Some(slot) = self.per_address.take(addr.ip()) else {
+                // Closed at once (dropped): its permit is free again for the next one.
+                tracing::debug!(%addr, "connection refused: its address holds its limit of connections");
+                continue;
+            };
+            if self.permits.available_permits() < self.shed_below {
+                self.shed.send_modify(|round| *round += 1);
+            }
+            // Small JSON responses should not wait for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+            if let Some(metrics) = &self.metrics {
+                metrics.connection_opened();
+            }
+            tracing::trace!(%addr, "connection accepted");
+            return Connection {
+                stream,
+                _permit: permit,
+                _slot: slot,
+                metrics: self.metrics.clone(),
+            };
         }
     }
 }
 
-/// An accepted connection holding its permit; dropping it frees the slot and counts it closed.
+/// Open connections per source address, for the per-address cap.
+#[derive(Clone)]
+struct PerAddress {
+    limit: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, unless it holds its limit already.
+    fn take(&self, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        if self.limit == 0 {
+            return Some(AddressSlot(None));
+        }
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot(Some((self.clone(), ip))))
+    }
+}
+
+/// One connection's place in its address's count; given back when dropped.
+struct AddressSlot(Option<(PerAddress, std::net::IpAddr)>);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some((per_address, ip)) = self.0.take() else {
+            return;
+        };
+        let mut open = per_address
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
+/// An accepted connection holding its permit and its address slot; dropping it frees both and
+/// counts it closed.
 struct Connection {
     stream: TcpStream,
     _permit: Option<OwnedSemaphorePermit>,
+    _slot: AddressSlot,
     metrics: Option<Metrics>,
 }
 
