@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod iam;
 pub mod mqtt;
+pub mod per_address;
 pub mod registry;
 pub mod server;
 pub mod sink;

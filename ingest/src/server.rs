@@ -286,6 +286,7 @@ fn mqtt_settings(args: &ServeArgs) -> MqttSettings {
         command_timeout: Duration::from_secs(args.mqtt.mqtt_command_timeout_secs.max(1)),
         max_packet_bytes: limits.max_event_bytes.max(limits.max_state_bytes) + 4096,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        max_connections_per_address: args.max_connections_per_address(),
         ..MqttSettings::default()
     }
 }

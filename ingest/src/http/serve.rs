@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::http::error::ApiError;
+use crate::per_address::{AddressSlot, PerAddress};
 use crate::telemetry::Metrics;
 
 /// Limits of one listener.
@@ -212,57 +213,6 @@ impl CappedListener {
                 _slot: slot,
                 metrics: self.metrics.clone(),
             };
-        }
-    }
-}
-
-/// Open connections per source address, for the per-address cap.
-#[derive(Clone)]
-struct PerAddress {
-    limit: usize,
-    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-}
-
-impl PerAddress {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            open: Arc::default(),
-        }
-    }
-
-    /// A slot for one more connection from `ip`, unless it holds its limit already.
-    fn take(&self, ip: std::net::IpAddr) -> Option<AddressSlot> {
-        if self.limit == 0 {
-            return Some(AddressSlot(None));
-        }
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = open.entry(ip).or_default();
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(AddressSlot(Some((self.clone(), ip))))
-    }
-}
-
-/// One connection's place in its address's count; given back when dropped.
-struct AddressSlot(Option<(PerAddress, std::net::IpAddr)>);
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let Some((per_address, ip)) = self.0.take() else {
-            return;
-        };
-        let mut open = per_address
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&ip);
-            }
         }
     }
 }

@@ -33,7 +33,28 @@ use self::connect::connack;
 use self::session::Live;
 use crate::bridge::Bridge;
 use crate::c2d::Fleet;
+use crate::per_address::PerAddress;
 use crate::telemetry::Metrics;
+
+/// Takes the next whole packet out of `buf` as a connection's reader does (the fixed header's
+/// reserved flags checked, a packet above `max` bytes refused): `Ok(None)` until one is whole, the
+/// reader's error text when the bytes can never be one. An entry point for the fuzz targets in
+/// `fuzz/`; the session reads with the same function.
+pub fn take_packet(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, String> {
+    wire::take_packet(buf, max).map_err(|err| err.to_string())
+}
+
+/// The protocol level a CONNECT at the start of `buf` asks for, as the listener reads it before
+/// parsing (see `wire::connect_level`). For the fuzz targets in `fuzz/`.
+pub fn connect_level(buf: &[u8]) -> Option<u8> {
+    wire::connect_level(buf)
+}
+
+/// Appends one packet's bytes to `out` as the session writes them. For the fuzz targets in
+/// `fuzz/`.
+pub fn encode_packet(packet: &Packet, out: &mut BytesMut) -> std::io::Result<()> {
+    wire::encode(packet, out)
+}
 
 /// The MQTT bridge's limits and timings.
 #[derive(Debug, Clone)]
@@ -60,6 +81,9 @@ pub struct MqttSettings {
     pub drain_timeout: Duration,
     /// Devices one gateway connection may attach at once (IoT Core: 1,000).
     pub max_attached_devices: usize,
+    /// Connections one source address may hold on a listener (0: no limit); more are closed as
+    /// they are accepted.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for MqttSettings {
@@ -75,6 +99,7 @@ impl Default for MqttSettings {
             max_packet_bytes: 256 * 1024 + 4096,
             drain_timeout: Duration::from_secs(8),
             max_attached_devices: 1000,
+            max_connections_per_address: 0,
         }
     }
 }
@@ -127,6 +152,7 @@ impl MqttBridge {
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<()> {
         let mut shutdown = self.shared.shutdown.clone();
+        let per_address = PerAddress::new(self.shared.settings.max_connections_per_address);
         loop {
             // Beyond the cap, connections wait in the kernel's backlog.
             let permit = tokio::select! {
@@ -146,11 +172,16 @@ impl MqttBridge {
                 },
                 () = stopping(&mut shutdown) => return Ok(()),
             };
+            let Some(slot) = per_address.take(peer.ip()) else {
+                tracing::debug!(%peer, "MQTT connection refused: its address holds its limit of connections");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let bridge = self.clone();
             let tls = tls.clone();
             self.tasks.spawn(async move {
                 bridge.connection(stream, peer, tls, permit).await;
+                drop(slot);
             });
         }
     }

@@ -882,3 +882,37 @@ fn the_admin_role_serves_no_mqtt_even_when_asked_to() {
         "{announced:?}"
     );
 }
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_cap_of_mqtt_connections_and_a_device_still_connects() {
+    let app = MqttApp::spawn(MqttSettings {
+        max_connections_per_address: 20,
+        ..settings()
+    })
+    .await;
+    app.device(REG, "dev-1").await;
+    // 200 silent sockets from 127.0.0.2: 20 are held (until the CONNECT deadline), the rest
+    // closed as they arrive.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        silent.push(socket.connect(app.addr).await.unwrap());
+    }
+    let mut closed = 0;
+    for stream in &mut silent {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(
+            Duration::from_millis(20),
+            tokio::io::AsyncReadExt::read(stream, &mut byte),
+        )
+        .await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 180, "of 200 sockets from one address");
+    let started = Instant::now();
+    Raw::connected(app.addr, &client_id(REG, "dev-1"), &token()).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
