@@ -469,7 +469,11 @@ pub enum ConfigError {
 impl ServeArgs {
     /// The per-address connection cap in force (see the flag).
     pub fn max_connections_per_address(&self) -> usize {
-        let default = if self.cloud_run_service.is_some() { 0 } else { 128 };
+        let default = if self.cloud_run_service.is_some() {
+            0
+        } else {
+            128
+        };
         self.max_connections_per_address.unwrap_or(default)
     }
 

@@ -150,12 +150,15 @@ pub async fn run(
         })
         .merge(health_routes(registry));
         let listener = bind(args.admin_addr, "admin API", "http").await?;
-        servers.spawn(serve(
-            listener,
-            app,
-            options(&args, None),
-            wait_for(stopped),
-        ));
+        // Operators' tools keep pooled connections for a while (Google's client libraries
+        // through `requests`), and a close racing the reuse of one fails a call that is not
+        // retried: the admin API, which is loopback or token- or IAM-guarded, keeps idle
+        // connections a minute.
+        let admin_options = ServeOptions {
+            head_timeout: Duration::from_secs(args.request_head_timeout_secs.max(60)),
+            ..options(&args, None)
+        };
+        servers.spawn(serve(listener, app, admin_options, wait_for(stopped)));
     }
 
     let outcome = wait_until_stopped(&mut servers, shutdown).await;

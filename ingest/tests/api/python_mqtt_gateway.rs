@@ -14,14 +14,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{PROJECT, REGION, spawn_ingest};
+use crate::support::mqtt_tls::TlsServer;
+use crate::support::{PROJECT, REGION};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::IngestProcess;
-use testkit::emulators::pubsub_host;
-use testkit::pubsub::PubSubRest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 const SCRIPT: &str = concat!(
@@ -75,79 +73,20 @@ fn python() -> PathBuf {
     PathBuf::from(path)
 }
 
-/// `ingest serve` with MQTT over TLS (its own CA), the Pub/Sub emulator as the sink, and device
-/// bookkeeping flushed every second.
-struct Server {
-    process: IngestProcess,
-    http: reqwest::Client,
-    rest: PubSubRest,
-    subscription: String,
-    /// Holds the TLS directory the service made its CA in.
-    _tls: tempfile::TempDir,
+/// The shared TLS server (see `support::mqtt_tls`), with this test's helpers.
+struct Server(TlsServer);
+
+impl std::ops::Deref for Server {
+    type Target = TlsServer;
+
+    fn deref(&self) -> &TlsServer {
+        &self.0
+    }
 }
 
 impl Server {
     async fn start() -> Self {
-        let host = pubsub_host();
-        let rest = PubSubRest::new(&host);
-        let (topic, subscription) = rest.topic_with_subscription(PROJECT).await;
-        let dir = tempfile::tempdir().unwrap();
-        let tls_dir = dir.path().join("tls");
-        let process = spawn_ingest(
-            &[
-                "--sink=pubsub",
-                &format!("--pubsub-emulator-host={host}"),
-                "--mqtt-addr=127.0.0.1:0",
-                &format!("--mqtt-tls-dir={}", tls_dir.display()),
-                "--activity-flush-secs=1",
-            ],
-            &[],
-        );
-        let server = Self {
-            process,
-            http: reqwest::Client::new(),
-            rest,
-            subscription,
-            _tls: dir,
-        };
-        server
-            .post(
-                "/registries",
-                json!({"id": REGISTRY, "eventNotificationConfigs": [{"pubsubTopicName": topic.to_string()}]}),
-            )
-            .await;
-        server
-    }
-
-    fn admin(&self, path: &str) -> String {
-        format!(
-            "{}/v1/projects/{PROJECT}/locations/{REGION}{path}",
-            self.process.admin_url()
-        )
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, body) = self.try_post(path, body).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        body
-    }
-
-    async fn try_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.admin(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = self.http.get(self.admin(path)).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        response.json().await.unwrap()
+        Self(TlsServer::start(REGISTRY, &["--activity-flush-secs=1"]).await)
     }
 
     /// The gateway, with the vectors' EC key: the script signs its JWT with it.

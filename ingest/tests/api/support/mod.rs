@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 pub mod device;
 pub mod mqtt;
+pub mod mqtt_tls;
 
 use testkit::IngestProcess;
 pub use testkit::{PROJECT, REGION, key};
