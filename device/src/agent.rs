@@ -1,5 +1,7 @@
 //! `iotcore-device run`: the long-running agent. It opens the spool, starts the group commit,
-//! the sender, the config sync and the readings' producers (sensors, a command, stdin), and
+//! the sender, the config sync (polled over HTTPS; over MQTT the connection task, which the
+//! service pushes config and commands down) and the readings' producers (sensors, a command,
+//! stdin), and
 //! runs until the `shutdown` future resolves (SIGTERM from systemd, Ctrl-C). Then the producers
 //! stop, the last readings are fsynced, and whatever was not yet sent stays in the spool for the
 //! next start.
@@ -14,16 +16,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::commands::CommandSync;
+use crate::commands::{self, CommandSync};
 use crate::configsync::ConfigSync;
 use crate::http::IngestClient;
 use crate::keys::DeviceKey;
+use crate::mqtt::connection::{self, Connector, Endpoint};
 use crate::readings::{self, Intake};
 use crate::sender::{Health, Sender};
 use crate::sensors;
-use crate::settings::Settings;
+use crate::settings::{Settings, TransportKind};
 use crate::spool::Spool;
 use crate::spool::commit::Committer;
+use crate::tls;
 use crate::token::TokenSource;
 use crate::transport::Transport;
 
@@ -35,7 +39,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let clock = Clock::with_offset(settings.clock_offset_secs);
     let key = load_key(&settings.private_key, settings.algorithm)?;
     let tokens = TokenSource::new(key, &settings.project, settings.token_lifetime, clock);
-    let transport = Arc::new(Transport::Https(ingest_client(&settings)?));
+    let (transport, connector) = transport(&settings, &tokens)?;
+    let transport = Arc::new(transport);
     let spool_dir = settings.spool_dir.join("spool");
     let spool = Arc::new(
         Spool::open(&spool_dir, settings.spool_max_bytes)
@@ -44,6 +49,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     tracing::info!(
         device = %settings.device,
         endpoint = %settings.endpoint,
+        transport = ?settings.transport,
         backlog = spool.stats().pending,
         "agent started"
     );
@@ -58,27 +64,24 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         health: Arc::new(Health::default()),
     };
     services.spawn(sender.run(signals, settings.concurrency, stopped.clone()));
-    if let Some(interval) = settings.config_poll {
-        let sync = ConfigSync {
-            transport: transport.clone(),
-            tokens: tokens.clone(),
-            file: settings.config_file.clone(),
-            hook: settings.config_hook.clone(),
-            interval,
-            spool: spool.clone(),
-        };
-        services.spawn(sync.run(stopped.clone()));
-    }
-    if let Some(hook) = settings.commands_hook.clone() {
-        let sync = CommandSync {
-            transport: transport.clone(),
-            tokens: tokens.clone(),
-            hook,
-            timeout: settings.commands_timeout,
-            interval: settings.commands_poll,
-            last_file: settings.spool_dir.join("commands.last"),
-        };
-        services.spawn(sync.run(stopped));
+    let config_sync = settings.config_poll.map(|interval| ConfigSync {
+        transport: transport.clone(),
+        tokens: tokens.clone(),
+        file: settings.config_file.clone(),
+        hook: settings.config_hook.clone(),
+        interval,
+        spool: spool.clone(),
+    });
+    match connector {
+        None => start_polling(
+            &settings,
+            config_sync,
+            &transport,
+            &tokens,
+            &stopped,
+            &mut services,
+        ),
+        Some(connector) => start_pushed(&settings, config_sync, connector, &stopped, &mut services),
     }
     let intake = Intake {
         committer,
@@ -100,6 +103,90 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     tracing::info!(backlog = spool.stats().pending, "stopped");
     Ok(())
+}
+
+/// Over HTTPS: the config and commands are polled.
+fn start_polling(
+    settings: &Settings,
+    config_sync: Option<ConfigSync>,
+    transport: &Arc<Transport>,
+    tokens: &TokenSource,
+    stopped: &watch::Receiver<bool>,
+    services: &mut JoinSet<()>,
+) {
+    if let Some(sync) = config_sync {
+        services.spawn(sync.run(stopped.clone()));
+    }
+    if let Some(hook) = settings.commands_hook.clone() {
+        let sync = CommandSync {
+            transport: transport.clone(),
+            tokens: tokens.clone(),
+            hook,
+            timeout: settings.commands_timeout,
+            interval: settings.commands_poll,
+            last_file: settings.spool_dir.join("commands.last"),
+        };
+        services.spawn(sync.run(stopped.clone()));
+    }
+}
+
+/// Over MQTT: the connection task subscribes to what is wanted and hands each push on.
+fn start_pushed(
+    settings: &Settings,
+    config_sync: Option<ConfigSync>,
+    mut connector: Connector,
+    stopped: &watch::Receiver<bool>,
+    services: &mut JoinSet<()>,
+) {
+    if let Some(sync) = config_sync {
+        let configs = connector.configs();
+        services.spawn(sync.run_pushed(configs, stopped.clone()));
+    }
+    if let Some(hook) = settings.commands_hook.clone() {
+        let pushed = connector.commands();
+        let timeout = settings.commands_timeout;
+        services.spawn(commands::run_pushed(hook, timeout, pushed, stopped.clone()));
+    }
+    services.spawn(connector.run(stopped.clone()));
+}
+
+/// The way to the service, and over MQTT the task that keeps the connection up.
+fn transport(
+    settings: &Settings,
+    tokens: &TokenSource,
+) -> anyhow::Result<(Transport, Option<Connector>)> {
+    if settings.transport == TransportKind::Https {
+        return Ok((Transport::Https(ingest_client(settings)?), None));
+    }
+    let ca = read_ca(settings)?;
+    let tls = tls::client_config(ca.as_deref()).context("setting up TLS for MQTT")?;
+    let endpoint = Endpoint {
+        host: settings.mqtt.host.clone(),
+        port: settings.mqtt.port,
+        keepalive: settings.mqtt.keepalive,
+        tls,
+    };
+    // Every sender worker and the state report may await a PUBACK at once.
+    let inflight = u16::try_from(settings.concurrency + 1).unwrap_or(u16::MAX);
+    let (link, connector) = connection::link(
+        &settings.device,
+        endpoint,
+        tokens.clone(),
+        settings.max_backoff,
+        inflight,
+    );
+    Ok((Transport::Mqtt(link), Some(connector)))
+}
+
+fn read_ca(settings: &Settings) -> anyhow::Result<Option<Vec<u8>>> {
+    match &settings.ca_file {
+        Some(path) => {
+            Ok(Some(std::fs::read(path).with_context(|| {
+                format!("reading CA file {}", path.display())
+            })?))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Starts each configured producer; dropping the set stops them, and with them the spool's
@@ -143,12 +230,7 @@ pub fn load_key(path: &Path, algorithm: Option<Algorithm>) -> anyhow::Result<Dev
 
 /// The HTTPS bridge client, with the settings' CA file if any.
 pub fn ingest_client(settings: &Settings) -> anyhow::Result<IngestClient> {
-    let ca = match &settings.ca_file {
-        Some(path) => Some(
-            std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let ca = read_ca(settings)?;
     Ok(IngestClient::with_ca(
         settings.endpoint.clone(),
         settings.device.clone(),

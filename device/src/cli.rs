@@ -267,6 +267,15 @@ struct AgentArgs {
     /// Directory of the spool and the config file
     #[arg(long, env = "IOTCORE_SPOOL_DIR", value_name = "DIR")]
     spool_dir: Option<PathBuf>,
+    /// How to reach the service: https (default) or mqtt
+    #[arg(long, env = "IOTCORE_TRANSPORT", value_name = "https|mqtt")]
+    transport: Option<String>,
+    /// The MQTT bridge's host (by default the endpoint's)
+    #[arg(long, env = "IOTCORE_MQTT_HOST", value_name = "HOST")]
+    mqtt_host: Option<String>,
+    /// The MQTT bridge's TLS port (8883 by default, or 443)
+    #[arg(long, env = "IOTCORE_MQTT_PORT", value_name = "PORT")]
+    mqtt_port: Option<u16>,
     /// Shift the agent's clock (tests, reproducing a skewed Pi)
     #[arg(
         long,
@@ -296,6 +305,9 @@ impl AgentArgs {
             device: self.device.clone(),
             private_key: self.private_key.clone(),
             spool_dir: self.spool_dir.clone(),
+            transport: self.transport.clone(),
+            mqtt_host: self.mqtt_host.clone(),
+            mqtt_port: self.mqtt_port,
             stdin,
             clock_offset_secs: self.clock_offset_secs,
         }

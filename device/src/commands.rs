@@ -9,6 +9,11 @@
 //! Without a hook the agent never asks, so nothing is marked delivered that nobody ran. A
 //! service without the extension (its `404 UNKNOWN_PATH`) is told once in the log, and the loop
 //! ends.
+//!
+//! Over MQTT (IoT Core's own way) the service delivers each command on
+//! `/devices/{d}/commands/{subfolder}` while the device is connected; [`run_pushed`] runs the same
+//! hook for each, in order of arrival. MQTT commands carry no id: `IOTCORE_COMMAND_ID` is then the
+//! agent's own count since it started.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,9 +22,10 @@ use std::time::Duration;
 
 use shared::device_api::QueuedCommand;
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::configsync::write_atomically;
+use crate::mqtt::connection::PushedCommand;
 use crate::token::TokenSource;
 use crate::transport::{Failure, Transport};
 
@@ -101,6 +107,33 @@ impl CommandSync {
             reason: format!("cannot sign a token: {err}"),
             info_reason: None,
         })
+    }
+}
+
+/// Runs `hook` for each command the MQTT connection delivers, one at a time, until `shutdown`
+/// turns true.
+pub async fn run_pushed(
+    hook: String,
+    timeout: Duration,
+    mut commands: mpsc::UnboundedReceiver<PushedCommand>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut count = 0;
+    loop {
+        let pushed = tokio::select! {
+            pushed = commands.recv() => pushed,
+            _ = shutdown.changed() => return,
+        };
+        let Some(pushed) = pushed else { return };
+        count += 1;
+        let command = QueuedCommand {
+            id: count,
+            subfolder: pushed.sub_folder,
+            binary_data: pushed.data,
+            ..QueuedCommand::default()
+        };
+        let outcome = run_hook(&hook, &command, timeout).await;
+        tracing::info!(id = count, %outcome, "command carried out");
     }
 }
 

@@ -5,14 +5,21 @@
 //! hook runs with `IOTCORE_CONFIG_FILE` and `IOTCORE_CONFIG_VERSION` set. The agent's state
 //! (agent version, config version applied, the hook's outcome, readings dropped) is reported
 //! with `:setState` when it changed, not on every poll.
+//!
+//! Over MQTT the service pushes each config instead ([`ConfigSync::run_pushed`]); it goes through
+//! the same write and hook, and is acknowledged (PUBACK) once the file is durable. An MQTT config
+//! message carries no version, and the bridge sends the latest config after every connect: a
+//! config whose bytes equal the file's is the one applied already, and the version the agent
+//! writes, hands the hook and reports is its own count of configs applied.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::mqtt::connection::PushedConfig;
 use crate::spool::Spool;
 use crate::token::TokenSource;
 use crate::transport::{Failure, Transport};
@@ -33,6 +40,9 @@ pub struct ConfigSync {
     /// For the dropped count in the state.
     pub spool: Arc<Spool>,
 }
+
+/// The least time between two state reports over MQTT (the bridge allows one a second).
+const STATE_SPACING: Duration = Duration::from_millis(1100);
 
 /// What the agent reports as its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,15 +86,80 @@ impl ConfigSync {
                     continue;
                 }
             }
-            let state = State {
-                config_version: version,
-                hook: hook.clone(),
-                dropped: self.spool.dropped(),
-            };
-            if reported.as_ref() != Some(&state) && self.report(&state).await {
-                reported = Some(state);
+            self.report_if_changed(&mut reported, version, &hook).await;
+        }
+    }
+
+    /// Over MQTT: applies each config the service pushes until `shutdown` turns true, and
+    /// reports the state when it changed (checked on each push and every poll interval).
+    pub async fn run_pushed(
+        self,
+        mut pushed: mpsc::UnboundedReceiver<PushedConfig>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut version = read_version(&self.version_file());
+        let mut hook = "none".to_owned();
+        let mut reported: Option<State> = None;
+        // The first report follows the config the bridge pushes right after connecting.
+        let start = tokio::time::Instant::now() + self.interval;
+        let mut ticks = tokio::time::interval_at(start, self.interval);
+        let mut last_report = None;
+        loop {
+            tokio::select! {
+                config = pushed.recv() => {
+                    let Some(config) = config else { return };
+                    if let Some(outcome) = self.take_pushed(version, config).await {
+                        version += 1;
+                        hook = outcome;
+                    }
+                }
+                _ = ticks.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            // The bridge refuses a second state within a second without a PUBACK.
+            if let Some(last) = last_report {
+                tokio::time::sleep_until(last + STATE_SPACING).await;
+            }
+            if self.report_if_changed(&mut reported, version, &hook).await {
+                last_report = Some(tokio::time::Instant::now());
             }
         }
+    }
+
+    /// A pushed config: written and its hook run when it differs from the file (the hook's
+    /// outcome), acknowledged either way once nothing more needs to be durable.
+    async fn take_pushed(&self, version: u64, mut config: PushedConfig) -> Option<String> {
+        let data = std::mem::take(&mut config.data);
+        let current = std::fs::read(&self.file).ok();
+        // No file and an empty config: the empty version every device is created with.
+        let unchanged = match &current {
+            Some(bytes) => *bytes == data,
+            None => data.is_empty(),
+        };
+        if unchanged {
+            config.ack();
+            return None;
+        }
+        self.apply(version + 1, &data, move || config.ack()).await
+    }
+
+    /// Reports the state unless the last report said the same; whether it sent one.
+    async fn report_if_changed(
+        &self,
+        reported: &mut Option<State>,
+        version: u64,
+        hook: &str,
+    ) -> bool {
+        let state = State {
+            config_version: version,
+            hook: hook.to_owned(),
+            dropped: self.spool.dropped(),
+        };
+        if reported.as_ref() != Some(&state) && self.report(&state).await {
+            *reported = Some(state);
+            return true;
+        }
+        false
     }
 
     /// One poll: the new version and the hook's outcome when the config changed.
@@ -101,18 +176,25 @@ impl ConfigSync {
         if latest == version || latest == 0 || creation_default {
             return Ok(None);
         }
-        if let Err(err) = write_atomically(&self.file, &config.binary_data)
-            .and_then(|()| write_atomically(&self.version_file(), latest.to_string().as_bytes()))
+        let outcome = self.apply(latest, &config.binary_data, || {}).await;
+        Ok(outcome.map(|outcome| (latest, outcome)))
+    }
+
+    /// Writes config `version` durably (the file, then its version), calls `durable`, and runs
+    /// the hook: its outcome, or `None` when the config could not be written.
+    async fn apply(&self, version: u64, data: &[u8], durable: impl FnOnce()) -> Option<String> {
+        if let Err(err) = write_atomically(&self.file, data)
+            .and_then(|()| write_atomically(&self.version_file(), version.to_string().as_bytes()))
         {
             tracing::error!(file = %self.file.display(), error = %err, "cannot write the new config");
-            return Ok(None);
+            return None;
         }
-        tracing::info!(version = latest, file = %self.file.display(), "new config written");
-        let outcome = match &self.hook {
-            Some(hook) => run_hook(hook, &self.file, latest).await,
+        durable();
+        tracing::info!(version, file = %self.file.display(), "new config written");
+        Some(match &self.hook {
+            Some(hook) => run_hook(hook, &self.file, version).await,
             None => "none".to_owned(),
-        };
-        Ok(Some((latest, outcome)))
+        })
     }
 
     async fn fetch(&self, version: u64) -> Result<shared::device_api::ConfigResponse, Failure> {

@@ -94,7 +94,9 @@ impl IngestClient {
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below ingest's 10 s head deadline, which also closes idle connections: a pooled
+            // connection reused just as the server closes it fails the request.
+            .pool_idle_timeout(Duration::from_secs(8))
             .user_agent(concat!("iotcore-device/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(setup)?;

@@ -1,6 +1,6 @@
 //! The Raspberry Pi agent of the self-hosted IoT Core. It holds the device's own key pair
 //! (`keys`), signs the short-lived JWTs the service checks (`token`), and speaks IoT Core's HTTP
-//! device protocol (`http`, behind `transport`). The long-running agent (`agent`) takes
+//! device protocols (`http` and `mqtt`, behind `transport`). The long-running agent (`agent`) takes
 //! readings (`readings`, `sensors`), keeps them in a crash-safe queue (`spool`) until the
 //! `sender` has them accepted, keeps the device's config in sync and reports its state
 //! (`configsync`), and hands commands queued for it to a hook (`commands`); `doctor` diagnoses
@@ -15,6 +15,7 @@ pub mod configsync;
 pub mod doctor;
 pub mod http;
 pub mod keys;
+pub mod mqtt;
 pub mod readings;
 pub mod sender;
 pub mod sensors;

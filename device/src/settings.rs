@@ -81,6 +81,11 @@ pub struct FileSettings {
     pub token_lifetime: Option<String>,
     /// CA bundle (PEM) that replaces the system roots.
     pub ca_file: Option<PathBuf>,
+    /// `https` (default) or `mqtt`.
+    pub transport: Option<String>,
+    /// The MQTT connection.
+    #[serde(default)]
+    pub mqtt: MqttSection,
     /// The durable queue.
     #[serde(default)]
     pub spool: SpoolSection,
@@ -108,6 +113,18 @@ pub struct SpoolSection {
     pub max_bytes: Option<u64>,
     /// Longest a written reading waits for its fsync, e.g. `1s`.
     pub sync_interval: Option<String>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// The MQTT bridge's host; by default the endpoint's.
+    pub host: Option<String>,
+    /// Its TLS port: 8883 (default) or 443.
+    pub port: Option<u16>,
+    /// Keepalive, e.g. `60s`.
+    pub keepalive: Option<String>,
 }
 
 /// `[sender]`.
@@ -180,6 +197,12 @@ pub struct Overrides {
     pub private_key: Option<PathBuf>,
     /// `--spool-dir` / `IOTCORE_SPOOL_DIR`.
     pub spool_dir: Option<PathBuf>,
+    /// `--transport` / `IOTCORE_TRANSPORT`.
+    pub transport: Option<String>,
+    /// `--mqtt-host` / `IOTCORE_MQTT_HOST`.
+    pub mqtt_host: Option<String>,
+    /// `--mqtt-port` / `IOTCORE_MQTT_PORT`.
+    pub mqtt_port: Option<u16>,
     /// `--stdin`.
     pub stdin: bool,
     /// `IOTCORE_CLOCK_OFFSET_SECS`.
@@ -203,6 +226,10 @@ pub struct Settings {
     pub token_lifetime: Lifetime,
     /// CA bundle replacing the system roots.
     pub ca_file: Option<PathBuf>,
+    /// How the agent reaches the service.
+    pub transport: TransportKind,
+    /// The MQTT connection's address and keepalive (used with [`TransportKind::Mqtt`]).
+    pub mqtt: MqttSettings,
     /// Spool directory.
     pub spool_dir: PathBuf,
     /// Spool size bound.
@@ -239,6 +266,26 @@ pub struct Settings {
     pub commands_timeout: Duration,
     /// Clock offset for tokens and the doctor.
     pub clock_offset_secs: i64,
+}
+
+/// The device protocol the agent speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// IoT Core's HTTP bridge, polled.
+    Https,
+    /// IoT Core's MQTT bridge over TLS: one long-lived connection.
+    Mqtt,
+}
+
+/// Where and how the MQTT connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttSettings {
+    /// Host name (also the TLS server name).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Keepalive: PINGREQ after this long without traffic.
+    pub keepalive: Duration,
 }
 
 /// Reads the settings file. A missing file at the default path is no error (everything may come
@@ -327,6 +374,8 @@ impl Settings {
             None => interval,
         };
         let poll = duration("config.poll_interval", file.config.poll_interval, "60s")?;
+        let transport = transport_kind(over.transport.or(file.transport))?;
+        let mqtt = mqtt_settings(&endpoint, file.mqtt, over.mqtt_host, over.mqtt_port)?;
         let settings = Self {
             endpoint,
             device,
@@ -335,6 +384,8 @@ impl Settings {
             algorithm: algorithm(file.algorithm)?,
             token_lifetime: lifetime(file.token_lifetime)?,
             ca_file: file.ca_file,
+            transport,
+            mqtt,
             config_file: file
                 .config
                 .file
@@ -384,6 +435,13 @@ impl Settings {
                 "the poll interval and the timeout must be more than 0 s",
             ));
         }
+        if self.transport == TransportKind::Mqtt && self.mqtt.host.is_empty() {
+            return Err(invalid(
+                "mqtt.host",
+                String::new(),
+                "the MQTT host is not set and the endpoint names none",
+            ));
+        }
         if self.spool_max_bytes < 64 * 1024 {
             return Err(invalid(
                 "spool.max_bytes",
@@ -402,6 +460,60 @@ fn required<T>(
     env: &'static str,
 ) -> Result<T, SettingsError> {
     value.ok_or(SettingsError::Missing { field, flag, env })
+}
+
+fn transport_kind(text: Option<String>) -> Result<TransportKind, SettingsError> {
+    match text.as_deref().map(str::trim) {
+        None | Some("https") => Ok(TransportKind::Https),
+        Some("mqtt") => Ok(TransportKind::Mqtt),
+        Some(other) => Err(SettingsError::Invalid {
+            field: "transport",
+            value: other.to_owned(),
+            reason: if other == "mqtt+ws" {
+                "MQTT over WebSocket is not supported by this agent yet; use \"mqtt\" (port 8883 \
+                 or 443) or \"https\""
+                    .to_owned()
+            } else {
+                "must be \"https\" or \"mqtt\"".to_owned()
+            },
+        }),
+    }
+}
+
+/// The `[mqtt]` section under its overrides; the host defaults to the endpoint's.
+fn mqtt_settings(
+    endpoint: &Url,
+    file: MqttSection,
+    host: Option<String>,
+    port: Option<u16>,
+) -> Result<MqttSettings, SettingsError> {
+    let host = host
+        .or(file.host)
+        .or_else(|| endpoint.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let port = port.or(file.port).unwrap_or(8883);
+    let keepalive = duration("mqtt.keepalive", file.keepalive, "60s")?;
+    if port == 0 {
+        return Err(SettingsError::Invalid {
+            field: "mqtt.port",
+            value: port.to_string(),
+            reason: "must be a TCP port (IoT Core used 8883 and 443)".to_owned(),
+        });
+    }
+    // Whole seconds on the wire, at most what the CONNECT's field holds; under 5 s it would
+    // only add pings.
+    if keepalive < Duration::from_secs(5) || keepalive.as_secs() > u64::from(u16::MAX) {
+        return Err(SettingsError::Invalid {
+            field: "mqtt.keepalive",
+            value: format!("{keepalive:?}"),
+            reason: "must be between 5 s and 65535 s".to_owned(),
+        });
+    }
+    Ok(MqttSettings {
+        host,
+        port,
+        keepalive,
+    })
 }
 
 fn algorithm(text: Option<String>) -> Result<Option<Algorithm>, SettingsError> {

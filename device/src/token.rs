@@ -144,6 +144,21 @@ impl TokenSource {
         Ok(token)
     }
 
+    /// A token signed now, which becomes the current one: a new MQTT connection gets the whole
+    /// lifetime, since the bridge closes it once the token it connected with expires.
+    pub fn fresh(&self) -> Result<String, TokenError> {
+        let now = self.clock.now();
+        let token = sign(&self.key, &self.project, now, self.lifetime)?;
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        *current = Some((token.clone(), now));
+        Ok(token)
+    }
+
+    /// How long each token is valid.
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime
+    }
+
     /// Forgets `token` (the server refused it as expired), so the next call signs anew.
     pub fn expired(&self, token: &str) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);

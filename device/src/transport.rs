@@ -1,8 +1,8 @@
-//! How the agent reaches the service: today HTTPS (the [`IngestClient`]), with MQTT next. An enum
-//! rather than a trait object: there is one implementation yet, the set is closed (IoT Core had
-//! exactly two device protocols), and an enum needs no boxed futures. Adding MQTT is a variant
-//! and one arm per method. Every failure is sorted into a [`Failure`] that tells the sender what
-//! to do, the same way for both protocols.
+//! How the agent reaches the service: HTTPS (the [`IngestClient`], polled) or MQTT (the
+//! [`MqttLink`], one connection the service pushes config and commands down). An enum rather
+//! than a trait object: the set is closed (IoT Core had exactly two device protocols), and an
+//! enum needs no boxed futures. Every failure is sorted into a [`Failure`] that tells the sender
+//! what to do, the same way for both protocols.
 
 use std::time::Duration;
 
@@ -11,12 +11,16 @@ use reqwest::StatusCode;
 use shared::device_api::{CommandsResponse, ConfigResponse};
 
 use crate::http::{ClientError, IngestClient};
+use crate::mqtt::MqttLink;
 
 /// The connection to the service.
 #[derive(Debug)]
 pub enum Transport {
     /// IoT Core's HTTP bridge protocol.
     Https(IngestClient),
+    /// IoT Core's MQTT bridge protocol; the token is the connection's, so the `token` arguments
+    /// below are not used.
+    Mqtt(MqttLink),
 }
 
 /// What a failed call means for the caller.
@@ -78,17 +82,20 @@ impl Transport {
         sub_folder: Option<&str>,
     ) -> Result<(), Failure> {
         match self {
-            Self::Https(bridge) => bridge.publish_event(token, data, sub_folder).await,
+            Self::Https(bridge) => bridge
+                .publish_event(token, data, sub_folder)
+                .await
+                .map_err(classify),
+            Self::Mqtt(link) => link.publish_event(data, sub_folder).await,
         }
-        .map_err(classify)
     }
 
     /// Reports the device state.
     pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), Failure> {
         match self {
-            Self::Https(bridge) => bridge.set_state(token, data).await,
+            Self::Https(bridge) => bridge.set_state(token, data).await.map_err(classify),
+            Self::Mqtt(link) => link.set_state(data).await,
         }
-        .map_err(classify)
     }
 
     /// Fetches the commands queued for the device, acknowledging those up to `ack`.
@@ -98,17 +105,25 @@ impl Transport {
         ack: Option<u64>,
     ) -> Result<CommandsResponse, Failure> {
         match self {
-            Self::Https(bridge) => bridge.get_commands(token, ack).await,
+            Self::Https(bridge) => bridge.get_commands(token, ack).await.map_err(classify),
+            Self::Mqtt(_) => Err(pushed_over_mqtt("commands")),
         }
-        .map_err(classify)
     }
 
     /// Fetches the latest config, given the version the device has.
     pub async fn get_config(&self, token: &str, local: u64) -> Result<ConfigResponse, Failure> {
         match self {
-            Self::Https(bridge) => bridge.get_config(token, local).await,
+            Self::Https(bridge) => bridge.get_config(token, local).await.map_err(classify),
+            Self::Mqtt(_) => Err(pushed_over_mqtt("the config")),
         }
-        .map_err(classify)
+    }
+}
+
+/// Over MQTT the service pushes config and commands; nothing asks for them.
+fn pushed_over_mqtt(what: &str) -> Failure {
+    Failure::Refused {
+        reason: format!("over MQTT {what} is pushed by the service, not fetched"),
+        info_reason: None,
     }
 }
 

@@ -19,6 +19,10 @@ fn the_packaged_example_parses_and_names_every_field() {
     for field in [
         "algorithm",
         "ca_file",
+        "transport",
+        "host",
+        "port",
+        "keepalive",
         "max_bytes",
         "sync_interval",
         "concurrency",
@@ -91,4 +95,38 @@ fn a_missing_default_file_is_no_error_but_a_named_one_is() {
         read_file(&path, true),
         Err(SettingsError::Read { .. })
     ));
+}
+
+#[test]
+fn mqtt_is_chosen_by_the_file_or_overridden_and_defaults_to_the_endpoint_host() {
+    let mut file = parse(EXAMPLE).unwrap();
+    file.transport = Some("mqtt".into());
+    let settings = Settings::resolve(file.clone(), Overrides::default()).unwrap();
+    assert_eq!(settings.transport, TransportKind::Mqtt);
+    assert_eq!(settings.mqtt.host, "iot.example.com");
+    assert_eq!(settings.mqtt.port, 8883);
+    assert_eq!(settings.mqtt.keepalive, Duration::from_secs(60));
+    let over = Overrides {
+        transport: Some("https".into()),
+        mqtt_host: Some("mqtt.example.com".into()),
+        mqtt_port: Some(443),
+        ..Overrides::default()
+    };
+    let settings = Settings::resolve(file.clone(), over).unwrap();
+    assert_eq!(settings.transport, TransportKind::Https);
+    assert_eq!(settings.mqtt.host, "mqtt.example.com");
+    assert_eq!(settings.mqtt.port, 443);
+    file.transport = Some("mqtt+ws".into());
+    let err = Settings::resolve(file.clone(), Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+    file.transport = Some("coap".into());
+    assert!(Settings::resolve(file, Overrides::default()).is_err());
+}
+
+#[test]
+fn an_mqtt_keepalive_under_five_seconds_is_refused() {
+    let mut file = parse(EXAMPLE).unwrap();
+    file.mqtt.keepalive = Some("1s".into());
+    let err = Settings::resolve(file, Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("mqtt.keepalive"), "{err}");
 }

@@ -52,6 +52,8 @@ pub struct Ingest {
     pub admin_port: u16,
     sink: SinkKind,
     events_per_minute: u32,
+    /// The MQTT bridge's TLS port, when it serves MQTT.
+    pub mqtt_port: Option<u16>,
     running: Option<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
@@ -67,6 +69,16 @@ impl Ingest {
 
     /// With the service's per-device limit of HTTP publishes a minute.
     pub async fn start_limited(sink: SinkKind, events_per_minute: u32) -> Self {
+        Self::start_with(sink, events_per_minute, None).await
+    }
+
+    /// With the MQTT bridge over TLS on a port of its own, its CA in [`Self::mqtt_ca`]; no
+    /// per-connection message limit a test would notice.
+    pub async fn start_mqtt(sink: SinkKind) -> Self {
+        Self::start_with(sink, 100_000_000, Some(free_port())).await
+    }
+
+    async fn start_with(sink: SinkKind, events_per_minute: u32, mqtt_port: Option<u16>) -> Self {
         device::tls::install_provider();
         let mut ingest = Self {
             dir: tempfile::tempdir().unwrap(),
@@ -74,10 +86,33 @@ impl Ingest {
             admin_port: free_port(),
             sink,
             events_per_minute,
+            mqtt_port,
             running: None,
         };
         ingest.resume().await;
         ingest
+    }
+
+    /// The CA (PEM) ingest made for its MQTT listener, which devices trust.
+    pub fn mqtt_ca(&self) -> PathBuf {
+        self.dir.path().join("mqtt-tls/ca.pem")
+    }
+
+    /// The MQTT listener's arguments, or `off`.
+    fn mqtt_args(&self) -> Vec<String> {
+        let Some(port) = self.mqtt_port else {
+            // The agent speaks HTTP here; no MQTT listener on the shared port 8883.
+            return vec!["--mqtt-addr".into(), "off".into()];
+        };
+        let tls_dir = self.dir.path().join("mqtt-tls");
+        vec![
+            "--mqtt-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--mqtt-tls-dir".into(),
+            tls_dir.display().to_string(),
+            "--mqtt-messages-per-second".into(),
+            "1000000".into(),
+        ]
     }
 
     /// Starts serving (again) on the same ports, registry and sink.
@@ -100,10 +135,8 @@ impl Ingest {
             "1".into(),
             "--events-per-minute".into(),
             self.events_per_minute.to_string(),
-            // The agent speaks HTTP here; no MQTT listener on the shared port 8883.
-            "--mqtt-addr".into(),
-            "off".into(),
         ];
+        argv.extend(self.mqtt_args());
         match &self.sink {
             SinkKind::File => {
                 argv.push("--sink".into());
@@ -138,6 +171,15 @@ impl Ingest {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if let Some(port) = self.mqtt_port {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "no MQTT listener on {port}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// Stops serving: the listeners close, so the port refuses connections until [`Self::resume`].
@@ -161,6 +203,11 @@ impl Ingest {
 
     /// Runs an operator CLI command (`ingest registries create …`) against this ingest.
     pub async fn cli(&self, args: &[&str]) {
+        assert!(self.try_cli(args).await, "ingest {args:?} failed");
+    }
+
+    /// As [`Self::cli`]; whether the command succeeded.
+    pub async fn try_cli(&self, args: &[&str]) -> bool {
         let mut argv = vec!["ingest"];
         argv.extend(args);
         let admin_url = self.admin_url();
@@ -176,11 +223,7 @@ impl Ingest {
             .unwrap_or_else(|err| panic!("ingest {args:?}: {err}"))
             .command;
         let code = ingest::cli::run(command).await.unwrap();
-        assert_eq!(
-            format!("{code:?}"),
-            format!("{:?}", std::process::ExitCode::SUCCESS),
-            "ingest {args:?} failed"
-        );
+        format!("{code:?}") == format!("{:?}", std::process::ExitCode::SUCCESS)
     }
 
     /// A registry whose events go to `topic`, and a device with the public key at `public`.
@@ -303,9 +346,26 @@ impl DeviceFiles {
 
     /// Writes `config.toml` for `endpoint` with `extra` TOML appended.
     pub fn write_settings(&self, endpoint: &str, extra: &str) -> PathBuf {
+        self.write_settings_with(endpoint, "", extra)
+    }
+
+    /// Settings for the agent over MQTT (TLS, trusting ingest's own CA) with `top` top-level
+    /// fields and `extra` sections appended.
+    pub fn write_mqtt_settings(&self, ingest: &Ingest, top: &str, extra: &str) -> PathBuf {
+        let port = ingest.mqtt_port.expect("ingest serves MQTT");
+        let top = format!(
+            "transport = \"mqtt\"\nca_file = \"{}\"\n{top}\n[mqtt]\nhost = \"localhost\"\n\
+             port = {port}\nkeepalive = \"30s\"\n",
+            ingest.mqtt_ca().display()
+        );
+        self.write_settings_with(&ingest.device_url(), &top, extra)
+    }
+
+    /// `top` is TOML placed before the first section (top-level fields and sections of its own).
+    pub fn write_settings_with(&self, endpoint: &str, top: &str, extra: &str) -> PathBuf {
         let text = format!(
             "endpoint = \"{endpoint}\"\nproject = \"{PROJECT}\"\nregion = \"{REGION}\"\n\
-             registry = \"{}\"\ndevice = \"{}\"\nprivate_key = \"{}\"\n\n[spool]\ndir = \"{}\"\n\
+             registry = \"{}\"\ndevice = \"{}\"\nprivate_key = \"{}\"\n{top}\n[spool]\ndir = \"{}\"\n\
              sync_interval = \"100ms\"\n\n[sender]\nmax_backoff = \"1s\"\n{extra}",
             self.registry,
             self.device,

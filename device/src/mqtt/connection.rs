@@ -1,0 +1,478 @@
+//! The task that keeps the MQTT connection up, and the only one that polls rumqttc's event loop
+//! (rumqttc moves nothing unless its loop is polled, so nothing slow may run here). Each
+//! connection is a fresh `AsyncClient` and `EventLoop` with a token signed just before the
+//! CONNECT; rumqttc's own reconnect is not used, because its CONNECT would carry the old token
+//! and it would replay publishes whose callers have already been told they failed.
+//!
+//! - At 75 % of the token's lifetime the task stops taking publishes, lets those in flight be
+//!   acknowledged (a few seconds at most), sends DISCONNECT and connects again with a new token,
+//!   before the bridge closes the connection at the token's expiry.
+//! - A lost connection fails the publishes waiting on it (the sender retries them) and is
+//!   reconnected after an exponential backoff with jitter.
+//! - CONNACK 4 (bad user name or password: the bridge's answer to any token it refuses) is
+//!   retried once at once with a newly signed token; a second 4, or 5 (not authorised), means
+//!   the device itself is refused: it is logged with the doctor's hint and retried every
+//!   `max_backoff`, and publishes meanwhile fail with [`Failure::Refused`].
+//! - A config pushed on `/devices/{d}/config` goes to the config sync with a handle to
+//!   acknowledge it once the file is durable; a command is acknowledged on arrival (the bridge
+//!   resends an unacknowledged one within seconds, and the hook may take longer) and goes to the
+//!   commands hook.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
+    Packet, Publish, QoS, SubscribeReasonCode, TlsConfiguration,
+};
+use shared::DeviceName;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::{MqttLink, Session, Topics, transient};
+use crate::sender::Backoff;
+use crate::token::TokenSource;
+use crate::transport::Failure;
+
+/// Time for the TCP connect, TLS handshake and CONNACK.
+const CONNECT_TIMEOUT_SECS: u64 = 10;
+/// How long publishes in flight may take to be acknowledged before a planned disconnect.
+const DRAIN: Duration = Duration::from_secs(3);
+/// The shortest a connection lives before its token is renewed, whatever the lifetime.
+const MIN_CONNECTION: Duration = Duration::from_secs(5);
+/// Room for IoT Core's largest messages (events 256 KB, config 64 KB) and the MQTT header.
+const MAX_PACKET: usize = 300 * 1024;
+
+/// Where the MQTT bridge is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Host name, also the TLS server name.
+    pub host: String,
+    /// TLS port (8883 or 443).
+    pub port: u16,
+    /// Keepalive asked of the bridge.
+    pub keepalive: Duration,
+    /// TLS with the agent's roots.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// A config the bridge pushed; [`PushedConfig::ack`] once it is durable.
+#[derive(Debug)]
+pub struct PushedConfig {
+    /// The config's bytes.
+    pub data: Vec<u8>,
+    client: AsyncClient,
+    publish: Publish,
+}
+
+impl PushedConfig {
+    /// Sends the PUBACK. On a connection that is gone meanwhile this does nothing: the bridge
+    /// sends the latest config again after the next SUBSCRIBE.
+    pub fn ack(self) {
+        let _ = self.client.try_ack(&self.publish);
+    }
+}
+
+/// A command the bridge delivered (already acknowledged).
+#[derive(Debug)]
+pub struct PushedCommand {
+    /// The subfolder of `/devices/{d}/commands/{subfolder}`, if any.
+    pub sub_folder: Option<String>,
+    /// The command's bytes.
+    pub data: Vec<u8>,
+}
+
+/// The connection task's parts; [`Connector::run`] runs it.
+#[derive(Debug)]
+pub struct Connector {
+    device: DeviceName,
+    topics: Topics,
+    endpoint: Endpoint,
+    tokens: TokenSource,
+    max_backoff: Duration,
+    inflight: u16,
+    live: watch::Sender<Option<Arc<Session>>>,
+    trouble: Arc<Mutex<Option<Failure>>>,
+    configs: Option<mpsc::UnboundedSender<PushedConfig>>,
+    commands: Option<mpsc::UnboundedSender<PushedCommand>>,
+}
+
+/// How one connection ended.
+#[derive(Debug)]
+enum Ended {
+    /// The token is due for renewal: connect again now.
+    Renew,
+    /// The agent is stopping.
+    Stopped,
+    /// The CONNECT was refused with this code.
+    Refused(ConnectReturnCode),
+    /// The connection failed or broke; `connected` says whether it had been up.
+    Lost { failure: Failure, connected: bool },
+}
+
+/// The link the transport publishes through and the task that connects it; `inflight` is how
+/// many publishes may await their PUBACK at once (the sender's concurrency, plus the state).
+pub fn link(
+    device: &DeviceName,
+    endpoint: Endpoint,
+    tokens: TokenSource,
+    max_backoff: Duration,
+    inflight: u16,
+) -> (MqttLink, Connector) {
+    let (live, watching) = watch::channel(None);
+    let trouble = Arc::new(Mutex::new(None));
+    let topics = Topics::new(device);
+    let link = MqttLink {
+        topics: topics.clone(),
+        live: watching,
+        trouble: trouble.clone(),
+        next_slot: std::sync::Mutex::new(Instant::now()),
+    };
+    let connector = Connector {
+        device: device.clone(),
+        topics,
+        endpoint,
+        tokens,
+        max_backoff,
+        inflight: inflight.max(1),
+        live,
+        trouble,
+        configs: None,
+        commands: None,
+    };
+    (link, connector)
+}
+
+impl Connector {
+    /// Subscribes to the device's config; each push comes out of the receiver.
+    pub fn configs(&mut self) -> mpsc::UnboundedReceiver<PushedConfig> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.configs = Some(tx);
+        rx
+    }
+
+    /// Subscribes to the device's commands; each one comes out of the receiver.
+    pub fn commands(&mut self) -> mpsc::UnboundedReceiver<PushedCommand> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.commands = Some(tx);
+        rx
+    }
+
+    /// Connects, and connects again, until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(self.max_backoff);
+        let mut token_retried = false;
+        let mut failing = false;
+        while !*shutdown.borrow() {
+            let pause = match self.connection(&mut shutdown).await {
+                Ended::Stopped => break,
+                Ended::Renew => {
+                    (backoff, token_retried, failing) =
+                        (Backoff::new(self.max_backoff), false, false);
+                    continue;
+                }
+                Ended::Refused(ConnectReturnCode::BadUserNamePassword) if !token_retried => {
+                    tracing::info!("the MQTT bridge refused the token; connecting with a new one");
+                    token_retried = true;
+                    continue;
+                }
+                Ended::Refused(code) => {
+                    self.failed(&mut failing, refusal(code));
+                    self.max_backoff
+                }
+                Ended::Lost { failure, connected } => {
+                    if connected {
+                        (backoff, token_retried) = (Backoff::new(self.max_backoff), false);
+                    }
+                    self.failed(&mut failing, failure);
+                    backoff.next(None)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.live.send_replace(None);
+    }
+
+    /// Records why there is no connection, for publishes; logged once per outage.
+    fn failed(&self, failing: &mut bool, failure: Failure) {
+        if !std::mem::replace(failing, true) {
+            let hint = match failure {
+                Failure::Refused { .. } => {
+                    " (retrying cannot fix this; run `iotcore-device doctor`)"
+                }
+                _ => "",
+            };
+            tracing::warn!(error = %failure, "cannot connect to the MQTT bridge{hint}; retrying");
+        }
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
+    }
+
+    /// One connection, from CONNECT to its end.
+    async fn connection(&self, shutdown: &mut watch::Receiver<bool>) -> Ended {
+        let token = match self.tokens.fresh() {
+            Ok(token) => token,
+            Err(err) => {
+                let failure = Failure::Refused {
+                    reason: format!("cannot sign a token: {err}"),
+                    info_reason: None,
+                };
+                return Ended::Lost {
+                    failure,
+                    connected: false,
+                };
+            }
+        };
+        let capacity = usize::from(self.inflight) + 64;
+        let (client, mut events) = AsyncClient::new(self.options(token), capacity);
+        events
+            .network_options
+            .set_connection_timeout(CONNECT_TIMEOUT_SECS);
+        let connack = tokio::select! {
+            polled = events.poll() => polled,
+            _ = shutdown.changed() => return Ended::Stopped,
+        };
+        match connack {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+            Err(ConnectionError::ConnectionRefused(code)) => return Ended::Refused(code),
+            // Not the packet itself: it might carry a payload, which is never logged.
+            Err(ConnectionError::NotConnAck(_)) | Ok(_) => {
+                return lost("the bridge answered the CONNECT with no CONNACK", false);
+            }
+            Err(err) => return lost(&err.to_string(), false),
+        }
+        let session = Arc::new(Session::new(client));
+        self.subscribe(session.client());
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.live.send_replace(Some(session.clone()));
+        tracing::info!(
+            host = %self.endpoint.host,
+            port = self.endpoint.port,
+            "connected to the MQTT bridge"
+        );
+        let ended = self.serve(&session, &mut events, shutdown).await;
+        self.live.send_replace(None);
+        session.close();
+        ended
+    }
+
+    fn options(&self, token: String) -> MqttOptions {
+        let endpoint = &self.endpoint;
+        let mut options = MqttOptions::new(
+            self.device.to_string(),
+            endpoint.host.clone(),
+            endpoint.port,
+        );
+        let tls = TlsConfiguration::Rustls(endpoint.tls.clone());
+        options
+            .set_transport(rumqttc::Transport::tls_with_config(tls))
+            .set_keep_alive(endpoint.keepalive)
+            .set_clean_session(true)
+            // IoT Core ignores the user name; the password is the JWT.
+            .set_credentials("unused", token)
+            .set_manual_acks(true)
+            .set_inflight(self.inflight)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        options
+    }
+
+    /// Asks for configs and commands when someone takes them; the SUBACK is checked as it comes.
+    fn subscribe(&self, client: &AsyncClient) {
+        if self.configs.is_some() {
+            let _ = client.try_subscribe(self.topics.config(), QoS::AtLeastOnce);
+        }
+        if self.commands.is_some() {
+            let _ = client.try_subscribe(self.topics.commands_filter(), QoS::AtLeastOnce);
+        }
+    }
+
+    /// Polls the event loop until the connection breaks, its token is due, or shutdown; the last
+    /// two drain the publishes in flight first.
+    async fn serve(
+        &self,
+        session: &Session,
+        events: &mut EventLoop,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let renew_at = Instant::now() + renewal(self.tokens.lifetime().as_secs());
+        let mut draining: Option<(Instant, Ended)> = None;
+        loop {
+            if let Some((deadline, _)) = &draining
+                && (session.unacknowledged() == 0 || Instant::now() >= *deadline)
+            {
+                let (_, why) = draining.take().unwrap_or((Instant::now(), Ended::Renew));
+                disconnect(session, events).await;
+                return why;
+            }
+            let wake = draining
+                .as_ref()
+                .map_or(renew_at, |(deadline, _)| *deadline);
+            tokio::select! {
+                polled = events.poll() => match polled {
+                    Ok(event) => self.handle(session, event),
+                    Err(err) => {
+                        return match draining {
+                            Some((_, why)) => why,
+                            None => lost(&err.to_string(), true),
+                        };
+                    }
+                },
+                () = tokio::time::sleep_until(wake), if draining.is_none() => {
+                    tracing::info!("renewing the token: reconnecting to the MQTT bridge");
+                    draining = Some(self.drain(Ended::Renew));
+                }
+                () = tokio::time::sleep_until(wake), if draining.is_some() => {}
+                () = session.stalled.notified(), if draining.is_none() => {
+                    return lost("a message got no PUBACK in time", true);
+                }
+                _ = shutdown.changed(), if draining.is_none() => {
+                    draining = Some(self.drain(Ended::Stopped));
+                }
+            }
+        }
+    }
+
+    /// Stops handing out the session; what is in flight has [`DRAIN`] to be acknowledged.
+    fn drain(&self, why: Ended) -> (Instant, Ended) {
+        self.live.send_replace(None);
+        (Instant::now() + DRAIN, why)
+    }
+
+    fn handle(&self, session: &Session, event: Event) {
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => session.sent(pkid),
+            Event::Incoming(Packet::PubAck(ack)) => session.acked(ack.pkid),
+            Event::Incoming(Packet::Publish(publish)) => self.delivered(session, publish),
+            Event::Incoming(Packet::SubAck(ack))
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|code| matches!(code, SubscribeReasonCode::Failure)) =>
+            {
+                tracing::warn!("the MQTT bridge refused a subscription (config or commands)");
+            }
+            _ => {}
+        }
+    }
+
+    /// Routes a message the bridge delivered. Nothing here waits: the config sync and the
+    /// commands hook run in their own tasks.
+    fn delivered(&self, session: &Session, publish: Publish) {
+        let client = session.client();
+        if publish.topic == self.topics.config() {
+            if let Some(configs) = &self.configs {
+                let data = publish.payload.to_vec();
+                let pushed = PushedConfig {
+                    data,
+                    client: client.clone(),
+                    publish,
+                };
+                if let Err(mpsc::error::SendError(pushed)) = configs.send(pushed) {
+                    pushed.ack();
+                }
+                return;
+            }
+        } else if let Some(sub_folder) = self.topics.command_sub_folder(&publish.topic)
+            && let Some(commands) = &self.commands
+        {
+            let command = PushedCommand {
+                sub_folder: (!sub_folder.is_empty()).then(|| sub_folder.to_owned()),
+                data: publish.payload.to_vec(),
+            };
+            let _ = client.try_ack(&publish);
+            let _ = commands.send(command);
+            return;
+        }
+        tracing::debug!(topic = %publish.topic, "a message on a topic the agent does not use");
+        let _ = client.try_ack(&publish);
+    }
+}
+
+/// Sends DISCONNECT and gives the event loop a moment to write it.
+async fn disconnect(session: &Session, events: &mut EventLoop) {
+    if session.client().try_disconnect().is_err() {
+        return;
+    }
+    let written = async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(event) => {
+                    if let Event::Incoming(Packet::PubAck(ack)) = event {
+                        session.acked(ack.pkid);
+                    }
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+}
+
+/// When a connection's token is renewed: at 75 % of its lifetime, but not sooner than
+/// [`MIN_CONNECTION`] (a lifetime of a few seconds would otherwise reconnect without pause).
+fn renewal(lifetime_secs: u64) -> Duration {
+    Duration::from_secs(lifetime_secs * 3 / 4).max(MIN_CONNECTION)
+}
+
+fn lost(reason: &str, connected: bool) -> Ended {
+    let failure = transient(&format!("the MQTT connection failed: {reason}"));
+    Ended::Lost { failure, connected }
+}
+
+/// What a CONNACK refusal means for the device, in the words of the HTTP bridge's refusals.
+pub fn refusal(code: ConnectReturnCode) -> Failure {
+    let refused = |reason: &str| Failure::Refused {
+        reason: reason.to_owned(),
+        info_reason: None,
+    };
+    match code {
+        ConnectReturnCode::BadUserNamePassword => refused(
+            "the MQTT bridge refused the device's token even when newly signed (CONNACK 4): \
+             the key is not registered for this device, or the device clock is wrong",
+        ),
+        ConnectReturnCode::NotAuthorized => refused(
+            "the MQTT bridge does not let this device connect (CONNACK 5): it is unknown, \
+             blocked, or MQTT is off for its registry",
+        ),
+        ConnectReturnCode::BadClientId => refused(
+            "the MQTT bridge refused the client id (CONNACK 2): check project, region, \
+             registry and device",
+        ),
+        ConnectReturnCode::RefusedProtocolVersion => {
+            refused("the MQTT bridge does not speak MQTT 3.1.1 (CONNACK 1)")
+        }
+        ConnectReturnCode::ServiceUnavailable | ConnectReturnCode::Success => {
+            transient("the MQTT bridge is unavailable (CONNACK 3); retrying")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connack_refusals_sort_like_http_refusals() {
+        assert!(matches!(
+            refusal(ConnectReturnCode::NotAuthorized),
+            Failure::Refused { .. }
+        ));
+        assert!(matches!(
+            refusal(ConnectReturnCode::BadUserNamePassword),
+            Failure::Refused { .. }
+        ));
+        assert!(matches!(
+            refusal(ConnectReturnCode::ServiceUnavailable),
+            Failure::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn a_connection_is_renewed_at_three_quarters_of_the_token_lifetime() {
+        assert_eq!(renewal(3600), Duration::from_secs(2700));
+        assert_eq!(renewal(20), Duration::from_secs(15));
+        assert_eq!(renewal(2), MIN_CONNECTION);
+    }
+}

@@ -1,0 +1,81 @@
+use super::*;
+use rumqttc::MqttOptions;
+
+fn device() -> DeviceName {
+    DeviceName::from_parts("my-project", "us-central1", "barn", "dev-1").unwrap()
+}
+
+/// A session over a real rumqttc client whose event loop is kept but not polled: publishes
+/// queue in its request channel, and the test plays the loop's events.
+fn session() -> (Session, rumqttc::EventLoop) {
+    let options = MqttOptions::new(device().to_string(), "localhost", 8883);
+    let (client, events) = AsyncClient::new(options, 16);
+    (Session::new(client), events)
+}
+
+#[test]
+fn topics_are_iot_cores() {
+    let topics = Topics::new(&device());
+    assert_eq!(topics.events(None), "/devices/dev-1/events");
+    assert_eq!(topics.events(Some("a/b")), "/devices/dev-1/events/a/b");
+    assert_eq!(topics.state(), "/devices/dev-1/state");
+    assert_eq!(topics.config(), "/devices/dev-1/config");
+    assert_eq!(topics.commands_filter(), "/devices/dev-1/commands/#");
+    assert_eq!(
+        topics.command_sub_folder("/devices/dev-1/commands"),
+        Some("")
+    );
+    assert_eq!(
+        topics.command_sub_folder("/devices/dev-1/commands/power/now"),
+        Some("power/now")
+    );
+    assert_eq!(topics.command_sub_folder("/devices/dev-1/commandsx"), None);
+    assert_eq!(topics.command_sub_folder("/devices/dev-2/commands"), None);
+}
+
+#[tokio::test]
+async fn each_publish_resolves_on_the_puback_of_its_own_packet_id() {
+    let (session, _events) = session();
+    let first = session.submit("/t".into(), b"1").unwrap();
+    let second = session.submit("/t".into(), b"2").unwrap();
+    let mut third = session.submit("/t".into(), b"3").unwrap();
+    // Packet ids in the order rumqttc sent the requests, acknowledged out of order.
+    session.sent(4);
+    session.sent(1);
+    session.sent(2);
+    session.acked(1);
+    assert_eq!(second.await, Ok(()));
+    assert!(third.try_recv().is_err(), "not acknowledged yet");
+    session.acked(4);
+    assert_eq!(first.await, Ok(()));
+    assert_eq!(session.unacknowledged(), 1);
+    session.close();
+    assert!(third.await.is_err(), "a closed session fails what is left");
+    assert!(session.submit("/t".into(), b"4").is_err());
+}
+
+#[tokio::test]
+async fn a_puback_for_an_unknown_packet_id_wakes_nobody() {
+    let (session, _events) = session();
+    let mut waiting = session.submit("/t".into(), b"1").unwrap();
+    session.acked(3);
+    session.sent(3);
+    assert!(waiting.try_recv().is_err());
+    session.acked(3);
+    assert_eq!(waiting.await, Ok(()));
+}
+
+#[tokio::test]
+async fn a_full_request_queue_fails_the_publish_and_keeps_the_order() {
+    let options = MqttOptions::new(device().to_string(), "localhost", 8883);
+    let (client, _events) = AsyncClient::new(options, 1);
+    let session = Session::new(client);
+    let first = session.submit("/t".into(), b"1").unwrap();
+    assert!(matches!(
+        session.submit("/t".into(), b"2"),
+        Err(Failure::Transient { .. })
+    ));
+    session.sent(1);
+    session.acked(1);
+    assert_eq!(first.await, Ok(()));
+}
