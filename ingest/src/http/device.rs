@@ -47,6 +47,7 @@ mod body;
 mod gateway;
 mod long_poll;
 
+pub use body::{DecodedBody, decode_device_body};
 pub use long_poll::LongPoll;
 
 use axum::Json;

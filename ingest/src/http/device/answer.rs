@@ -94,6 +94,11 @@ impl HttpRefusal {
         self
     }
 
+    /// The stable reason, as metrics count it.
+    pub(super) fn reason(&self) -> &'static str {
+        self.reason
+    }
+
     /// The HTTP status it overrides, if any.
     #[cfg(test)]
     pub(super) fn http_status(&self) -> Option<StatusCode> {

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use shared::device_api::GatewayInfo;
+use shared::device_api::{GatewayInfo, PublishEventRequest, SetStateRequest};
 
 use super::answer::HttpRefusal;
 use crate::http::request::parse_json;
@@ -28,10 +28,71 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     check_content_type(headers)?;
     let gzip = is_gzip(headers)?;
     let raw = read_capped(body, cap).await?;
+    decode_json(gzip, raw, cap)
+}
+
+/// The part of [`read_json`] after the socket: inflates (when `gzip`) and parses bytes already
+/// read within `cap`.
+fn decode_json<T: DeserializeOwned>(
+    gzip: bool,
+    raw: Vec<u8>,
+    cap: usize,
+) -> Result<(T, Option<GatewayInfo>), HttpRefusal> {
     let plain = if gzip { gunzip(&raw, cap)? } else { raw };
     let request = parse(&plain)?;
     let beside: WithGatewayInfo = parse(&plain)?;
     Ok((request, beside.gateway_info))
+}
+
+/// A `publishEvent` or `setState` body as the handlers decode it, without the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedBody {
+    /// `sub_folder` (publishEvent only).
+    pub sub_folder: Option<String>,
+    /// The payload, decoded from base64.
+    pub data: Vec<u8>,
+    /// The `gatewayInfo` beside the fields, not yet checked.
+    pub gateway_info: Option<GatewayInfo>,
+}
+
+/// Decodes a body of `:publishEvent` (or `:setState` when `set_state`) whose `raw` bytes were
+/// read from the socket within `cap`, by the handlers' steps: the headers, gzip, JSON, the
+/// base64 payload. A refusal is its stable reason (`bad_json`, `bad_gzip`, `too_large` …).
+/// An entry point for the fuzz targets in `fuzz/`; the handlers call the steps themselves.
+pub fn decode_device_body(
+    set_state: bool,
+    headers: &HeaderMap,
+    raw: Vec<u8>,
+    cap: usize,
+) -> Result<DecodedBody, &'static str> {
+    let decode = || {
+        check_content_type(headers)?;
+        let gzip = is_gzip(headers)?;
+        if raw.len() > cap {
+            return Err(too_large(cap, "the request body is larger than"));
+        }
+        if set_state {
+            let (request, gateway_info) = decode_json::<SetStateRequest>(gzip, raw, cap)?;
+            let state = request
+                .state
+                .ok_or_else(|| HttpRefusal::invalid("missing_field", "state: required"))?;
+            let data = decode_payload("state.binary_data", state.binary_data.as_deref())?;
+            Ok(DecodedBody {
+                sub_folder: None,
+                data,
+                gateway_info,
+            })
+        } else {
+            let (request, gateway_info) = decode_json::<PublishEventRequest>(gzip, raw, cap)?;
+            let data = decode_payload("binary_data", request.binary_data.as_deref())?;
+            Ok(DecodedBody {
+                sub_folder: request.sub_folder,
+                data,
+                gateway_info,
+            })
+        }
+    };
+    decode().map_err(|refusal: HttpRefusal| refusal.reason())
 }
 
 /// The request types leave `gatewayInfo` out (the device agent builds them by their fields and
@@ -240,6 +301,33 @@ mod tests {
         let refusal = decode_payload("state.binary_data", Some("!!")).unwrap_err();
         assert!(format!("{refusal:?}").contains("state.binary_data"));
         assert!(decode_payload("binary_data", None).is_err());
+    }
+
+    #[test]
+    fn a_body_read_whole_decodes_by_the_handlers_steps() {
+        let json = HeaderMap::new();
+        let event = br#"{"binary_data":"aGk=","sub_folder":"a","gatewayInfo":{"gatewayId":"g"}}"#;
+        let decoded = decode_device_body(false, &json, event.to_vec(), 1024).unwrap();
+        assert_eq!(decoded.data, b"hi");
+        assert_eq!(decoded.sub_folder.as_deref(), Some("a"));
+        assert_eq!(
+            decoded.gateway_info.and_then(|info| info.gateway_id),
+            Some("g".to_owned())
+        );
+        let mut gzipped = HeaderMap::new();
+        gzipped.insert(CONTENT_ENCODING, "gzip".parse().unwrap());
+        let state = gzip(br#"{"state":{"binaryData":"-_8"}}"#);
+        let decoded = decode_device_body(true, &gzipped, state, 1024).unwrap();
+        assert_eq!(decoded.data, [0xfb, 0xff]);
+        for (set_state, body, reason) in [
+            (true, &br#"{"binary_data":"aGk="}"#[..], "missing_field"),
+            (false, b"{", "bad_json"),
+            (false, br#"{"binary_data":"!"}"#, "bad_base64"),
+            (false, &[b' '; 2048], "too_large"),
+        ] {
+            let refusal = decode_device_body(set_state, &json, body.to_vec(), 1024).unwrap_err();
+            assert_eq!(refusal, reason);
+        }
     }
 
     fn refusal_status(refusal: &HttpRefusal) -> Option<StatusCode> {

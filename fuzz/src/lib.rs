@@ -1,0 +1,67 @@
+//! What the fuzz targets share: the real device keys and tokens of `tests/vectors/`, loaded once,
+//! and the project and instant the vectors are judged at.
+
+use std::sync::LazyLock;
+
+use ingest::auth::credentials::parse_credential;
+use ingest::auth::jwt::DeviceKey;
+use serde_json::Value;
+use shared::{ProjectId, PublicKeyFormat};
+
+/// The vectors' instant (Unix seconds): every token case is judged at it.
+pub const NOW: i64 = 1_767_225_600;
+
+static VECTORS: LazyLock<Value> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../tests/vectors/jwt-vectors.json"))
+        .expect("tests/vectors/jwt-vectors.json is JSON")
+});
+
+/// The vectors' project, `demo-project`.
+pub fn project() -> &'static ProjectId {
+    static PROJECT: LazyLock<ProjectId> = LazyLock::new(|| {
+        let name = VECTORS["project"].as_str().expect("a project");
+        ProjectId::parse(name).expect("a valid project id")
+    });
+    &PROJECT
+}
+
+/// A key of the vectors by name (`rsa_public`, `ec_private_pkcs8` …): PEM text.
+pub fn pem(name: &str) -> &'static str {
+    VECTORS["keys"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key {name} in the vectors"))
+}
+
+/// A device holding every key format: an RSA key, an RSA certificate, an EC key, an EC
+/// certificate, and a second RSA key whose credential expired before [`NOW`] (so the
+/// `credential_expired` path is reachable).
+pub fn device_keys() -> &'static [DeviceKey] {
+    static KEYS: LazyLock<Vec<DeviceKey>> = LazyLock::new(|| {
+        let key = |format, name, expires_at| DeviceKey {
+            key: parse_credential(format, pem(name)).expect("a vector key parses"),
+            expires_at,
+        };
+        vec![
+            key(PublicKeyFormat::RsaPem, "rsa_public", None),
+            key(PublicKeyFormat::RsaX509Pem, "rsa_cert", Some(NOW + 3_600)),
+            key(PublicKeyFormat::Es256Pem, "ec_public", None),
+            key(PublicKeyFormat::Es256X509Pem, "ec_cert", None),
+            key(PublicKeyFormat::RsaPem, "rsa2_public", Some(NOW - 1)),
+        ]
+    });
+    &KEYS
+}
+
+/// Every stable reason `ingest::auth::jwt::TokenError::reason` may give.
+pub const TOKEN_REASONS: &[&str] = &[
+    "malformed",
+    "unsupported_algorithm",
+    "missing_claim",
+    "wrong_audience",
+    "expired",
+    "issued_in_future",
+    "bad_lifetime",
+    "no_credentials",
+    "bad_signature",
+    "credential_expired",
+];
