@@ -64,7 +64,7 @@ use shared::device_api::{CommandsResponse, ConfigResponse, PublishEventRequest, 
 use shared::{Code, DeviceName};
 
 use self::answer::{DeviceApiError, HttpRefusal};
-use self::body::{decode_payload, read_json};
+use self::body::{event_parts, read_json, state_payload};
 use self::gateway::acting;
 use self::long_poll::{config_after, wait_param};
 use crate::bridge::{Bridge, DeviceSession, Limits, Protocol};
@@ -136,8 +136,8 @@ async fn publish_event(
     let (subfolder, data, via) = read_json::<PublishEventRequest>(headers, body, cap)
         .await
         .and_then(|(request, info)| {
-            let data = decode_payload("binary_data", request.binary_data.as_deref())?;
-            Ok((request.sub_folder, data, gateway::from_body(info.as_ref())?))
+            let (subfolder, data) = event_parts(request)?;
+            Ok((subfolder, data, gateway::from_body(info.as_ref())?))
         })
         .map_err(|r| r.note(bridge, Some(&caller)))?;
     let device = acting(bridge, caller, via).await?;
@@ -154,14 +154,7 @@ async fn set_state(
     let (data, via) = read_json::<SetStateRequest>(headers, body, cap)
         .await
         .and_then(|(request, info)| {
-            let state = request.state.ok_or_else(|| {
-                HttpRefusal::invalid(
-                    "missing_field",
-                    "state: required: {\"state\": {\"binary_data\": <base64>}}",
-                )
-            })?;
-            let data = decode_payload("state.binary_data", state.binary_data.as_deref())?;
-            Ok((data, gateway::from_body(info.as_ref())?))
+            Ok((state_payload(request)?, gateway::from_body(info.as_ref())?))
         })
         .map_err(|r| r.note(bridge, Some(&caller)))?;
     let device = acting(bridge, caller, via).await?;

@@ -73,20 +73,16 @@ pub fn decode_device_body(
         }
         if set_state {
             let (request, gateway_info) = decode_json::<SetStateRequest>(gzip, raw, cap)?;
-            let state = request
-                .state
-                .ok_or_else(|| HttpRefusal::invalid("missing_field", "state: required"))?;
-            let data = decode_payload("state.binary_data", state.binary_data.as_deref())?;
             Ok(DecodedBody {
                 sub_folder: None,
-                data,
+                data: state_payload(request)?,
                 gateway_info,
             })
         } else {
             let (request, gateway_info) = decode_json::<PublishEventRequest>(gzip, raw, cap)?;
-            let data = decode_payload("binary_data", request.binary_data.as_deref())?;
+            let (sub_folder, data) = event_parts(request)?;
             Ok(DecodedBody {
-                sub_folder: request.sub_folder,
+                sub_folder,
                 data,
                 gateway_info,
             })
@@ -106,6 +102,26 @@ struct WithGatewayInfo {
 
 fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, HttpRefusal> {
     parse_json(json).map_err(|err| HttpRefusal::invalid("bad_json", err.message()))
+}
+
+/// A `publishEvent` body's subfolder and decoded payload: the handler's step and the fuzz
+/// target's, in one place.
+pub(super) fn event_parts(
+    request: PublishEventRequest,
+) -> Result<(Option<String>, Vec<u8>), HttpRefusal> {
+    let data = decode_payload("binary_data", request.binary_data.as_deref())?;
+    Ok((request.sub_folder, data))
+}
+
+/// A `setState` body's decoded payload.
+pub(super) fn state_payload(request: SetStateRequest) -> Result<Vec<u8>, HttpRefusal> {
+    let state = request.state.ok_or_else(|| {
+        HttpRefusal::invalid(
+            "missing_field",
+            "state: required: {\"state\": {\"binary_data\": <base64>}}",
+        )
+    })?;
+    decode_payload("state.binary_data", state.binary_data.as_deref())
 }
 
 /// Decodes a base64 payload field; `field` is how the error names it.
