@@ -143,6 +143,7 @@ impl IngestClient {
         let body = PublishEventRequest {
             binary_data: Some(URL_SAFE.encode(data)),
             sub_folder: sub_folder.map(str::to_owned),
+            gateway_info: None,
         };
         let url = self.device_url(Some("publishEvent"), &[]);
         self.send(self.http.post(url).json(&body), token).await?;
@@ -155,6 +156,7 @@ impl IngestClient {
             state: Some(StatePayload {
                 binary_data: Some(URL_SAFE.encode(data)),
             }),
+            gateway_info: None,
         };
         let url = self.device_url(Some("setState"), &[]);
         self.send(self.http.post(url).json(&body), token).await?;

@@ -18,6 +18,13 @@ pub struct PublishEventRequest {
     /// The subfolder the event is routed by.
     #[serde(default, alias = "subFolder", skip_serializing_if = "Option::is_none")]
     pub sub_folder: Option<String>,
+    /// Set when a gateway speaks for a device (see [`GatewayInfo`]).
+    #[serde(
+        default,
+        alias = "gatewayInfo",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_info: Option<GatewayInfo>,
 }
 
 /// `POST …:setState`: `{"state": {"binary_data": b64}}` (camelCase accepted).
@@ -26,6 +33,13 @@ pub struct SetStateRequest {
     /// The state; required, but read as optional so its absence gets a message naming it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<StatePayload>,
+    /// Set when a gateway speaks for a device (see [`GatewayInfo`]).
+    #[serde(
+        default,
+        alias = "gatewayInfo",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_info: Option<GatewayInfo>,
 }
 
 /// The `state` inside a [`SetStateRequest`].

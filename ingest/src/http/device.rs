@@ -135,7 +135,8 @@ async fn publish_event(
     let cap = Limits::http_body_cap(bridge.limits().max_event_bytes);
     let (subfolder, data, via) = read_json::<PublishEventRequest>(headers, body, cap)
         .await
-        .and_then(|(request, info)| {
+        .and_then(|mut request| {
+            let info = request.gateway_info.take();
             let (subfolder, data) = event_parts(request)?;
             Ok((subfolder, data, gateway::from_body(info.as_ref())?))
         })
@@ -153,7 +154,8 @@ async fn set_state(
     let cap = Limits::http_body_cap(bridge.limits().max_state_bytes);
     let (data, via) = read_json::<SetStateRequest>(headers, body, cap)
         .await
-        .and_then(|(request, info)| {
+        .and_then(|mut request| {
+            let info = request.gateway_info.take();
             Ok((state_payload(request)?, gateway::from_body(info.as_ref())?))
         })
         .map_err(|r| r.note(bridge, Some(&caller)))?;

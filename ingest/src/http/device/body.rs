@@ -11,20 +11,18 @@ use axum::body::{Body, HttpBody};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use flate2::read::MultiGzDecoder;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use shared::device_api::{GatewayInfo, PublishEventRequest, SetStateRequest};
 
 use super::answer::HttpRefusal;
 use crate::http::request::parse_json;
 
-/// Reads the body as JSON into `T`, refusing bodies above `cap` bytes (before and after gzip),
-/// with the `gatewayInfo` it may carry beside `T`'s fields.
+/// Reads the body as JSON into `T`, refusing bodies above `cap` bytes (before and after gzip).
 pub(super) async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     cap: usize,
-) -> Result<(T, Option<GatewayInfo>), HttpRefusal> {
+) -> Result<T, HttpRefusal> {
     check_content_type(headers)?;
     let gzip = is_gzip(headers)?;
     let raw = read_capped(body, cap).await?;
@@ -37,11 +35,9 @@ fn decode_json<T: DeserializeOwned>(
     gzip: bool,
     raw: Vec<u8>,
     cap: usize,
-) -> Result<(T, Option<GatewayInfo>), HttpRefusal> {
+) -> Result<T, HttpRefusal> {
     let plain = if gzip { gunzip(&raw, cap)? } else { raw };
-    let request = parse(&plain)?;
-    let beside: WithGatewayInfo = parse(&plain)?;
-    Ok((request, beside.gateway_info))
+    parse(&plain)
 }
 
 /// A `publishEvent` or `setState` body as the handlers decode it, without the bridge.
@@ -72,14 +68,16 @@ pub fn decode_device_body(
             return Err(too_large(cap, "the request body is larger than"));
         }
         if set_state {
-            let (request, gateway_info) = decode_json::<SetStateRequest>(gzip, raw, cap)?;
+            let mut request = decode_json::<SetStateRequest>(gzip, raw, cap)?;
+            let gateway_info = request.gateway_info.take();
             Ok(DecodedBody {
                 sub_folder: None,
                 data: state_payload(request)?,
                 gateway_info,
             })
         } else {
-            let (request, gateway_info) = decode_json::<PublishEventRequest>(gzip, raw, cap)?;
+            let mut request = decode_json::<PublishEventRequest>(gzip, raw, cap)?;
+            let gateway_info = request.gateway_info.take();
             let (sub_folder, data) = event_parts(request)?;
             Ok(DecodedBody {
                 sub_folder,
@@ -89,15 +87,6 @@ pub fn decode_device_body(
         }
     };
     decode().map_err(|refusal: HttpRefusal| refusal.reason())
-}
-
-/// The request types leave `gatewayInfo` out (the device agent builds them by their fields and
-/// never sends one), so it is read in a second pass over the same bytes that skips every other
-/// field; the body is already known to be valid JSON by then.
-#[derive(Deserialize)]
-struct WithGatewayInfo {
-    #[serde(default, alias = "gatewayInfo")]
-    gateway_info: Option<GatewayInfo>,
 }
 
 fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, HttpRefusal> {
