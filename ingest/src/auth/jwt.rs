@@ -392,13 +392,17 @@ fn signature_hint(alg: Algorithm, signature: &[u8], keys: &[DeviceKey], now: i64
         .to_owned()
 }
 
-/// The claims the rules read; others are ignored. A duplicated claim fails to parse, so no two
-/// readers can disagree on which copy counts.
+/// The claims the rules read. A duplicated one fails to parse, so no two readers can disagree
+/// on which copy counts. The others are read into `_others` only to be checked: skipped, serde
+/// would let through text no other JSON reader accepts (bytes that are not UTF-8, lone UTF-16
+/// surrogates), and RFC 7519 wants the whole claims set valid.
 #[derive(Deserialize)]
 struct Claims {
     iat: Option<Value>,
     exp: Option<Value>,
     aud: Option<Value>,
+    #[serde(flatten)]
+    _others: serde_json::Map<String, Value>,
 }
 
 /// Checks the claims in the order that gives the most useful message, returning `(iat, exp)`.
@@ -567,6 +571,16 @@ mod tests {
         sign_with(&json!({"alg": "ES256", "typ": "JWT"}), &claims, &ec(0).pair)
     }
 
+    /// A token whose claims segment is exactly `claims`, JSON or not.
+    fn es256_raw(claims: &[u8]) -> String {
+        let input = format!("{}.{}", b64(br#"{"alg":"ES256"}"#), b64(claims));
+        let sig = ec(0)
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", b64(sig.as_ref()))
+    }
+
     fn good_claims() -> Value {
         json!({"iat": NOW - 60, "exp": NOW + 3600, "aud": "demo-project"})
     }
@@ -681,16 +695,36 @@ mod tests {
 
     #[test]
     fn claims_that_are_not_json_are_malformed_once_the_signature_holds() {
-        let header = b64(br#"{"alg":"ES256"}"#);
-        let input = format!("{header}.{}", b64(b"not json"));
-        let sig = ec(0)
-            .pair
-            .sign(&SystemRandom::new(), input.as_bytes())
-            .unwrap();
-        assert_eq!(
-            reason(&format!("{input}.{}", b64(sig.as_ref()))),
-            "malformed"
+        assert_eq!(reason(&es256_raw(b"not json")), "malformed");
+    }
+
+    #[test]
+    fn a_duplicated_claim_is_malformed() {
+        let claims = format!(
+            r#"{{"iat":{},"exp":{},"aud":"demo-project","exp":{}}}"#,
+            NOW - 60,
+            NOW - 30,
+            NOW + 3600
         );
+        assert_eq!(reason(&es256_raw(claims.as_bytes())), "malformed");
+    }
+
+    /// RFC 7519 asks for claims that are wholly valid JSON in UTF-8, ignored claims included:
+    /// a claim the rules skip must not smuggle bytes that other readers of the token reject.
+    #[test]
+    fn claims_with_invalid_text_in_an_ignored_claim_are_malformed() {
+        let good = format!(
+            r#""iat":{},"exp":{},"aud":"demo-project""#,
+            NOW - 60,
+            NOW + 3600
+        );
+        for extra in [&b"\"x\":\"\\ud800\""[..], b"\"x\":\"\xff\"", b"\"\xc3\":1"] {
+            let mut claims = format!("{{{good},").into_bytes();
+            claims.extend_from_slice(extra);
+            claims.push(b'}');
+            let shown = String::from_utf8_lossy(&claims).into_owned();
+            assert_eq!(reason(&es256_raw(&claims)), "malformed", "{shown}");
+        }
     }
 
     #[test]
