@@ -121,7 +121,9 @@ pub fn validate(policy: Policy) -> Result<Policy, FieldViolation> {
         })?;
         for (j, member) in binding.members.iter().enumerate() {
             check_member(member).map_err(|why| {
-                FieldViolation::new(field(&format!("members[{j}]")), why.to_owned())
+                // Named (escaped, shortened) so the caller sees which entry of a long list.
+                let shown: String = member.chars().take(80).collect();
+                FieldViolation::new(field(&format!("members[{j}]")), format!("{shown:?}: {why}"))
             })?;
         }
         total += binding.members.len();

@@ -5,9 +5,11 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
 use serde::de::DeserializeOwned;
 use shared::Code;
 
+use super::admin::MAX_BODY_BYTES;
 use super::error::ApiError;
 
 /// A JSON body parsed into `T`; a malformed body or a field of the wrong type is a
@@ -19,13 +21,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A `Content-Length` over the limit is refused before any of the body is read, so a
+        // caller cannot make the connection wait for megabytes it will refuse anyway.
+        let announced = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    Code::InvalidArgument,
-                    "request body is too large for the admin API (limit 1 MiB)",
-                )
-                .with_http_status(StatusCode::PAYLOAD_TOO_LARGE)
+                too_large()
             } else {
                 ApiError::new(
                     Code::InvalidArgument,
@@ -35,6 +42,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        Code::InvalidArgument,
+        "request body is too large for the admin API (limit 1 MiB)",
+    )
+    .with_http_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 /// Parses JSON, naming the field path of the first error.

@@ -30,6 +30,11 @@ use crate::http::error::ApiError;
 use crate::per_address::{AddressSlot, PerAddress};
 use crate::telemetry::Metrics;
 
+/// The most a connection may buffer, and so the largest request head: 64 KiB, far above any
+/// device's (its token is at most 8 KiB), so that a thousand connections each sending a huge
+/// head hold 64 MiB rather than hyper's default of ~400 KiB each. A larger head gets `431`.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Limits of one listener.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -94,7 +99,8 @@ pub async fn serve(
     // on a silent socket without one).
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(options.head_timeout);
+        .header_read_timeout(options.head_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let (stopping_tx, stopping) = watch::channel(false);
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);

@@ -405,6 +405,19 @@ where
                     .to_owned(),
             ));
         }
+        if publish.topic.contains(['+', '#']) {
+            // MQTT 3.1.1 §3.3.2.1: wildcards belong to filters; a topic name with one is a
+            // protocol violation, not a subfolder named `#`.
+            return Err(self.refuse(
+                Code::InvalidArgument,
+                "mqtt_topic",
+                format!(
+                    "`{}` has a wildcard (`+` or `#`); those are for SUBSCRIBE filters, a \
+                     PUBLISH names one topic",
+                    topics::shorten(&publish.topic)
+                ),
+            ));
+        }
         let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
         let (device, rest) = topics::split(&publish.topic).unwrap_or_default();
         let mut link = None;

@@ -129,7 +129,7 @@ pub(crate) fn split(topic: &str) -> Option<(&str, &str)> {
 }
 
 /// A topic as it may appear in a message: long or odd ones cut, so a refusal stays readable.
-fn shorten(topic: &str) -> String {
+pub(crate) fn shorten(topic: &str) -> String {
     let cut: String = topic.chars().take(200).collect();
     if cut.len() < topic.len() {
         format!("{cut}…")

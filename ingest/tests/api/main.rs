@@ -12,6 +12,7 @@ mod device_http;
 mod device_pubsub;
 mod fleet_delivery;
 mod gateway_http;
+mod hostile;
 mod iam_policies;
 mod infra_settings;
 mod mqtt_bridge;
