@@ -10,55 +10,13 @@
 
 #![no_main]
 
-use std::sync::LazyLock;
-
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
-};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ingest::auth::jwt::verify;
-use iotcore_fuzz::{NOW, TOKEN_REASONS, device_keys, pem, project};
+use iotcore_fuzz::{NOW, TOKEN_REASONS, device_keys, project, sign};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use shared::jwt::{Algorithm, MAX_CLOCK_SKEW_SECS, MAX_TOKEN_LIFETIME_SECS};
-
-/// The DER inside a PKCS#8 private key PEM of the vectors.
-fn pkcs8(name: &str) -> Vec<u8> {
-    let body: String = pem(name)
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    STANDARD.decode(body).expect("a vector key is base64")
-}
-
-static EC: LazyLock<EcdsaKeyPair> = LazyLock::new(|| {
-    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8("ec_private_pkcs8"))
-        .expect("the vectors' EC key")
-});
-static RSA: LazyLock<RsaKeyPair> = LazyLock::new(|| {
-    RsaKeyPair::from_pkcs8(&pkcs8("rsa_private_pkcs8")).expect("the vectors' RSA key")
-});
-
-fn sign(header: &[u8], claims: &[u8]) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let rng = SystemRandom::new();
-    let signature = if header.windows(5).any(|w| w == b"RS256") {
-        let mut out = vec![0; RSA.public_modulus_len()];
-        RSA.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut out)
-            .expect("RSA signs");
-        out
-    } else {
-        let signature = EC.sign(&rng, input.as_bytes()).expect("EC signs");
-        signature.as_ref().to_vec()
-    };
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
 
 /// A NumericDate as the rules read it: an integer as is, a float rounded by `round`, saturating.
 fn seconds(value: &Value, round: fn(f64) -> f64) -> i64 {

@@ -261,6 +261,19 @@ impl MqttBridge {
         self.metrics.connection_closed();
     }
 
+    /// Serves one connection that arrived some other way (an in-memory pipe in the fuzz target,
+    /// a stream a test built), within the connection cap: CONNECT within the connect timeout,
+    /// then the session. Returns when the connection is over; `None` at once if the cap is full.
+    pub async fn serve_stream<S>(&self, stream: S) -> Option<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let permit = self.try_permit()?;
+        let deadline = tokio::time::Instant::now() + self.shared.settings.connect_timeout;
+        self.run(stream, deadline, permit).await;
+        Some(())
+    }
+
     /// Takes a connection slot for a WebSocket, if one is free.
     pub(crate) fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().try_acquire_owned().ok()
