@@ -17,6 +17,9 @@
 //!   acknowledge it once the file is durable; a command is acknowledged on arrival (the bridge
 //!   resends an unacknowledged one within seconds, and the hook may take longer) and goes to the
 //!   commands hook.
+//!
+//! One attempt, up to the CONNACK, is [`connect`]; `iotcore-device doctor` calls it too, so what
+//! the doctor checks is the CONNECT the agent sends.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -225,24 +228,15 @@ impl Connector {
                 };
             }
         };
-        let capacity = usize::from(self.inflight) + 64;
-        let (client, mut events) = AsyncClient::new(self.options(token), capacity);
-        events
-            .network_options
-            .set_connection_timeout(CONNECT_TIMEOUT_SECS);
-        let connack = tokio::select! {
-            polled = events.poll() => polled,
+        let connected = tokio::select! {
+            connected = connect(&self.device, &self.endpoint, token, self.inflight) => connected,
             _ = shutdown.changed() => return Ended::Stopped,
         };
-        match connack {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
-            Err(ConnectionError::ConnectionRefused(code)) => return Ended::Refused(code),
-            // Not the packet itself: it might carry a payload, which is never logged.
-            Err(ConnectionError::NotConnAck(_)) | Ok(_) => {
-                return lost("the bridge answered the CONNECT with no CONNACK", false);
-            }
-            Err(err) => return lost(&err.to_string(), false),
-        }
+        let (client, mut events) = match connected {
+            Ok(connected) => connected,
+            Err(ConnectFailure::Refused(code)) => return Ended::Refused(code),
+            Err(ConnectFailure::Failed(reason)) => return lost(&reason, false),
+        };
         let session = Arc::new(Session::new(client));
         self.subscribe(session.client());
         *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -256,26 +250,6 @@ impl Connector {
         self.live.send_replace(None);
         session.close();
         ended
-    }
-
-    fn options(&self, token: String) -> MqttOptions {
-        let endpoint = &self.endpoint;
-        let mut options = MqttOptions::new(
-            self.device.to_string(),
-            endpoint.host.clone(),
-            endpoint.port,
-        );
-        let tls = TlsConfiguration::Rustls(endpoint.tls.clone());
-        options
-            .set_transport(rumqttc::Transport::tls_with_config(tls))
-            .set_keep_alive(endpoint.keepalive)
-            .set_clean_session(true)
-            // IoT Core ignores the user name; the password is the JWT.
-            .set_credentials("unused", token)
-            .set_manual_acks(true)
-            .set_inflight(self.inflight)
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        options
     }
 
     /// Asks for configs and commands when someone takes them; the SUBACK is checked as it comes.
@@ -303,7 +277,7 @@ impl Connector {
                 && (session.unacknowledged() == 0 || Instant::now() >= *deadline)
             {
                 let (_, why) = draining.take().unwrap_or((Instant::now(), Ended::Renew));
-                disconnect(session, events).await;
+                disconnect(session.client(), events, |pkid| session.acked(pkid)).await;
                 return why;
             }
             let wake = draining
@@ -390,20 +364,72 @@ impl Connector {
     }
 }
 
-/// Sends DISCONNECT and gives the event loop a moment to write it.
-async fn disconnect(session: &Session, events: &mut EventLoop) {
-    if session.client().try_disconnect().is_err() {
+/// Why one connection attempt got no session.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// The bridge answered the CONNECT with this CONNACK code.
+    Refused(ConnectReturnCode),
+    /// TCP, TLS or the CONNACK failed; what happened, in words.
+    Failed(String),
+}
+
+/// Opens one connection with `token`, up to its CONNACK. The connection task and
+/// `iotcore-device doctor` both connect through here, so the doctor checks exactly the CONNECT
+/// the agent sends.
+pub async fn connect(
+    device: &DeviceName,
+    endpoint: &Endpoint,
+    token: String,
+    inflight: u16,
+) -> Result<(AsyncClient, EventLoop), ConnectFailure> {
+    let capacity = usize::from(inflight) + 64;
+    let options = options(device, endpoint, token, inflight);
+    let (client, mut events) = AsyncClient::new(options, capacity);
+    events
+        .network_options
+        .set_connection_timeout(CONNECT_TIMEOUT_SECS);
+    match events.poll().await {
+        Ok(Event::Incoming(Packet::ConnAck(_))) => Ok((client, events)),
+        Err(ConnectionError::ConnectionRefused(code)) => Err(ConnectFailure::Refused(code)),
+        // Not the packet itself: it might carry a payload, which is never logged.
+        Err(ConnectionError::NotConnAck(_)) | Ok(_) => Err(ConnectFailure::Failed(
+            "the bridge answered the CONNECT with no CONNACK".to_owned(),
+        )),
+        Err(ConnectionError::NetworkTimeout) => Err(ConnectFailure::Failed(format!(
+            "no CONNACK within {CONNECT_TIMEOUT_SECS} s"
+        ))),
+        Err(err) => Err(ConnectFailure::Failed(err.to_string())),
+    }
+}
+
+/// IoT Core's CONNECT: client id the device's full path, clean session, the JWT as password.
+fn options(device: &DeviceName, endpoint: &Endpoint, token: String, inflight: u16) -> MqttOptions {
+    let mut options = MqttOptions::new(device.to_string(), endpoint.host.clone(), endpoint.port);
+    let tls = TlsConfiguration::Rustls(endpoint.tls.clone());
+    options
+        .set_transport(rumqttc::Transport::tls_with_config(tls))
+        .set_keep_alive(endpoint.keepalive)
+        .set_clean_session(true)
+        // IoT Core ignores the user name; the password is the JWT.
+        .set_credentials("unused", token)
+        .set_manual_acks(true)
+        .set_inflight(inflight)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    options
+}
+
+/// Sends DISCONNECT and gives the event loop a moment to write it; a PUBACK that comes meanwhile
+/// goes to `acked`.
+pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop, acked: impl Fn(u16)) {
+    if client.try_disconnect().is_err() {
         return;
     }
     let written = async {
         loop {
             match events.poll().await {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-                Ok(event) => {
-                    if let Event::Incoming(Packet::PubAck(ack)) = event {
-                        session.acked(ack.pkid);
-                    }
-                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => acked(ack.pkid),
+                Ok(_) => {}
             }
         }
     };
