@@ -57,7 +57,7 @@ enum Command {
     /// Run the agent: read sensors, spool every reading, send them, keep the config in sync
     Run(RunArgs),
     /// Check the settings, key, clock and network one by one, and say how to fix what fails
-    Doctor(AgentArgs),
+    Doctor(DoctorArgs),
     /// Make a key pair (and a self-signed certificate) for a new device, and print the command
     /// that registers it
     Keygen(KeygenArgs),
@@ -323,6 +323,20 @@ struct RunArgs {
     stdin: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The port tried when the MQTT port does not answer (tests: a listener on 443 needs root)
+    #[arg(
+        long,
+        hide = true,
+        env = "IOTCORE_DOCTOR_MQTT_FALLBACK_PORT",
+        default_value_t = doctor::Options::default().mqtt_fallback_port
+    )]
+    mqtt_fallback_port: u16,
+}
+
 /// A mistake in how the command was called that clap cannot see (an id breaking IoT Core's
 /// rules); exits with 2 like clap's own usage errors.
 #[derive(Debug, thiserror::Error)]
@@ -389,9 +403,13 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
     outcome
 }
 
-fn doctor(args: &AgentArgs) -> anyhow::Result<()> {
-    let (path, explicit) = args.config_path();
-    let report = block_on(doctor::run(&path, explicit, args.overrides(false)))?;
+fn doctor(args: &DoctorArgs) -> anyhow::Result<()> {
+    let (path, explicit) = args.agent.config_path();
+    let options = doctor::Options {
+        mqtt_fallback_port: args.mqtt_fallback_port,
+    };
+    let overrides = args.agent.overrides(false);
+    let report = block_on(doctor::run(&path, explicit, overrides, options))?;
     print!("{}", report.text());
     if report.failed() {
         anyhow::bail!("some checks failed; fix them in order, the first one first");

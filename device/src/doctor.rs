@@ -2,83 +2,47 @@
 //! order the causes are usually found in the field. Each prints one `pass`/`FAIL`/`skip` line
 //! and, on failure, the fix. Later checks that cannot run because an earlier one failed are
 //! skipped rather than piled on.
+//!
+//! The settings file and the key are checked here; the rest follows the transport the settings
+//! choose, as the agent would use it: [`https`] (clock, DNS, TCP, TLS, a config fetch, a test
+//! event) or [`mqtt`] (clock, DNS, TCP with a fallback port, TLS, the CONNECT, a test event with
+//! its PUBACK). [`net`] and [`tls`] are the steps they share or own; [`report`] prints.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
-
-use shared::jwt::MAX_CLOCK_SKEW_SECS;
-use tokio::net::TcpStream;
 
 use crate::agent;
 use crate::clock::Clock;
-use crate::http::IngestClient;
 use crate::keys::DeviceKey;
-use crate::readings::Reading;
-use crate::settings::{self, FileSettings, Overrides, Settings};
-use crate::token;
-use crate::transport::{Failure, Transport};
+use crate::settings::{self, FileSettings, Overrides, Settings, TransportKind};
+use crate::transport::Failure;
 
-const NET_TIMEOUT: Duration = Duration::from_secs(10);
+mod https;
+mod mqtt;
+mod net;
+mod report;
+mod tls;
 
-/// The outcome of one check.
+pub use report::{Report, Verdict};
+
+/// How the doctor runs, beyond the agent's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// It works.
-    Pass,
-    /// It does not; the line says how to fix it.
-    Fail,
-    /// Not checked, because something before it failed.
-    Skip,
+pub struct Options {
+    /// The port tried when the MQTT port does not answer, to tell a firewall blocking 8883 from
+    /// a bridge that is down: 443, where IoT Core served MQTT too. Tests set another (a listener
+    /// on 443 needs root), through the hidden `IOTCORE_DOCTOR_MQTT_FALLBACK_PORT`.
+    pub mqtt_fallback_port: u16,
 }
 
-/// The report: lines as printed, and whether everything passed.
-#[derive(Debug, Default)]
-pub struct Report {
-    text: String,
-    failed: bool,
-}
-
-impl Report {
-    fn line(&mut self, verdict: Verdict, what: &str, detail: &str, fix: Option<&str>) {
-        let mark = match verdict {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "FAIL",
-            Verdict::Skip => "skip",
-        };
-        self.failed |= verdict == Verdict::Fail;
-        let _ = writeln!(self.text, "[{mark}] {what}: {detail}");
-        if let Some(fix) = fix {
-            let _ = writeln!(self.text, "       fix: {fix}");
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mqtt_fallback_port: 443,
         }
-    }
-
-    fn pass(&mut self, what: &str, detail: &str) {
-        self.line(Verdict::Pass, what, detail, None);
-    }
-
-    fn fail(&mut self, what: &str, detail: &str, fix: &str) {
-        self.line(Verdict::Fail, what, detail, Some(fix));
-    }
-
-    fn skip(&mut self, what: &str, why: &str) {
-        self.line(Verdict::Skip, what, why, None);
-    }
-
-    /// The printed lines.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
-    /// True when any check failed.
-    pub fn failed(&self) -> bool {
-        self.failed
     }
 }
 
 /// Runs every check.
-pub async fn run(path: &Path, explicit: bool, overrides: Overrides) -> Report {
+pub async fn run(path: &Path, explicit: bool, overrides: Overrides, options: Options) -> Report {
     let mut report = Report::default();
     let file = check_config_file(&mut report, path, explicit);
     let settings = match Settings::resolve(file, overrides) {
@@ -94,6 +58,7 @@ pub async fn run(path: &Path, explicit: bool, overrides: Overrides) -> Report {
     };
     let key = check_key(&mut report, &settings);
     let clock = Clock::with_offset(settings.clock_offset_secs);
+    // Over MQTT too: the endpoint's Date header is the only clock to compare with.
     let bridge = match agent::ingest_client(&settings) {
         Ok(bridge) => bridge,
         Err(err) => {
@@ -105,27 +70,20 @@ pub async fn run(path: &Path, explicit: bool, overrides: Overrides) -> Report {
             return report;
         }
     };
-    check_clock(&mut report, &bridge, clock).await;
-    let reachable = check_network(&mut report, &settings).await;
-    let transport = Transport::Https(bridge);
-    match (key, reachable) {
-        (Some(key), true) => check_service(&mut report, &settings, &transport, &key, clock).await,
-        (None, _) => {
-            report.skip("token accepted", "no usable key (see above)");
-            report.skip("test event accepted", "no usable key (see above)");
-        }
-        (_, false) => {
-            report.skip(
-                "token accepted",
-                "the endpoint cannot be reached (see above)",
-            );
-            report.skip(
-                "test event accepted",
-                "the endpoint cannot be reached (see above)",
-            );
+    match settings.transport {
+        TransportKind::Https => https::check(&mut report, &settings, bridge, key, clock).await,
+        TransportKind::Mqtt => {
+            mqtt::check(&mut report, &settings, bridge, key, clock, &options).await;
         }
     }
     report
+}
+
+/// A skip line for each of `checks`, all for the same reason.
+fn skip_all(report: &mut Report, checks: &[&str], why: &str) {
+    for check in checks {
+        report.skip(check, why);
+    }
 }
 
 fn check_config_file(report: &mut Report, path: &Path, explicit: bool) -> FileSettings {
@@ -186,152 +144,6 @@ fn check_key(report: &mut Report, settings: &Settings) -> Option<DeviceKey> {
             );
             None
         }
-    }
-}
-
-async fn check_clock(report: &mut Report, bridge: &IngestClient, clock: Clock) {
-    let what = "clock";
-    let server = match bridge.server_date().await {
-        Ok(Some(date)) => date,
-        Ok(None) => return report.skip(what, "the server sent no Date header to compare with"),
-        Err(_) => return report.skip(what, "cannot ask the server for its time (see below)"),
-    };
-    let drift = clock.now() - server;
-    let minutes = drift.abs() as f64 / 60.0;
-    let direction = if drift >= 0 { "ahead of" } else { "behind" };
-    let allowed = MAX_CLOCK_SKEW_SECS / 60;
-    let detail = format!(
-        "the device clock is {minutes:.1} min {direction} the server's (allowed: {allowed} min)"
-    );
-    if drift.abs() > MAX_CLOCK_SKEW_SECS {
-        report.fail(
-            what,
-            &detail,
-            "turn on time sync (`sudo timedatectl set-ntp true`; a Pi without a real-time clock \
-             needs the network at boot) or set the time, then check with `timedatectl`",
-        );
-    } else {
-        report.pass(what, &detail);
-    }
-}
-
-/// DNS, TCP and (for https) TLS; true when the endpoint answers at all.
-async fn check_network(report: &mut Report, settings: &Settings) -> bool {
-    let url = &settings.endpoint;
-    let Some(host) = url.host_str() else {
-        report.fail(
-            "endpoint",
-            "the URL has no host",
-            "set endpoint = \"https://HOST\"",
-        );
-        return false;
-    };
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<SocketAddr> =
-        match tokio::time::timeout(NET_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-            Ok(Ok(addrs)) => addrs.collect(),
-            Ok(Err(err)) => {
-                report.fail(
-                    &format!("DNS {host}"),
-                    &err.to_string(),
-                    "check the host name in endpoint, and the Pi's DNS (/etc/resolv.conf)",
-                );
-                return false;
-            }
-            Err(_) => {
-                report.fail(
-                    &format!("DNS {host}"),
-                    "no answer in 10 s",
-                    "check the Pi's DNS",
-                );
-                return false;
-            }
-        };
-    let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-    report.pass(&format!("DNS {host}"), &list.join(", "));
-    let what = format!("TCP {host}:{port}");
-    match tokio::time::timeout(NET_TIMEOUT, TcpStream::connect(addrs.as_slice())).await {
-        Ok(Ok(_)) => report.pass(&what, "connected"),
-        Ok(Err(err)) => {
-            report.fail(
-                &what,
-                &err.to_string(),
-                "is the service running and the port right? A firewall may block outgoing \
-                 connections to this port",
-            );
-            return false;
-        }
-        Err(_) => {
-            report.fail(
-                &what,
-                "no answer in 10 s",
-                "a firewall is probably dropping the connection",
-            );
-            return false;
-        }
-    }
-    if url.scheme() == "https" {
-        let tls = format!("TLS {host}");
-        match agent::ingest_client(settings) {
-            Ok(bridge) => match bridge.server_date().await {
-                Ok(_) => report.pass(&tls, "handshake and certificate check passed"),
-                Err(err) => {
-                    report.fail(
-                        &tls,
-                        &err.to_string(),
-                        "a certificate the Pi does not trust: set ca_file to the service's CA \
-                         bundle, or check that the Pi's clock is right",
-                    );
-                    return false;
-                }
-            },
-            Err(err) => {
-                report.fail(&tls, &format!("{err:#}"), "check ca_file");
-                return false;
-            }
-        }
-    }
-    true
-}
-
-async fn check_service(
-    report: &mut Report,
-    settings: &Settings,
-    transport: &Transport,
-    key: &DeviceKey,
-    clock: Clock,
-) {
-    let signed = token::sign(key, &settings.project, clock.now(), settings.token_lifetime);
-    let token = match signed {
-        Ok(token) => token,
-        Err(err) => return report.fail("token", &err.to_string(), "check the private key"),
-    };
-    let device = settings.device.to_string();
-    match transport.get_config(&token, 0).await {
-        Ok(config) => report.pass(
-            "token accepted",
-            &format!("{device} fetched its config (version {})", config.version),
-        ),
-        Err(failure) => {
-            report.fail("token accepted", &failure.to_string(), token_fix(&failure));
-            return report.skip("test event accepted", "the token was refused");
-        }
-    }
-    let reading = Reading::new("doctor", serde_json::json!({"test": true}), clock);
-    let payload = serde_json::to_vec(&reading).unwrap_or_default();
-    match transport
-        .publish_event(&token, &payload, settings.sub_folder.as_deref())
-        .await
-    {
-        Ok(()) => report.pass(
-            "test event accepted",
-            &format!("event {} published", reading.id),
-        ),
-        Err(failure) => report.fail(
-            "test event accepted",
-            &failure.to_string(),
-            "the registry needs an event topic matching the subfolder; ask its operator",
-        ),
     }
 }
 

@@ -31,7 +31,7 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(10);
 /// How long a publish waits for its PUBACK, as an HTTP request waits for its answer. A message
 /// the bridge does not acknowledge holds its packet id in rumqttc for good (and would stall the
 /// connection when the id comes round again), so a timeout also ends the connection.
-const PUBACK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const PUBACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// IoT Core's limit of messages a connection may publish each second (ingest's default): the
 /// bridge refuses a message over it without a PUBACK, so the agent keeps under it itself.
 pub const MESSAGES_PER_SECOND: u32 = 100;
@@ -66,6 +66,11 @@ impl Topics {
     /// `/devices/{d}/config`.
     pub fn config(&self) -> String {
         format!("/devices/{}/config", self.device)
+    }
+
+    /// `/devices/{d}/errors`, where the bridge tells a subscribed device why it refused something.
+    pub fn errors(&self) -> String {
+        format!("/devices/{}/errors", self.device)
     }
 
     /// `/devices/{d}/commands/#`, the filter for every command.
