@@ -336,6 +336,14 @@ pub struct MqttArgs {
         value_name = "SECONDS"
     )]
     pub mqtt_command_timeout_secs: u64,
+
+    /// Every MQTT TCP connection (TLS and plain) starts with a PROXY protocol header, v1 or v2,
+    /// as a proxy load balancer sends it (Google Cloud's external proxy Network Load Balancer
+    /// with `proxy_header = "PROXY_V1"`); its source address is the device's, for the
+    /// per-address cap and the logs. A connection without one is closed. Only behind such a
+    /// balancer: otherwise any client could claim any address.
+    #[arg(long, env = "MQTT_PROXY_PROTOCOL")]
+    pub mqtt_proxy_protocol: bool,
 }
 
 /// A listener address, or `off`.

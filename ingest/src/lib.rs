@@ -12,6 +12,7 @@ pub mod http;
 pub mod iam;
 pub mod mqtt;
 pub mod per_address;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod server;
 pub mod sink;

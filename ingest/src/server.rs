@@ -290,6 +290,7 @@ fn mqtt_settings(args: &ServeArgs) -> MqttSettings {
         max_packet_bytes: limits.max_event_bytes.max(limits.max_state_bytes) + 4096,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         max_connections_per_address: args.max_connections_per_address(),
+        proxy_protocol: args.mqtt.mqtt_proxy_protocol,
         ..MqttSettings::default()
     }
 }

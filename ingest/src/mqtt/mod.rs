@@ -34,6 +34,7 @@ use self::session::Live;
 use crate::bridge::Bridge;
 use crate::c2d::Fleet;
 use crate::per_address::PerAddress;
+use crate::proxy_protocol;
 use crate::telemetry::Metrics;
 
 /// Takes the next whole packet out of `buf` as a connection's reader does (the fixed header's
@@ -84,6 +85,9 @@ pub struct MqttSettings {
     /// Connections one source address may hold on a listener (0: no limit); more are closed as
     /// they are accepted.
     pub max_connections_per_address: usize,
+    /// Each TCP connection starts with a PROXY protocol header (v1 or v2) naming the device's
+    /// address, as a proxy load balancer sends it; one without is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for MqttSettings {
@@ -100,6 +104,7 @@ impl Default for MqttSettings {
             drain_timeout: Duration::from_secs(8),
             max_attached_devices: 1000,
             max_connections_per_address: 0,
+            proxy_protocol: false,
         }
     }
 }
@@ -172,34 +177,55 @@ impl MqttBridge {
                 },
                 () = stopping(&mut shutdown) => return Ok(()),
             };
-            let Some(slot) = per_address.take(peer.ip()) else {
-                tracing::debug!(%peer, "MQTT connection refused: its address holds its limit of connections");
-                continue;
-            };
             let _ = stream.set_nodelay(true);
             let bridge = self.clone();
             let tls = tls.clone();
+            let per_address = per_address.clone();
             self.tasks.spawn(async move {
-                bridge.connection(stream, peer, tls, permit).await;
-                drop(slot);
+                bridge
+                    .connection(stream, peer, tls, permit, &per_address)
+                    .await;
             });
         }
     }
 
+    /// One accepted TCP connection: its source (from the PROXY header when configured), the
+    /// per-address cap, then TLS when `tls` is set, all within the connect deadline.
     async fn connection(
         &self,
-        stream: tokio::net::TcpStream,
+        mut stream: tokio::net::TcpStream,
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
         permit: OwnedSemaphorePermit,
+        per_address: &PerAddress,
     ) {
         let deadline = tokio::time::Instant::now() + self.shared.settings.connect_timeout;
+        let source = if self.shared.settings.proxy_protocol {
+            let header = proxy_protocol::read_source(&mut stream);
+            match tokio::time::timeout_at(deadline, header).await {
+                Ok(Ok(source)) => source.unwrap_or(peer),
+                Ok(Err(why)) => {
+                    tracing::debug!(%peer, %why, "MQTT connection closed: no valid PROXY header");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "MQTT connection closed: no PROXY header in time");
+                    return;
+                }
+            }
+        } else {
+            peer
+        };
+        let Some(_slot) = per_address.take(source.ip()) else {
+            tracing::debug!(%source, "MQTT connection refused: its address holds its limit of connections");
+            return;
+        };
         match tls {
             Some(acceptor) => {
                 match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => self.run(stream, deadline, permit).await,
-                    Ok(Err(err)) => tracing::debug!(%peer, %err, "MQTT TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out"),
+                    Ok(Err(err)) => tracing::debug!(%source, %err, "MQTT TLS handshake failed"),
+                    Err(_) => tracing::debug!(%source, "MQTT TLS handshake timed out"),
                 }
             }
             None => self.run(stream, deadline, permit).await,

@@ -916,3 +916,55 @@ async fn one_address_holds_at_most_its_cap_of_mqtt_connections_and_a_device_stil
     Raw::connected(app.addr, &client_id(REG, "dev-1"), &token()).await;
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+/// A connection that sent `header` and then a CONNECT for `dev`: the first packet back, or
+/// `None` when the bridge closed without one.
+async fn behind_a_proxy(app: &MqttApp, header: &[u8], dev: &str) -> (Raw, Option<Packet>) {
+    let mut raw = Raw::open(app.addr).await;
+    raw.send_bytes(header).await;
+    raw.send(&connect_packet(&client_id(REG, dev), &token(), 60))
+        .await;
+    let first = raw.recv().await;
+    (raw, first)
+}
+
+fn accepted(first: &Option<Packet>) -> bool {
+    matches!(first, Some(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success)
+}
+
+#[tokio::test]
+async fn behind_a_proxy_balancer_the_proxy_header_names_the_address_the_cap_counts() {
+    let app = MqttApp::spawn(MqttSettings {
+        proxy_protocol: true,
+        max_connections_per_address: 2,
+        ..settings()
+    })
+    .await;
+    for dev in ["dev-1", "dev-2", "dev-3", "dev-4", "dev-5"] {
+        app.device(REG, dev).await;
+    }
+    // No header: closed without a word, whatever follows.
+    let (_, first) = behind_a_proxy(&app, b"", "dev-1").await;
+    assert_eq!(first, None);
+
+    // Every connection comes from 127.0.0.1, the "balancer"; the cap counts the header's address.
+    let v1 = |ip: &str| format!("PROXY TCP4 {ip} 10.0.0.1 40000 8883\r\n").into_bytes();
+    let (_held_1, first) = behind_a_proxy(&app, &v1("203.0.113.7"), "dev-1").await;
+    assert!(accepted(&first), "{first:?}");
+    let (_held_2, first) = behind_a_proxy(&app, &v1("203.0.113.7"), "dev-2").await;
+    assert!(accepted(&first), "{first:?}");
+    let (_, first) = behind_a_proxy(&app, &v1("203.0.113.7"), "dev-3").await;
+    assert_eq!(first, None, "a third connection from 203.0.113.7");
+    let (_held_3, first) = behind_a_proxy(&app, &v1("203.0.113.8"), "dev-3").await;
+    assert!(accepted(&first), "{first:?}");
+
+    // Version 2, as AWS's NLB and HAProxy send it: TCP over IPv4 from 198.51.100.9:4242.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 9, 10, 0, 0, 1, 0x10, 0x92, 0x22, 0xB3]);
+    let (_held_4, first) = behind_a_proxy(&app, &v2, "dev-4").await;
+    assert!(accepted(&first), "{first:?}");
+
+    // A header that lies about its family is refused like none at all.
+    let (_, first) = behind_a_proxy(&app, b"PROXY TCP4 2001:db8::1 ::1 1 2\r\n", "dev-5").await;
+    assert_eq!(first, None);
+}
