@@ -349,6 +349,18 @@ pub fn answered(reply: &Reply, status: u16, words: &[&str]) -> Result<(), String
     }
 }
 
+/// `Ok` when `reply` is an answer with one of `statuses`, or a close without an answer (hyper
+/// closes on some malformed heads before it could answer).
+pub fn status_or_close(reply: &Reply, statuses: &[u16]) -> Result<(), String> {
+    match reply {
+        Reply::Answer(status, _) if statuses.contains(status) => Ok(()),
+        Reply::Closed => Ok(()),
+        other => Err(format!(
+            "expected one of {statuses:?} or a close, got {other:?}"
+        )),
+    }
+}
+
 /// `Ok` when `(status, body)` has `status` and the body's message holds every one of `words`.
 pub fn refused(answer: &(u16, Value), status: u16, words: &[&str]) -> Result<(), String> {
     let text = answer.1.to_string();
