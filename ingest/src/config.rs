@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::http::admin::{AdminAccess, CloudRunOwners, Tokens};
+use crate::http::admin::{AdminAccess, CloudRunOwners, TokenSource, Tokens};
 use crate::telemetry::{LogFormat, TelemetrySettings};
 
 /// Settings of `ingest serve`.
@@ -53,7 +53,8 @@ pub struct ServeArgs {
     /// A file of admin bearer tokens, one per line: `TOKEN PRINCIPAL [ROLE…]`, e.g.
     /// `<random> user:alice@example.com roles/cloudiot.viewer`. Each caller is its principal,
     /// holding the roles listed on every registry plus what registries' IAM policies grant;
-    /// `roles/owner` holds everything. TOKEN may be `sha256:HEX` of the token.
+    /// `roles/owner` holds everything. TOKEN may be `sha256:HEX` of the token. Read again
+    /// within 5 s of a change.
     #[arg(long, env = "ADMIN_TOKENS_FILE", value_name = "PATH")]
     pub admin_tokens_file: Option<PathBuf>,
 
@@ -544,27 +545,21 @@ impl ServeArgs {
     }
 
     /// The bearer tokens from `--admin-token` and `--admin-tokens-file`, if either is given.
-    fn admin_tokens(&self) -> Option<Result<Tokens, ConfigError>> {
+    fn admin_tokens(&self) -> Option<Result<TokenSource, ConfigError>> {
         let single = self.admin_token.as_deref().filter(|t| !t.is_empty());
         if single.is_none() && self.admin_tokens_file.is_none() {
             return None;
         }
         let tokens = single.map_or_else(Tokens::default, Tokens::single_owner);
         let Some(path) = &self.admin_tokens_file else {
-            return Some(Ok(tokens));
+            return Some(Ok(TokenSource::fixed(tokens)));
         };
-        let failed = |why: String| ConfigError::TokensFile {
-            path: path.clone(),
-            why,
-        };
-        let read = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()));
-        Some(read.and_then(|text| {
-            let tokens = tokens.add_file(&text).map_err(failed)?;
-            if tokens.is_empty() {
-                return Err(failed("holds no token".into()));
-            }
-            Ok(tokens)
-        }))
+        Some(
+            TokenSource::from_file(tokens, path).map_err(|why| ConfigError::TokensFile {
+                path: path.clone(),
+                why,
+            }),
+        )
     }
 }
 

@@ -22,7 +22,7 @@ use crate::c2d::fleet::new_instance_id;
 use crate::c2d::pubsub::{PubSubBus, PubSubBusSettings};
 use crate::c2d::{Delivery, Fleet, FleetParts};
 use crate::config::{Listen, Role, ServeArgs, SinkUrl, StoreUrl};
-use crate::http::admin::{self, AdminState};
+use crate::http::admin::{self, AdminAccess, AdminState};
 use crate::http::serve::{ServeOptions, serve};
 use crate::http::{device, health_routes};
 use crate::mqtt::tls::{self, TlsSource};
@@ -92,6 +92,9 @@ pub async fn run(
         Role::Device => None,
         Role::All | Role::Admin => Some(args.admin_access()?),
     };
+    if let Some(AdminAccess::Tokens(tokens)) = &access {
+        tokens.watch();
+    }
     let registry = open_registry(&args).await?;
     let auth = Authenticator::new(registry.clone(), args.token_cache_capacity)
         .with_freshness(args.registry_freshness());

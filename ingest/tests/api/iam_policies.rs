@@ -421,3 +421,55 @@ async fn behind_cloud_run_the_verified_email_is_the_principal_and_only_named_own
         (StatusCode::UNAUTHORIZED, "IDENTITY_MISSING")
     );
 }
+
+#[tokio::test]
+async fn an_edited_tokens_file_takes_effect_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin-tokens");
+    std::fs::write(
+        &file,
+        format!("{OWNER} user:owner@example.com roles/owner\n"),
+    )
+    .unwrap();
+    let process = spawn_ingest(
+        &[
+            "--role",
+            "admin",
+            "--admin-tokens-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let admin = Admin {
+        base: format!(
+            "{}/v1/projects/{PROJECT}/locations/{REGION}",
+            process.admin_url()
+        ),
+        http: reqwest::Client::new(),
+        _process: process,
+    };
+    let list = |token| admin.as_token(token, Method::GET, "/registries", None);
+    assert_eq!(list(OWNER).await.0, StatusCode::OK);
+    assert_eq!(list(VIEWER).await.0, StatusCode::UNAUTHORIZED);
+
+    // The owner's token leaked: the operator replaces its line with a new person's.
+    std::fs::write(
+        &file,
+        format!("{VIEWER} user:viewer@example.com roles/owner # rotated\n"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    while list(VIEWER).await.0 != StatusCode::OK {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the new token was not accepted within 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(list(OWNER).await.0, StatusCode::UNAUTHORIZED);
+
+    // A broken edit is logged and changes nothing.
+    std::fs::write(&file, "oops\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert_eq!(list(VIEWER).await.0, StatusCode::OK);
+}

@@ -17,6 +17,7 @@ use shared::iam;
 use shared::{Code, ErrorInfo};
 
 use super::AdminState;
+use super::tokens_file::TokenSource;
 use crate::http::error::ApiError;
 use crate::iam::{Caller, OWNER_ROLE};
 
@@ -27,7 +28,7 @@ pub enum AdminAccess {
     /// is an owner.
     Loopback,
     /// Every request carries `Authorization: Bearer <token>` with one of these tokens.
-    Tokens(Arc<Tokens>),
+    Tokens(Arc<TokenSource>),
     /// Cloud Run's IAM checked the caller's Google identity before the request arrived.
     CloudRunIam(Arc<CloudRunOwners>),
 }
@@ -35,7 +36,7 @@ pub enum AdminAccess {
 impl AdminAccess {
     /// One bearer token, held by an owner: the `--admin-token` setup.
     pub fn token(secret: &str) -> Self {
-        AdminAccess::Tokens(Arc::new(Tokens::single_owner(secret)))
+        AdminAccess::Tokens(Arc::new(TokenSource::fixed(Tokens::single_owner(secret))))
     }
 }
 
@@ -125,7 +126,7 @@ impl Tokens {
 
     /// The caller whose token `presented` is. Every entry is compared, so the time taken says
     /// nothing about which one matched or how close a guess came.
-    fn caller(&self, presented: &str) -> Option<&Caller> {
+    pub(super) fn caller(&self, presented: &str) -> Option<&Caller> {
         let presented = digest(presented.as_bytes());
         let mut found = None;
         for (known, caller) in &self.entries {
@@ -223,7 +224,7 @@ pub(super) async fn authenticate(
                     "the admin API needs `Authorization: Bearer <token>`; the CLI sends it from --admin-token or ADMIN_TOKEN",
                 )
             })?;
-            tokens.caller(presented).cloned().ok_or_else(|| {
+            tokens.current().caller(presented).cloned().ok_or_else(|| {
                 refusal(
                     "ADMIN_TOKEN_INVALID",
                     "the admin bearer token is not one this server accepts (--admin-token or --admin-tokens-file)",

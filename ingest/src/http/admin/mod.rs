@@ -18,6 +18,7 @@ use crate::auth::Authenticator;
 use crate::c2d::Fleet;
 use crate::registry::RegistryStore;
 pub use access::{AdminAccess, CloudRunOwners, Tokens};
+pub use tokens_file::TokenSource;
 
 mod access;
 mod authorize;
@@ -28,6 +29,7 @@ mod iam;
 mod presence;
 mod registries;
 mod system_params;
+mod tokens_file;
 
 /// The largest admin request body: room for 256 KB of metadata or a 64 KB config in base64.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
