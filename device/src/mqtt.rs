@@ -11,9 +11,11 @@
 //! `Outgoing::Publish(pkid)` events in the order it takes requests from its queue (a publish
 //! held back by a packet-id collision is reported when it finally goes out, and nothing behind it
 //! is taken meanwhile). So [`Session`] queues each caller's waiter in the same lock as its
-//! request, moves it to `pkid` when that event comes, and wakes it on the `PubAck` for `pkid`.
+//! request, moves it to `pkid` when that event comes, and wakes it on the `PubAck` for `pkid`,
+//! or fails it when the bridge names `pkid` on the device's errors topic ([`errors`]).
 
 pub mod connection;
+pub mod errors;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -107,31 +109,16 @@ impl MqttLink {
         data: &[u8],
         sub_folder: Option<&str>,
     ) -> Result<(), Failure> {
-        self.publish(self.topics.events(sub_folder), data).await
+        let session = self.session().await?;
+        tokio::time::sleep_until(self.slot()).await;
+        session.publish(self.topics.events(sub_folder), data).await
     }
 
     /// Reports the device state at QoS 1; `Ok` once the bridge acknowledged it.
     pub async fn set_state(&self, data: &[u8]) -> Result<(), Failure> {
-        self.publish(self.topics.state(), data).await
-    }
-
-    async fn publish(&self, topic: String, data: &[u8]) -> Result<(), Failure> {
         let session = self.session().await?;
         tokio::time::sleep_until(self.slot()).await;
-        let acked = session.submit(topic, data)?;
-        match tokio::time::timeout(PUBACK_TIMEOUT, acked).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(transient(
-                "the MQTT connection closed before the bridge acknowledged the message",
-            )),
-            Err(_) => {
-                session.stalled.notify_one();
-                Err(transient(&format!(
-                    "no PUBACK from the MQTT bridge within {} s; reconnecting",
-                    PUBACK_TIMEOUT.as_secs()
-                )))
-            }
-        }
+        session.publish(self.topics.state(), data).await
     }
 
     /// Reserves the next moment a message may go without exceeding [`MESSAGES_PER_SECOND`].
@@ -177,11 +164,14 @@ pub(crate) struct Session {
     pub(crate) stalled: Notify,
 }
 
+/// Told `Ok` on the PUBACK, or the bridge's refusal from the errors topic.
+type Waiter = oneshot::Sender<Result<(), Failure>>;
+
 #[derive(Debug, Default)]
 struct Waiters {
     closed: bool,
-    queued: VecDeque<oneshot::Sender<()>>,
-    in_flight: HashMap<u16, oneshot::Sender<()>>,
+    queued: VecDeque<Waiter>,
+    in_flight: HashMap<u16, Waiter>,
 }
 
 impl Session {
@@ -197,9 +187,33 @@ impl Session {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a QoS 1 publish; the receiver resolves on its PUBACK, or fails when the session
-    /// ends. The waiter and the request enter their queues under one lock, so their orders match.
-    fn submit(&self, topic: String, data: &[u8]) -> Result<oneshot::Receiver<()>, Failure> {
+    /// Publishes at QoS 1 and waits for the PUBACK, at most [`PUBACK_TIMEOUT`] (after which the
+    /// connection is renewed: the packet id stays taken in rumqttc).
+    pub(crate) async fn publish(&self, topic: String, data: &[u8]) -> Result<(), Failure> {
+        let acked = self.submit(topic, data)?;
+        match tokio::time::timeout(PUBACK_TIMEOUT, acked).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(transient(
+                "the MQTT connection closed before the bridge acknowledged the message",
+            )),
+            Err(_) => {
+                self.stalled.notify_one();
+                Err(transient(&format!(
+                    "no PUBACK from the MQTT bridge within {} s; reconnecting",
+                    PUBACK_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Queues a QoS 1 publish; the receiver resolves on its PUBACK or refusal, or fails when the
+    /// session ends. The waiter and the request enter their queues under one lock, so their
+    /// orders match.
+    fn submit(
+        &self,
+        topic: String,
+        data: &[u8],
+    ) -> Result<oneshot::Receiver<Result<(), Failure>>, Failure> {
         let (tx, rx) = oneshot::channel();
         let mut waiters = self.waiters();
         if waiters.closed {
@@ -230,7 +244,19 @@ impl Session {
     pub(crate) fn acked(&self, pkid: u16) {
         if let Some(waiter) = self.waiters().in_flight.remove(&pkid) {
             // The caller may have given up waiting; the reading then goes out again.
-            let _ = waiter.send(());
+            let _ = waiter.send(Ok(()));
+        }
+    }
+
+    /// The bridge refused `pkid` (on the errors topic): its publish fails with `failure`.
+    /// Whether a publish was waiting for `pkid`.
+    pub(crate) fn refused(&self, pkid: u16, failure: Failure) -> bool {
+        match self.waiters().in_flight.remove(&pkid) {
+            Some(waiter) => {
+                let _ = waiter.send(Err(failure));
+                true
+            }
+            None => false,
         }
     }
 

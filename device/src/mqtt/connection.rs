@@ -13,6 +13,10 @@
 //!   retried once at once with a newly signed token; a second 4, or 5 (not authorised), means
 //!   the device itself is refused: it is logged with the doctor's hint and retried every
 //!   `max_backoff`, and publishes meanwhile fail with [`Failure::Refused`].
+//! - The task subscribes to `/devices/{d}/errors` (QoS 0): a PUBLISH the bridge refuses gets no
+//!   PUBACK, and the refusal named there by packet id fails that publish at once with the
+//!   bridge's reason, instead of after the PUBACK timeout; rumqttc's slot for the packet id is
+//!   freed as a PUBACK would free it. Errors are logged without payloads or tokens.
 //! - A config pushed on `/devices/{d}/config` goes to the config sync with a handle to
 //!   acknowledge it once the file is durable; a command is acknowledged on arrival (the bridge
 //!   resends an unacknowledged one within seconds, and the hook may take longer) and goes to the
@@ -26,12 +30,13 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, Publish, QoS, SubscribeReasonCode, TlsConfiguration,
+    Packet, PubAck, Publish, QoS, Request, SubscribeReasonCode, TlsConfiguration,
 };
 use shared::DeviceName;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::errors::BridgeError;
 use super::{MqttLink, Session, Topics, transient};
 use crate::sender::Backoff;
 use crate::token::TokenSource;
@@ -252,8 +257,11 @@ impl Connector {
         ended
     }
 
-    /// Asks for configs and commands when someone takes them; the SUBACK is checked as it comes.
+    /// Asks for the errors, and for configs and commands when someone takes them; the SUBACK
+    /// is checked as it comes. The errors subscription goes first, so the bridge has it before
+    /// any PUBLISH it could refuse.
     fn subscribe(&self, client: &AsyncClient) {
+        let _ = client.try_subscribe(self.topics.errors(), QoS::AtMostOnce);
         if self.configs.is_some() {
             let _ = client.try_subscribe(self.topics.config(), QoS::AtLeastOnce);
         }
@@ -285,7 +293,7 @@ impl Connector {
                 .map_or(renew_at, |(deadline, _)| *deadline);
             tokio::select! {
                 polled = events.poll() => match polled {
-                    Ok(event) => self.handle(session, event),
+                    Ok(event) => self.handle(session, events, event),
                     Err(err) => {
                         return match draining {
                             Some((_, why)) => why,
@@ -314,10 +322,13 @@ impl Connector {
         (Instant::now() + DRAIN, why)
     }
 
-    fn handle(&self, session: &Session, event: Event) {
+    fn handle(&self, session: &Session, events: &mut EventLoop, event: Event) {
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => session.sent(pkid),
             Event::Incoming(Packet::PubAck(ack)) => session.acked(ack.pkid),
+            Event::Incoming(Packet::Publish(publish)) if publish.topic == self.topics.errors() => {
+                self.refused(session, events, &publish.payload);
+            }
             Event::Incoming(Packet::Publish(publish)) => self.delivered(session, publish),
             Event::Incoming(Packet::SubAck(ack))
                 if ack
@@ -328,6 +339,35 @@ impl Connector {
                 tracing::warn!("the MQTT bridge refused a subscription (config or commands)");
             }
             _ => {}
+        }
+    }
+
+    /// The bridge told of a refusal on the errors topic: the publish it names fails with the
+    /// bridge's reason.
+    fn refused(&self, session: &Session, events: &mut EventLoop, payload: &[u8]) {
+        let Some(error) = BridgeError::parse(payload) else {
+            tracing::warn!("the MQTT bridge sent an errors message that is not its JSON");
+            return;
+        };
+        let failure = error.failure();
+        let answered = error
+            .packet_id()
+            .is_some_and(|pkid| session.refused(pkid, failure));
+        if let Some(pkid) = error.packet_id().filter(|_| answered) {
+            release(events, pkid);
+        }
+        // A refused publish is also told by its caller (the sender); anything else (the reason
+        // the connection is being closed) only here.
+        let (device, error_type, message_id, description) = (
+            &error.device_id,
+            &error.error_type,
+            error.message_id,
+            &error.description,
+        );
+        if answered {
+            tracing::info!(%device, %error_type, message_id, %description, "the MQTT bridge refused a message");
+        } else {
+            tracing::warn!(%device, %error_type, message_id, %description, "the MQTT bridge reports an error");
         }
     }
 
@@ -436,6 +476,20 @@ pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop, acked: imp
     let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
 }
 
+/// Frees rumqttc's slot for `pkid` as the PUBACK the bridge will never send would have: else
+/// the packet id stays taken, and the publish that comes round to it waits for good. A publish
+/// held back by that very id goes out next, in its turn. The `PubAck` event this queues finds no
+/// waiter (the refusal took it).
+fn release(events: &mut EventLoop, pkid: u16) {
+    let held = events.state.collision.take_if(|p| p.pkid == pkid);
+    let _ = events
+        .state
+        .handle_incoming_packet(Packet::PubAck(PubAck::new(pkid)));
+    if let Some(publish) = held {
+        events.pending.push_front(Request::Publish(publish));
+    }
+}
+
 /// When a connection's token is renewed: at 75 % of its lifetime, but not sooner than
 /// [`MIN_CONNECTION`] (a lifetime of a few seconds would otherwise reconnect without pause).
 fn renewal(lifetime_secs: u64) -> Duration {
@@ -493,6 +547,34 @@ mod tests {
             refusal(ConnectReturnCode::ServiceUnavailable),
             Failure::Transient { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_packet_id_is_freed_in_rumqttc_and_the_publish_held_behind_it_goes_next() {
+        let options = MqttOptions::new("d", "localhost", 8883);
+        let (_client, mut events) = AsyncClient::new(options.clone(), 4);
+        let publish = |pkid| {
+            let mut publish = Publish::new("/t", QoS::AtLeastOnce, vec![1]);
+            publish.pkid = pkid;
+            Request::Publish(publish)
+        };
+        events.state = rumqttc::MqttState::new(2, true);
+        for pkid in [1, 2, 1] {
+            let _ = events.state.handle_outgoing_packet(publish(pkid));
+        }
+        // Packet id 1 was refused: without a PUBACK the third publish is stuck behind it.
+        assert!(events.state.collision.is_some());
+        assert_eq!(events.state.inflight(), 2);
+        release(&mut events, 1);
+        assert!(events.state.collision.is_none());
+        assert_eq!(events.state.inflight(), 1);
+        assert!(matches!(events.pending.front(), Some(Request::Publish(p)) if p.pkid == 1));
+        // Its slot is free again: the held publish can take it.
+        let _ = events
+            .state
+            .handle_outgoing_packet(events.pending[0].clone());
+        assert!(events.state.collision.is_none());
+        assert_eq!(events.state.inflight(), 2);
     }
 
     #[test]

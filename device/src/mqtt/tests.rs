@@ -44,10 +44,10 @@ async fn each_publish_resolves_on_the_puback_of_its_own_packet_id() {
     session.sent(1);
     session.sent(2);
     session.acked(1);
-    assert_eq!(second.await, Ok(()));
+    assert_eq!(second.await, Ok(Ok(())));
     assert!(third.try_recv().is_err(), "not acknowledged yet");
     session.acked(4);
-    assert_eq!(first.await, Ok(()));
+    assert_eq!(first.await, Ok(Ok(())));
     assert_eq!(session.unacknowledged(), 1);
     session.close();
     assert!(third.await.is_err(), "a closed session fails what is left");
@@ -62,7 +62,7 @@ async fn a_puback_for_an_unknown_packet_id_wakes_nobody() {
     session.sent(3);
     assert!(waiting.try_recv().is_err());
     session.acked(3);
-    assert_eq!(waiting.await, Ok(()));
+    assert_eq!(waiting.await, Ok(Ok(())));
 }
 
 #[tokio::test]
@@ -77,5 +77,25 @@ async fn a_full_request_queue_fails_the_publish_and_keeps_the_order() {
     ));
     session.sent(1);
     session.acked(1);
-    assert_eq!(first.await, Ok(()));
+    assert_eq!(first.await, Ok(Ok(())));
+}
+
+#[tokio::test]
+async fn a_refusal_on_the_errors_topic_fails_the_publish_of_its_packet_id_only() {
+    let (session, _events) = session();
+    let first = session.submit("/t".into(), b"1").unwrap();
+    let second = session.submit("/t".into(), b"2").unwrap();
+    session.sent(1);
+    session.sent(2);
+    let refusal = super::errors::BridgeError {
+        error_type: "RATE_LIMITED".into(),
+        description: "slow down".into(),
+        device_id: "dev-1".into(),
+        message_id: 2,
+    };
+    assert!(session.refused(2, refusal.failure()));
+    assert!(!session.refused(2, refusal.failure()), "told once");
+    assert!(matches!(second.await, Ok(Err(Failure::Transient { .. }))));
+    session.acked(1);
+    assert_eq!(first.await, Ok(Ok(())));
 }

@@ -3,7 +3,9 @@
 //! arrive with IoT Core's attributes, a config set with the operator CLI reaches the file and
 //! hook within a second, a command reaches the commands hook, and no reading is lost when ingest
 //! stops and starts again, when the agent is killed with SIGKILL in the middle of a backlog, or
-//! across the reconnects that renew a short-lived token.
+//! across the reconnects that renew a short-lived token; and a message the bridge refuses on the
+//! errors topic (over its message rate) is retried at once rather than after the 30 s PUBACK
+//! timeout, and not lost.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -302,4 +304,47 @@ async fn a_short_lived_token_is_renewed_by_reconnecting_and_no_reading_is_lost()
     // The latest config comes again after each reconnect; the hook ran for it once.
     let hook = std::fs::read_to_string(&hook_log).unwrap();
     assert_eq!(hook.lines().count(), 1, "{hook}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_rate_is_refused_on_the_errors_topic_and_retried_at_once() {
+    // Five messages a second per connection: the agent's own pace is 100.
+    let ingest = Ingest::start_mqtt_limited(SinkKind::File, 5).await;
+    let files = new_device(&ingest, None).await;
+    let settings = files.write_mqtt_settings(&ingest, "", NO_SENSORS);
+    let mut agent = Agent::start(&settings, &["--stdin"], &no_env(), files.path("agent.log"));
+    agent.wait_for_log("connected to the MQTT bridge").await;
+    let started = Instant::now();
+    agent.feed(0..40);
+    let events = ingest.events_path();
+    loop {
+        let (numbers, ids) = numbers_and_ids(&file_events(&events));
+        if numbers.len() == 40 {
+            assert_eq!(ids, 40);
+            break;
+        }
+        // Without the errors topic each refused message would wait out its 30 s PUBACK
+        // timeout; 40 readings at 5 a second take 8 s, plus the backoff.
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "{} of 40 readings\n{}",
+            numbers.len(),
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = agent.log_text();
+    assert!(
+        log.contains("the MQTT bridge refused a message") && log.contains("RATE_LIMITED"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("no PUBACK from the MQTT bridge within"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("connected to the MQTT bridge").count(),
+        1,
+        "a refusal keeps the connection:\n{log}"
+    );
 }

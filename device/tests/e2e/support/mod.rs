@@ -54,6 +54,8 @@ pub struct Ingest {
     events_per_minute: u32,
     /// The MQTT bridge's TLS port, when it serves MQTT.
     pub mqtt_port: Option<u16>,
+    /// The messages one MQTT connection may publish each second.
+    mqtt_per_second: u32,
     running: Option<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
@@ -78,19 +80,34 @@ impl Ingest {
         Self::start_with(sink, 100_000_000, Some(free_port())).await
     }
 
+    /// As [`Self::start_mqtt`], with a limit of `per_second` messages per MQTT connection
+    /// (`--mqtt-messages-per-second`), over which the bridge refuses a message on the errors
+    /// topic.
+    pub async fn start_mqtt_limited(sink: SinkKind, per_second: u32) -> Self {
+        let mut ingest = Self::new(sink, 100_000_000, Some(free_port()));
+        ingest.mqtt_per_second = per_second;
+        ingest.resume().await;
+        ingest
+    }
+
     async fn start_with(sink: SinkKind, events_per_minute: u32, mqtt_port: Option<u16>) -> Self {
+        let mut ingest = Self::new(sink, events_per_minute, mqtt_port);
+        ingest.resume().await;
+        ingest
+    }
+
+    fn new(sink: SinkKind, events_per_minute: u32, mqtt_port: Option<u16>) -> Self {
         device::tls::install_provider();
-        let mut ingest = Self {
+        Self {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             admin_port: free_port(),
             sink,
             events_per_minute,
             mqtt_port,
+            mqtt_per_second: 1_000_000,
             running: None,
-        };
-        ingest.resume().await;
-        ingest
+        }
     }
 
     /// The CA (PEM) ingest made for its MQTT listener, which devices trust.
@@ -111,7 +128,7 @@ impl Ingest {
             "--mqtt-tls-dir".into(),
             tls_dir.display().to_string(),
             "--mqtt-messages-per-second".into(),
-            "1000000".into(),
+            self.mqtt_per_second.to_string(),
         ]
     }
 
