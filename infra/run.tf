@@ -39,9 +39,12 @@ resource "google_cloud_run_v2_service" "device" {
   template {
     service_account = google_service_account.device.email
 
-    # Above ingest's own REQUEST_TIMEOUT_SECS, so ingest answers slow requests itself.
-    timeout = "${var.request_timeout_seconds}s"
+    # An MQTT-over-WebSocket connection is one request for as long as it is open, so the
+    # timeout is how long one may last (an hour by default). HTTP requests are still answered
+    # within ingest's own REQUEST_TIMEOUT_SECS, below it, with Google's JSON error body.
+    timeout = "${max(var.request_timeout_seconds, var.mqtt_websocket_max_seconds)}s"
 
+    # Each open WebSocket takes one of these slots for its whole life.
     max_instance_request_concurrency = var.device_concurrency
 
     scaling {

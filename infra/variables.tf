@@ -136,6 +136,17 @@ variable "request_timeout_seconds" {
   }
 }
 
+variable "mqtt_websocket_max_seconds" {
+  description = "How long Cloud Run keeps one MQTT-over-WebSocket connection (wss://…/mqtt on the device service) open: the device service's request timeout, 3600 (Cloud Run's maximum) by default. The device reconnects when it ends, as IoT Core devices reconnect at token expiry anyway (paho's loop does; the agent renews its token, and so its connection, at 75 % of token_lifetime). HTTP requests stay bounded by ingest's own REQUEST_TIMEOUT_SECS (30 s)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.mqtt_websocket_max_seconds >= 60 && var.mqtt_websocket_max_seconds <= 3600
+    error_message = "mqtt_websocket_max_seconds must be between 60 and 3600 (Cloud Run's maximum)."
+  }
+}
+
 # --- Registry store ---------------------------------------------------------------------------
 
 variable "firestore_database" {
