@@ -37,10 +37,10 @@ resource "google_pubsub_topic" "state" {
   depends_on = [google_project_service.apis, google_kms_crypto_key_iam_member.pubsub]
 }
 
-# Cloud-to-device fan-out: every ingest instance will hold a short-lived subscription here so a
-# config or command reaches the instance that holds the device's connection. Created now so the
-# release that uses it needs no infrastructure change beyond two grants (see iam.tf). One hour of
-# retention: a fan-out message older than that is stale (the device re-reads its config anyway).
+# Cloud-to-device fan-out, ingest's delivery bus (DELIVERY_TOPIC): every ingest instance holds a
+# short-lived subscription here so a config or command reaches the instance that holds the
+# device's connection (grants in iam.tf). One hour of retention: a note older than that is stale
+# (the device re-reads its config anyway).
 resource "google_pubsub_topic" "c2d" {
   project                    = var.project_id
   name                       = "${var.name}-c2d"

@@ -93,6 +93,12 @@ resource "google_cloud_run_v2_service" "device" {
         value = "pubsub"
       }
       env {
+        # The delivery bus: admin changes reach the device instance holding a device's MQTT
+        # connection at once, and that instance's answer (a command's PUBACK) comes back.
+        name  = "DELIVERY_TOPIC"
+        value = google_pubsub_topic.c2d.id
+      }
+      env {
         name  = "GOOGLE_CLOUD_PROJECT"
         value = var.project_id
       }
@@ -146,6 +152,9 @@ resource "google_cloud_run_v2_service" "device" {
   depends_on = [
     google_project_iam_member.device_registry,
     google_pubsub_topic_iam_member.device_publishes,
+    google_project_iam_member.delivery_bus,
+    google_pubsub_topic_iam_member.delivery_bus_publishes,
+    google_pubsub_topic_iam_member.delivery_bus_attaches,
   ]
 }
 
@@ -216,6 +225,12 @@ resource "google_cloud_run_v2_service" "admin" {
         value = join(",", var.admin_owners)
       }
       env {
+        # The delivery bus: admin changes reach the device instance holding a device's MQTT
+        # connection at once, and that instance's answer (a command's PUBACK) comes back.
+        name  = "DELIVERY_TOPIC"
+        value = google_pubsub_topic.c2d.id
+      }
+      env {
         name  = "REGISTRY"
         value = local.registry_url
       }
@@ -264,7 +279,12 @@ resource "google_cloud_run_v2_service" "admin" {
     ]
   }
 
-  depends_on = [google_project_iam_member.admin_registry]
+  depends_on = [
+    google_project_iam_member.admin_registry,
+    google_project_iam_member.delivery_bus,
+    google_pubsub_topic_iam_member.delivery_bus_publishes,
+    google_pubsub_topic_iam_member.delivery_bus_attaches,
+  ]
 }
 
 # The admin API's only door: roles/run.invoker for the listed principals, on this service alone.

@@ -24,6 +24,11 @@ const SAMPLES: &[(&str, &str)] = &[
     // The database's name is var.firestore_database, "(default)" unless set.
     ("google_firestore_database.registry.name", "(default)"),
     ("join(\",\", var.admin_owners)", "user:ops@example.com"),
+    // The c2d topic's id, as the provider gives it.
+    (
+        "google_pubsub_topic.c2d.id",
+        "projects/my-project/topics/iotcore-c2d",
+    ),
 ];
 
 /// Settings that exist for a laptop or a test, never for Cloud Run.
@@ -459,6 +464,22 @@ fn the_device_service_runs_the_public_bridge_and_publishes_to_pubsub() {
     // only try to bind 8883 and write a CA into the read-only image.
     assert_eq!(args.mqtt.mqtt_addr, ingest::config::Listen::Off);
     assert_eq!(args.mqtt.mqtt_plain_addr, None);
+    // Admin changes reach the instance holding a device's WebSocket only over the delivery bus.
+    assert_delivery_bus(&args);
+}
+
+/// The service joins the delivery bus on the c2d topic, so the two services, and every instance
+/// of each, reach one another's devices.
+fn assert_delivery_bus(args: &ServeArgs) {
+    assert_eq!(
+        args.delivery_topic.as_deref(),
+        Some("projects/my-project/topics/iotcore-c2d")
+    );
+    assert_eq!(
+        args.registry_freshness(),
+        300,
+        "the bus carries every change"
+    );
 }
 
 #[test]
@@ -498,6 +519,7 @@ fn the_admin_service_listens_on_its_container_port_behind_cloud_run_iam() {
         "both services must share one registry"
     );
     assert_eq!(args.log_format, LogFormat::Json);
+    assert_delivery_bus(&args);
 }
 
 #[test]
