@@ -21,8 +21,9 @@ use crate::configsync::ConfigSync;
 use crate::http::IngestClient;
 use crate::keys::DeviceKey;
 use crate::mqtt::connection::{self, Connector, Endpoint};
-use crate::readings::{self, Intake};
-use crate::sender::{Health, Sender};
+use crate::mqtt::gateway::Child;
+use crate::readings::{self, Devices, Intake};
+use crate::sender::{Health, Held, Sender};
 use crate::sensors;
 use crate::settings::{Settings, TransportKind};
 use crate::spool::Spool;
@@ -50,6 +51,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         device = %settings.device,
         endpoint = %settings.endpoint,
         transport = ?settings.transport,
+        gateway_devices = settings.gateway_devices.len(),
         backlog = spool.stats().pending,
         "agent started"
     );
@@ -62,6 +64,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         tokens: tokens.clone(),
         max_backoff: settings.max_backoff,
         health: Arc::new(Health::default()),
+        held: Arc::new(Held::default()),
     };
     services.spawn(sender.run(signals, settings.concurrency, stopped.clone()));
     let config_sync = settings.config_poll.map(|interval| ConfigSync {
@@ -83,10 +86,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         ),
         Some(connector) => start_pushed(&settings, config_sync, connector, &stopped, &mut services),
     }
+    let devices = Devices {
+        own: settings.device.device.to_string(),
+        children: Arc::new(
+            settings
+                .gateway_devices
+                .iter()
+                .map(|child| child.id.clone())
+                .collect(),
+        ),
+    };
     let intake = Intake {
         committer,
         sub_folder: settings.sub_folder.clone(),
         clock,
+        devices,
     };
     let producers = start_producers(&settings, intake);
 
@@ -166,16 +180,46 @@ fn transport(
         keepalive: settings.mqtt.keepalive,
         tls,
     };
-    // Every sender worker and the state report may await a PUBACK at once.
-    let inflight = u16::try_from(settings.concurrency + 1).unwrap_or(u16::MAX);
-    let (link, connector) = connection::link(
+    // Every sender worker, the state report and each attach may await a PUBACK at once.
+    let children = gateway_children(settings)?;
+    let inflight = settings.concurrency + 1 + children.len();
+    let inflight = u16::try_from(inflight).unwrap_or(u16::MAX);
+    let (link, mut connector) = connection::link(
         &settings.device,
         endpoint,
         tokens.clone(),
         settings.max_backoff,
         inflight,
     );
+    connector.gateway(children);
     Ok((Transport::Mqtt(link), Some(connector)))
+}
+
+/// The devices behind this gateway, each with its own tokens when the settings hold its key
+/// (signed like the gateway's: same project, lifetime and clock).
+fn gateway_children(settings: &Settings) -> anyhow::Result<Vec<Child>> {
+    let mut children = Vec::new();
+    for device in &settings.gateway_devices {
+        let tokens = match &device.private_key {
+            Some(path) => {
+                let key = load_key(path, None).with_context(|| {
+                    format!("the key of device `{}` (gateway.devices)", device.id)
+                })?;
+                Some(TokenSource::new(
+                    key,
+                    &settings.project,
+                    settings.token_lifetime,
+                    Clock::with_offset(settings.clock_offset_secs),
+                ))
+            }
+            None => None,
+        };
+        children.push(Child {
+            id: device.id.clone(),
+            tokens,
+        });
+    }
+    Ok(children)
 }
 
 fn read_ca(settings: &Settings) -> anyhow::Result<Option<Vec<u8>>> {

@@ -13,9 +13,13 @@
 //! is taken meanwhile). So [`Session`] queues each caller's waiter in the same lock as its
 //! request, moves it to `pkid` when that event comes, and wakes it on the `PubAck` for `pkid`,
 //! or fails it when the bridge names `pkid` on the device's errors topic ([`errors`]).
+//!
+//! As a gateway ([`gateway`]) the same connection carries the events of the devices behind it,
+//! each published only once that device is attached on this connection.
 
 pub mod connection;
 pub mod errors;
+pub mod gateway;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +30,7 @@ use shared::DeviceName;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 
+use self::gateway::Attachment;
 use crate::transport::Failure;
 
 /// How long a publish waits for a connection before it fails (and the sender backs off).
@@ -47,9 +52,19 @@ pub struct Topics {
 impl Topics {
     /// The topics of `name`'s device.
     pub fn new(name: &DeviceName) -> Self {
+        Self::of(&name.device.to_string())
+    }
+
+    /// The topics of the device with id `device` (one behind this gateway).
+    pub fn of(device: &str) -> Self {
         Self {
-            device: name.device.to_string(),
+            device: device.to_owned(),
         }
+    }
+
+    /// `/devices/{d}/attach`, where a gateway asks to speak for device `d`.
+    pub fn attach(&self) -> String {
+        format!("/devices/{}/attach", self.device)
     }
 
     /// `/devices/{d}/events`, or `/devices/{d}/events/{sub_folder}`.
@@ -103,15 +118,24 @@ pub struct MqttLink {
 }
 
 impl MqttLink {
-    /// Publishes one telemetry event at QoS 1; `Ok` once the bridge acknowledged it.
+    /// Publishes one telemetry event at QoS 1, of this device or (`device`) of one behind this
+    /// gateway; `Ok` once the bridge acknowledged it.
     pub async fn publish_event(
         &self,
+        device: Option<&str>,
         data: &[u8],
         sub_folder: Option<&str>,
     ) -> Result<(), Failure> {
         let session = self.session().await?;
+        let topic = match device {
+            None => self.topics.events(sub_folder),
+            Some(child) => {
+                session.attached(child).await?;
+                Topics::of(child).events(sub_folder)
+            }
+        };
         tokio::time::sleep_until(self.slot()).await;
-        session.publish(self.topics.events(sub_folder), data).await
+        session.publish(topic, data).await
     }
 
     /// Reports the device state at QoS 1; `Ok` once the bridge acknowledged it.
@@ -155,13 +179,16 @@ impl MqttLink {
 }
 
 /// One connection's publishes: the waiters of those not yet given a packet id (in request
-/// order), and of those in flight by packet id.
+/// order), and of those in flight by packet id; and, for a gateway, where each device behind it
+/// stands on this connection.
 #[derive(Debug)]
 pub(crate) struct Session {
     client: AsyncClient,
     waiters: Mutex<Waiters>,
     /// Told when a publish got no PUBACK in time: the connection task then reconnects.
     pub(crate) stalled: Notify,
+    /// By device id, for the devices behind this gateway.
+    pub(crate) attachments: watch::Sender<HashMap<String, Attachment>>,
 }
 
 /// Told `Ok` on the PUBACK, or the bridge's refusal from the errors topic.
@@ -175,11 +202,23 @@ struct Waiters {
 }
 
 impl Session {
+    /// A session for a device that speaks only for itself.
+    #[cfg(test)]
     pub(crate) fn new(client: AsyncClient) -> Self {
+        Self::gateway(client, &[])
+    }
+
+    /// A session for a gateway with the devices `children` behind it, none attached yet.
+    pub(crate) fn gateway(client: AsyncClient, children: &[String]) -> Self {
+        let attachments = children
+            .iter()
+            .map(|id| (id.clone(), Attachment::Attaching))
+            .collect();
         Self {
             client,
             waiters: Mutex::new(Waiters::default()),
             stalled: Notify::new(),
+            attachments: watch::Sender::new(attachments),
         }
     }
 
@@ -260,6 +299,11 @@ impl Session {
         }
     }
 
+    /// Whether the session has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.waiters().closed
+    }
+
     /// Publishes still waiting for their PUBACK.
     pub(crate) fn unacknowledged(&self) -> usize {
         let waiters = self.waiters();
@@ -272,6 +316,15 @@ impl Session {
         waiters.closed = true;
         waiters.queued.clear();
         waiters.in_flight.clear();
+        drop(waiters);
+        // A publish waiting for its device's attach learns at once that it will not come here.
+        self.attachments.send_modify(|all| {
+            for attachment in all.values_mut() {
+                if matches!(attachment, Attachment::Attaching) {
+                    *attachment = Attachment::Refused(transient("the MQTT connection closed"));
+                }
+            }
+        });
     }
 
     pub(crate) fn client(&self) -> &AsyncClient {

@@ -3,7 +3,15 @@
 //! ([`crate::sensors`]), a user command run at an interval, and JSON lines on standard input.
 //! The event a reading becomes is JSON: `{"id", "time", "source", "data"}`; the id lets the
 //! receiving side drop the duplicates that at-least-once delivery can make.
+//!
+//! A gateway's readings may be of the devices behind it: a JSON line (on standard input, or from
+//! the readings command) that is an object with a string field `device` is a reading of that
+//! device, the field taken out of its data. A line naming a device the settings do not list is
+//! refused at intake, with a message, rather than spooled for a device the bridge would never
+//! take it for.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -50,9 +58,12 @@ impl Reading {
     }
 }
 
-/// What the spool holds for one event: the subfolder and the payload bytes.
+/// What the spool holds for one event: the device behind this gateway it is of (if any), the
+/// subfolder and the payload bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
+    /// The device behind this gateway the event is of; `None` for the agent's own device.
+    pub device: Option<String>,
     /// The event's subfolder.
     pub sub_folder: Option<String>,
     /// The event payload.
@@ -60,37 +71,73 @@ pub struct Queued {
 }
 
 impl Queued {
-    /// The event for `reading`.
+    /// The event for `reading` of the agent's own device.
     pub fn of(reading: &Reading, sub_folder: Option<&str>) -> Self {
         Self {
+            device: None,
             sub_folder: sub_folder.map(str::to_owned),
             payload: serde_json::to_vec(reading).unwrap_or_default(),
         }
     }
 
-    /// `len (u16) | subfolder | payload`.
+    /// `len (u16) | subfolder | payload` for the own device, as every earlier release wrote
+    /// it; for a device behind the gateway `0xFFFF | len | device | len | subfolder | payload`
+    /// (no subfolder is 65,535 bytes long, so the two never mix up).
     pub fn encode(&self) -> Vec<u8> {
-        let folder = self.sub_folder.as_deref().unwrap_or("").as_bytes();
-        let len = u16::try_from(folder.len()).unwrap_or(0);
-        let folder = &folder[..usize::from(len)];
-        let mut bytes = Vec::with_capacity(2 + folder.len() + self.payload.len());
-        bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(folder);
+        let mut bytes = Vec::with_capacity(6 + self.payload.len());
+        if let Some(device) = &self.device {
+            bytes.extend_from_slice(&GATEWAY_RECORD.to_le_bytes());
+            put_field(&mut bytes, device);
+        }
+        put_field(&mut bytes, self.sub_folder.as_deref().unwrap_or(""));
         bytes.extend_from_slice(&self.payload);
         bytes
     }
 
     /// The inverse of [`Queued::encode`]; `None` for bytes it did not make.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let (len, rest) = bytes.split_first_chunk::<2>()?;
-        let len = usize::from(u16::from_le_bytes(*len));
-        let folder = rest.get(..len)?;
-        let sub_folder = std::str::from_utf8(folder).ok()?;
+        let (device, rest) = match bytes.split_first_chunk::<2>()? {
+            (marker, rest) if u16::from_le_bytes(*marker) == GATEWAY_RECORD => {
+                let (device, rest) = take_field(rest)?;
+                (Some(device.to_owned()), rest)
+            }
+            _ => (None, bytes),
+        };
+        let (sub_folder, payload) = take_field(rest)?;
         Some(Self {
+            device,
             sub_folder: (!sub_folder.is_empty()).then(|| sub_folder.to_owned()),
-            payload: rest.get(len..)?.to_vec(),
+            payload: payload.to_vec(),
         })
     }
+}
+
+/// The first two bytes of a record of a device behind the gateway.
+const GATEWAY_RECORD: u16 = u16::MAX;
+
+/// `len (u16) | text`, the text cut to what the length can say.
+fn put_field(bytes: &mut Vec<u8>, text: &str) {
+    let len = text.len().min(usize::from(GATEWAY_RECORD - 1));
+    bytes.extend_from_slice(&(len as u16).to_le_bytes());
+    bytes.extend_from_slice(&text.as_bytes()[..len]);
+}
+
+fn take_field(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_le_bytes(*len));
+    let text = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((text, rest.get(len..)?))
+}
+
+/// The device a reading line names in its `device` field (taken out of the data), if any.
+pub fn split_device(mut data: Value) -> (Option<String>, Value) {
+    let device = match data.as_object_mut() {
+        Some(fields) if fields.get("device").is_some_and(Value::is_string) => {
+            fields.remove("device")
+        }
+        _ => None,
+    };
+    (device.and_then(|d| d.as_str().map(str::to_owned)), data)
 }
 
 /// Where producers put readings: the spool, through the group commit.
@@ -102,20 +149,74 @@ pub struct Intake {
     pub sub_folder: Option<String>,
     /// The agent's clock.
     pub clock: Clock,
+    /// The devices whose readings are taken: the agent's own id and, for a gateway, the ids
+    /// of the devices behind it.
+    pub devices: Devices,
+}
+
+/// The agent's own device and the devices behind it, which readings may name.
+#[derive(Debug, Clone, Default)]
+pub struct Devices {
+    /// The agent's own device id.
+    pub own: String,
+    /// The ids of the devices behind this gateway (`[[gateway.devices]]`).
+    pub children: Arc<BTreeSet<String>>,
+}
+
+impl Devices {
+    /// Which device a reading naming `device` is of: `None` for the agent's own; an error that
+    /// says why for a device not listed.
+    pub fn target(&self, device: Option<String>) -> Result<Option<String>, String> {
+        match device {
+            None => Ok(None),
+            Some(id) if id == self.own => Ok(None),
+            Some(id) if self.children.contains(&id) => Ok(Some(id)),
+            Some(id) if self.children.is_empty() => Err(format!(
+                "a reading for device `{id}` refused: this agent is device `{}` and has no \
+                 devices behind it ([[gateway.devices]] in the settings)",
+                self.own
+            )),
+            Some(id) => Err(format!(
+                "a reading for device `{id}` refused: it is not one of this gateway's devices \
+                 ({}); add it to [[gateway.devices]] in the settings",
+                self.children.iter().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
 }
 
 impl Intake {
-    /// Spools one reading and waits until it is durable.
+    /// Spools one reading of the agent's own device and waits until it is durable.
     pub async fn accept(&self, source: &str, data: Value) -> anyhow::Result<String> {
+        self.accept_for(None, source, data).await
+    }
+
+    /// Spools one reading of `device` (`None`: the agent's own; see [`Devices::target`]) and
+    /// waits until it is durable.
+    pub async fn accept_for(
+        &self,
+        device: Option<String>,
+        source: &str,
+        data: Value,
+    ) -> anyhow::Result<String> {
         let reading = Reading::new(source, data, self.clock);
-        let record = Queued::of(&reading, self.sub_folder.as_deref()).encode();
-        self.committer.append(record).await?;
+        let mut queued = Queued::of(&reading, self.sub_folder.as_deref());
+        queued.device = device;
+        self.committer.append(queued.encode()).await?;
         Ok(reading.id)
+    }
+
+    /// A reading line's target device and data, or why it is refused.
+    fn tagged(&self, line: &str) -> Result<(Option<String>, Value), String> {
+        let data = serde_json::from_str(line).unwrap_or_else(|_| Value::from(line));
+        let (device, data) = split_device(data);
+        Ok((self.devices.target(device)?, data))
     }
 }
 
 /// Reads JSON lines from standard input until it closes; a line that is not JSON is kept as a
-/// string rather than lost. Returns how many readings were accepted (all durable by then).
+/// string rather than lost, and one for a device not listed is refused with a log line.
+/// Returns how many readings were accepted (all durable by then).
 pub async fn from_stdin(intake: Intake) -> anyhow::Result<u64> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut pending = tokio::task::JoinSet::new();
@@ -125,10 +226,16 @@ pub async fn from_stdin(intake: Intake) -> anyhow::Result<u64> {
         if line.is_empty() {
             continue;
         }
-        let data = serde_json::from_str(line).unwrap_or_else(|_| Value::from(line));
+        let (device, data) = match intake.tagged(line) {
+            Ok(tagged) => tagged,
+            Err(refused) => {
+                tracing::error!("{refused}");
+                continue;
+            }
+        };
         // Not awaited one by one: a whole group commit can then cover many lines.
         let intake = intake.clone();
-        pending.spawn(async move { intake.accept("stdin", data).await });
+        pending.spawn(async move { intake.accept_for(device, "stdin", data).await });
         count += 1;
         while pending.len() > 1024 {
             if let Some(done) = pending.join_next().await {
@@ -148,9 +255,16 @@ pub async fn from_command(intake: Intake, command: String, interval: Duration) {
     loop {
         ticks.tick().await;
         match run_command(&command).await {
-            Ok(values) => {
-                for data in values {
-                    if let Err(err) = intake.accept("command", data).await {
+            Ok(lines) => {
+                for line in lines {
+                    let (device, data) = match intake.tagged(&line) {
+                        Ok(tagged) => tagged,
+                        Err(refused) => {
+                            tracing::error!(%command, "{refused}");
+                            continue;
+                        }
+                    };
+                    if let Err(err) = intake.accept_for(device, "command", data).await {
                         tracing::error!(error = %err, "cannot spool a reading");
                     }
                 }
@@ -160,7 +274,8 @@ pub async fn from_command(intake: Intake, command: String, interval: Duration) {
     }
 }
 
-async fn run_command(command: &str) -> anyhow::Result<Vec<Value>> {
+/// The command's output lines, trimmed, empty ones left out.
+async fn run_command(command: &str) -> anyhow::Result<Vec<String>> {
     let output = tokio::process::Command::new("sh")
         .args(["-c", command])
         .stdin(std::process::Stdio::null())
@@ -179,7 +294,7 @@ async fn run_command(command: &str) -> anyhow::Result<Vec<Value>> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::from(l)))
+        .map(str::to_owned)
         .collect())
 }
 
@@ -197,6 +312,60 @@ mod tests {
             assert_eq!(back, reading);
         }
         assert_eq!(Queued::decode(&[9]), None);
+    }
+
+    #[test]
+    fn a_reading_of_a_device_behind_the_gateway_survives_its_encoding() {
+        let reading = Reading::new("stdin", serde_json::json!({"t": 21.5}), Clock::default());
+        for folder in [None, Some("a/b")] {
+            let mut queued = Queued::of(&reading, folder);
+            queued.device = Some("sensor-1".to_owned());
+            assert_eq!(Queued::decode(&queued.encode()), Some(queued.clone()));
+        }
+        // A record an earlier release wrote still reads as the own device's.
+        let old = [&[3u8, 0][..], b"a/b", b"{}"].concat();
+        let queued = Queued::decode(&old).unwrap();
+        assert_eq!(queued.device, None);
+        assert_eq!(queued.sub_folder.as_deref(), Some("a/b"));
+        assert_eq!(queued.payload, b"{}");
+        assert_eq!(Queued::decode(&[0xff, 0xff, 9]), None);
+    }
+
+    #[test]
+    fn a_device_field_tags_a_reading_and_leaves_its_data() {
+        let (device, data) = split_device(serde_json::json!({"device": "sensor-1", "t": 2}));
+        assert_eq!(device.as_deref(), Some("sensor-1"));
+        assert_eq!(data, serde_json::json!({"t": 2}));
+        // Not a string, or not an object: data like any other.
+        let nested = serde_json::json!({"device": {"model": "x"}});
+        assert_eq!(split_device(nested.clone()), (None, nested));
+        let text = Value::from("device");
+        assert_eq!(split_device(text.clone()), (None, text));
+    }
+
+    #[test]
+    fn only_the_own_device_and_the_listed_ones_are_taken() {
+        let devices = Devices {
+            own: "gw".to_owned(),
+            children: Arc::new(["sensor-1".to_owned()].into()),
+        };
+        assert_eq!(devices.target(None), Ok(None));
+        assert_eq!(devices.target(Some("gw".to_owned())), Ok(None));
+        assert_eq!(
+            devices.target(Some("sensor-1".to_owned())),
+            Ok(Some("sensor-1".to_owned()))
+        );
+        let refused = devices.target(Some("sensor-9".to_owned())).unwrap_err();
+        assert!(
+            refused.contains("`sensor-9`") && refused.contains("sensor-1"),
+            "{refused}"
+        );
+        let alone = Devices {
+            own: "pi".to_owned(),
+            children: Arc::default(),
+        };
+        let refused = alone.target(Some("sensor-9".to_owned())).unwrap_err();
+        assert!(refused.contains("no devices behind it"), "{refused}");
     }
 
     #[test]

@@ -10,12 +10,18 @@
 //! device itself is refused (retrying cannot fix a bad key or an unknown device, but an operator
 //! can, and the reading must not be lost meanwhile). A reading the server refuses for good
 //! (malformed, too large) is logged and dropped, since it would block nothing but retry forever.
+//!
+//! For a gateway, one refused device behind it must not take every worker: when a reading of
+//! such a device fails while another worker already retries one of that device, the reading is
+//! [`Held`] in memory (still claimed, still in the spool) and the worker moves on; when the
+//! retrying worker gets through, the held readings go back to the workers.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
 
 use crate::readings::Queued;
 use crate::spool::commit::Signals;
@@ -38,6 +44,62 @@ pub struct Sender {
     pub max_backoff: Duration,
     /// How it is going, for logs without repetition.
     pub health: Arc<Health>,
+    /// Readings of devices behind the gateway that wait for another worker's retry.
+    pub held: Arc<Held>,
+}
+
+/// Readings of devices behind this gateway set aside while one worker per device retries.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// By device: the readings waiting; a device is here while a worker retries one of its.
+    waiting: Mutex<HashMap<String, Vec<Entry>>>,
+    /// Readings whose device got through again, for any worker.
+    released: Mutex<VecDeque<Entry>>,
+    /// Told when readings are released.
+    wake: Notify,
+}
+
+impl Held {
+    /// A reading of `device` failed: true when another worker is retrying that device, and
+    /// `entry` is now held; false when the caller is to retry it (and is that device's
+    /// retrier until [`Held::release`]).
+    fn hold(&self, device: &str, entry: &Entry) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.get_mut(device) {
+            Some(entries) => {
+                entries.push(entry.clone());
+                true
+            }
+            None => {
+                waiting.insert(device.to_owned(), Vec::new());
+                false
+            }
+        }
+    }
+
+    /// The retrier of `device` is done: its held readings go back to the workers.
+    fn release(&self, device: &str) {
+        let entries = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(device)
+            .unwrap_or_default();
+        if !entries.is_empty() {
+            self.released
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(entries);
+            self.wake.notify_waiters();
+        }
+    }
+
+    fn next_released(&self) -> Option<Entry> {
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
 }
 
 /// Counts and the current trouble, so that an outage is logged once when it starts and once
@@ -110,7 +172,7 @@ impl Sender {
                 Some(lane) => self.fresh_entry(lane).await,
                 None => None,
             };
-            let entry = match entry {
+            let entry = match entry.or_else(|| self.held.next_released()) {
                 Some(entry) => Some(entry),
                 None => match self.spool.next() {
                     Ok(entry) => entry,
@@ -130,6 +192,7 @@ impl Sender {
                                 let _ = shutdown.changed().await;
                             }
                         }
+                        () = self.held.wake.notified() => {}
                         _ = shutdown.changed() => {}
                     }
                 }
@@ -148,7 +211,8 @@ impl Sender {
         None
     }
 
-    /// Sends one reading until the server takes it (or refuses it for good), or shutdown.
+    /// Sends one reading until the server takes it (or refuses it for good), or shutdown; or
+    /// holds it, when it is of a device behind this gateway that another worker retries.
     async fn deliver(&self, entry: Entry, shutdown: &mut watch::Receiver<bool>) {
         let Some(event) = Queued::decode(&entry.bytes) else {
             tracing::error!(
@@ -158,10 +222,28 @@ impl Sender {
             self.ack(entry.seq);
             return;
         };
+        let Some(device) = event.device.clone() else {
+            return self.retry(&entry, &event, shutdown).await;
+        };
+        match self.attempt(&event).await {
+            Ok(()) => {
+                self.ack(entry.seq);
+                self.health.succeeded(&self.spool);
+            }
+            Err(_) if self.held.hold(&device, &entry) => {}
+            Err(_) => {
+                self.retry(&entry, &event, shutdown).await;
+                self.held.release(&device);
+            }
+        }
+    }
+
+    /// Sends `event` until the server takes it (or refuses it for good), or shutdown.
+    async fn retry(&self, entry: &Entry, event: &Queued, shutdown: &mut watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.max_backoff);
         let mut renewed = false;
         loop {
-            let pause = match self.attempt(&event).await {
+            let pause = match self.attempt(event).await {
                 Ok(()) => {
                     self.ack(entry.seq);
                     self.health.succeeded(&self.spool);
@@ -223,8 +305,9 @@ impl Sender {
             };
             (failure, String::new())
         })?;
+        let device = event.device.as_deref();
         self.transport
-            .publish_event(&token, &event.payload, event.sub_folder.as_deref())
+            .publish_event(&token, device, &event.payload, event.sub_folder.as_deref())
             .await
             .map_err(|failure| (failure, token))
     }
@@ -264,6 +347,29 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_worker_retries_a_failing_device_and_the_others_hold_its_readings() {
+        let held = Held::default();
+        let entry = |seq| Entry { seq, bytes: vec![] };
+        assert!(
+            !held.hold("sensor-1", &entry(1)),
+            "the first becomes the retrier"
+        );
+        assert!(held.hold("sensor-1", &entry(2)));
+        assert!(held.hold("sensor-1", &entry(3)));
+        assert!(!held.hold("sensor-2", &entry(4)), "each device has its own");
+        assert_eq!(held.next_released(), None);
+        held.release("sensor-1");
+        let back: Vec<u64> = std::iter::from_fn(|| held.next_released())
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(back, [2, 3]);
+        assert!(
+            !held.hold("sensor-1", &entry(5)),
+            "a new retrier after the release"
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_its_cap_and_honours_the_hint() {

@@ -101,6 +101,28 @@ pub struct FileSettings {
     /// Commands queued for the device.
     #[serde(default)]
     pub commands: CommandsSection,
+    /// The devices behind this agent when it is a gateway.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// `[[gateway.devices]]`: one table per device behind this gateway.
+    #[serde(default)]
+    pub devices: Vec<GatewayDevice>,
+}
+
+/// One device behind this gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayDevice {
+    /// Its device id (bound to this gateway in the registry).
+    pub id: String,
+    /// Its own private key (PEM), when the registry's `gatewayAuthMethod` asks for its token.
+    pub private_key: Option<PathBuf>,
 }
 
 /// `[spool]`.
@@ -266,6 +288,8 @@ pub struct Settings {
     pub commands_timeout: Duration,
     /// Clock offset for tokens and the doctor.
     pub clock_offset_secs: i64,
+    /// The devices behind this gateway (MQTT only); empty for a device on its own.
+    pub gateway_devices: Vec<GatewayDevice>,
 }
 
 /// The device protocol the agent speaks.
@@ -407,6 +431,7 @@ impl Settings {
             commands_poll: duration("commands.poll_interval", file.commands.poll_interval, "60s")?,
             commands_timeout: duration("commands.timeout", file.commands.timeout, "60s")?,
             clock_offset_secs: over.clock_offset_secs,
+            gateway_devices: file.gateway.devices,
         };
         settings.check()?;
         Ok(settings)
@@ -442,12 +467,51 @@ impl Settings {
                 "the MQTT host is not set and the endpoint names none",
             ));
         }
+        self.check_gateway()?;
         if self.spool_max_bytes < 64 * 1024 {
             return Err(invalid(
                 "spool.max_bytes",
                 self.spool_max_bytes.to_string(),
                 "must be at least 65536",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Gateway mode needs MQTT, and each device behind it a valid id of its own.
+    fn check_gateway(&self) -> Result<(), SettingsError> {
+        let invalid = |value: &str, reason: String| SettingsError::Invalid {
+            field: "gateway.devices",
+            value: value.to_owned(),
+            reason,
+        };
+        let Some(first) = self.gateway_devices.first() else {
+            return Ok(());
+        };
+        if self.transport != TransportKind::Mqtt {
+            return Err(invalid(
+                &first.id,
+                "gateway mode needs transport = \"mqtt\" (the agent does not forward a \
+                 gateway's devices over HTTPS)"
+                    .to_owned(),
+            ));
+        }
+        let own = self.device.device.to_string();
+        let mut seen = std::collections::BTreeSet::new();
+        for child in &self.gateway_devices {
+            shared::DeviceId::parse(&child.id)
+                .map_err(|err| invalid(&child.id, format!("not a device id: {err}")))?;
+            if child.id == own {
+                return Err(invalid(
+                    &child.id,
+                    "this is the gateway's own id; list the devices behind it".to_owned(),
+                ));
+            }
+            if !seen.insert(child.id.as_str()) {
+                return Err(invalid(&child.id, "listed twice".to_owned()));
+            }
         }
         Ok(())
     }

@@ -74,19 +74,29 @@ pub enum Failure {
 }
 
 impl Transport {
-    /// Publishes one telemetry event.
+    /// Publishes one telemetry event of this device, or (`device`, over MQTT only) of a device
+    /// behind this gateway.
     pub async fn publish_event(
         &self,
         token: &str,
+        device: Option<&str>,
         data: &[u8],
         sub_folder: Option<&str>,
     ) -> Result<(), Failure> {
-        match self {
-            Self::Https(bridge) => bridge
+        match (self, device) {
+            (Self::Https(bridge), None) => bridge
                 .publish_event(token, data, sub_folder)
                 .await
                 .map_err(classify),
-            Self::Mqtt(link) => link.publish_event(data, sub_folder).await,
+            // Spooled over MQTT, then the transport changed: kept until MQTT is back.
+            (Self::Https(_), Some(child)) => Err(Failure::Refused {
+                reason: format!(
+                    "a reading of device `{child}` behind this gateway waits in the spool: gateway \
+                     mode needs transport = \"mqtt\""
+                ),
+                info_reason: None,
+            }),
+            (Self::Mqtt(link), device) => link.publish_event(device, data, sub_folder).await,
         }
     }
 

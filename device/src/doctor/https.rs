@@ -179,7 +179,7 @@ async fn check_service(
     let reading = Reading::new("doctor", serde_json::json!({"test": true}), clock);
     let payload = serde_json::to_vec(&reading).unwrap_or_default();
     match transport
-        .publish_event(&token, &payload, settings.sub_folder.as_deref())
+        .publish_event(&token, None, &payload, settings.sub_folder.as_deref())
         .await
     {
         Ok(()) => report.pass(

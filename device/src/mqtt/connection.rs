@@ -17,6 +17,8 @@
 //!   PUBACK, and the refusal named there by packet id fails that publish at once with the
 //!   bridge's reason, instead of after the PUBACK timeout; rumqttc's slot for the packet id is
 //!   freed as a PUBACK would free it. Errors are logged without payloads or tokens.
+//! - As a gateway, each connection attaches the devices behind it ([`super::gateway`]); an
+//!   errors message saying one is not attached (any more) has it attached again.
 //! - A config pushed on `/devices/{d}/config` goes to the config sync with a handle to
 //!   acknowledge it once the file is durable; a command is acknowledged on arrival (the bridge
 //!   resends an unacknowledged one within seconds, and the hook may take longer) and goes to the
@@ -37,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::errors::BridgeError;
+use super::gateway::{self, Child};
 use super::{MqttLink, Session, Topics, transient};
 use crate::sender::Backoff;
 use crate::token::TokenSource;
@@ -103,6 +106,7 @@ pub struct Connector {
     trouble: Arc<Mutex<Option<Failure>>>,
     configs: Option<mpsc::UnboundedSender<PushedConfig>>,
     commands: Option<mpsc::UnboundedSender<PushedCommand>>,
+    children: Vec<Child>,
 }
 
 /// How one connection ended.
@@ -147,6 +151,7 @@ pub fn link(
         trouble,
         configs: None,
         commands: None,
+        children: Vec::new(),
     };
     (link, connector)
 }
@@ -164,6 +169,12 @@ impl Connector {
         let (tx, rx) = mpsc::unbounded_channel();
         self.commands = Some(tx);
         rx
+    }
+
+    /// Makes this connection a gateway's: after each CONNECT every one of `children` is
+    /// attached.
+    pub fn gateway(&mut self, children: Vec<Child>) {
+        self.children = children;
     }
 
     /// Connects, and connects again, until `shutdown` turns true.
@@ -242,7 +253,8 @@ impl Connector {
             Err(ConnectFailure::Refused(code)) => return Ended::Refused(code),
             Err(ConnectFailure::Failed(reason)) => return lost(&reason, false),
         };
-        let session = Arc::new(Session::new(client));
+        let ids: Vec<String> = self.children.iter().map(|c| c.id.clone()).collect();
+        let session = Arc::new(Session::gateway(client, &ids));
         self.subscribe(session.client());
         *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.live.send_replace(Some(session.clone()));
@@ -251,7 +263,9 @@ impl Connector {
             port = self.endpoint.port,
             "connected to the MQTT bridge"
         );
+        let attaching = gateway::attach_all(&session, &self.children, self.max_backoff);
         let ended = self.serve(&session, &mut events, shutdown).await;
+        drop(attaching);
         self.live.send_replace(None);
         session.close();
         ended
@@ -343,21 +357,28 @@ impl Connector {
     }
 
     /// The bridge told of a refusal on the errors topic: the publish it names fails with the
-    /// bridge's reason.
+    /// bridge's reason, and a device behind this gateway that it says is not attached is
+    /// attached again.
     fn refused(&self, session: &Session, events: &mut EventLoop, payload: &[u8]) {
         let Some(error) = BridgeError::parse(payload) else {
             tracing::warn!("the MQTT bridge sent an errors message that is not its JSON");
             return;
         };
         let failure = error.failure();
+        let is_child = self.children.iter().any(|c| c.id == error.device_id);
+        if is_child
+            && (error.packet_id().is_none() || error.error_type == "GATEWAY_DEVICE_NOT_ATTACHED")
+        {
+            session.detached(&error.device_id, failure.clone());
+        }
         let answered = error
             .packet_id()
             .is_some_and(|pkid| session.refused(pkid, failure));
         if let Some(pkid) = error.packet_id().filter(|_| answered) {
             release(events, pkid);
         }
-        // A refused publish is also told by its caller (the sender); anything else (the reason
-        // the connection is being closed) only here.
+        // A refused publish is also told by its caller (the sender, an attach); anything else
+        // (a close, a detach) only here.
         let (device, error_type, message_id, description) = (
             &error.device_id,
             &error.error_type,

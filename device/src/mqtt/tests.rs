@@ -99,3 +99,29 @@ async fn a_refusal_on_the_errors_topic_fails_the_publish_of_its_packet_id_only()
     session.acked(1);
     assert_eq!(first.await, Ok(Ok(())));
 }
+
+#[tokio::test]
+async fn a_publish_for_a_device_behind_the_gateway_waits_for_its_attach_or_its_refusal() {
+    let options = MqttOptions::new(device().to_string(), "localhost", 8883);
+    let (client, _events) = AsyncClient::new(options, 16);
+    let session = Arc::new(Session::gateway(client, &["sensor-1".to_owned()]));
+    let waiting = tokio::spawn({
+        let session = session.clone();
+        async move { session.attached("sensor-1").await }
+    });
+    tokio::task::yield_now().await;
+    session
+        .attachments
+        .send_modify(|all| *all.get_mut("sensor-1").unwrap() = Attachment::Attached);
+    assert_eq!(waiting.await.unwrap(), Ok(()));
+    let not_bound = Failure::Refused {
+        reason: "GATEWAY_NOT_BOUND: …".into(),
+        info_reason: Some("GATEWAY_NOT_BOUND".into()),
+    };
+    session.detached("sensor-1", not_bound.clone());
+    assert_eq!(session.attached("sensor-1").await, Err(not_bound));
+    assert!(matches!(
+        session.attached("sensor-9").await,
+        Err(Failure::Refused { .. })
+    ));
+}

@@ -36,6 +36,7 @@ fn the_packaged_example_parses_and_names_every_field() {
         "poll_interval",
         "file",
         "hook",
+        "id",
     ] {
         assert!(
             EXAMPLE.contains(&format!("{field} = ")),
@@ -129,4 +130,48 @@ fn an_mqtt_keepalive_under_five_seconds_is_refused() {
     file.mqtt.keepalive = Some("1s".into());
     let err = Settings::resolve(file, Overrides::default()).unwrap_err();
     assert!(err.to_string().contains("mqtt.keepalive"), "{err}");
+}
+
+#[test]
+fn gateway_devices_are_read_from_their_tables_and_need_mqtt() {
+    let gateway = "\n[[gateway.devices]]\nid = \"sensor-1\"\n\n[[gateway.devices]]\nid = \"sensor-2\"\nprivate_key = \"keys/sensor-2.pem\"\n";
+    let mut file = parse(&format!("{EXAMPLE}{gateway}")).unwrap();
+    file.transport = Some("mqtt".into());
+    let settings = Settings::resolve(file.clone(), Overrides::default()).unwrap();
+    assert_eq!(
+        settings.gateway_devices,
+        [
+            GatewayDevice {
+                id: "sensor-1".into(),
+                private_key: None
+            },
+            GatewayDevice {
+                id: "sensor-2".into(),
+                private_key: Some("keys/sensor-2.pem".into())
+            },
+        ]
+    );
+    // None by default.
+    let plain = Settings::resolve(parse(EXAMPLE).unwrap(), Overrides::default()).unwrap();
+    assert!(plain.gateway_devices.is_empty());
+
+    let refused = |file: FileSettings| {
+        Settings::resolve(file, Overrides::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let mut https = file.clone();
+    https.transport = None;
+    assert!(refused(https).contains("needs transport = \"mqtt\""));
+    let mut twice = file.clone();
+    twice.gateway.devices[1].id = "sensor-1".into();
+    assert!(refused(twice).contains("listed twice"));
+    let mut own = file.clone();
+    own.gateway.devices[0].id = "boiler-7".into();
+    assert!(refused(own).contains("the gateway's own id"));
+    let mut bad = file;
+    bad.gateway.devices[0].id = "1-starts-with-a-digit".into();
+    assert!(refused(bad).contains("not a device id"));
+    let typo = parse("[[gateway.devices]]\nid = \"a\"\nkey = \"k.pem\"\n").unwrap_err();
+    assert!(typo.contains("unknown field `key`"), "{typo}");
 }

@@ -463,6 +463,18 @@ impl Agent {
         stdin.flush().unwrap();
     }
 
+    /// Writes `{"device": DEVICE, "n": i}` lines for each i in `numbers`: readings of a device
+    /// behind the gateway.
+    pub fn feed_for(&mut self, device: &str, numbers: std::ops::Range<u64>) {
+        let stdin = self.stdin.as_mut().expect("stdin closed");
+        let mut text = String::new();
+        for n in numbers {
+            text.push_str(&format!("{{\"device\": \"{device}\", \"n\": {n}}}\n"));
+        }
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
     pub fn close_stdin(&mut self) {
         self.stdin.take();
     }
