@@ -17,6 +17,9 @@
 //!   PUBACK, and the refusal named there by packet id fails that publish at once with the
 //!   bridge's reason, instead of after the PUBACK timeout; rumqttc's slot for the packet id is
 //!   freed as a PUBACK would free it. Errors are logged without payloads or tokens.
+//!   When the bridge closes the connection for a reason about the device itself that retrying
+//!   cannot fix (it says so there just before), the next connection waits for the backoff
+//!   rather than following at once.
 //! - As a gateway, each connection attaches the devices behind it ([`super::gateway`]); an
 //!   errors message saying one is not attached (any more) has it attached again.
 //! - A config pushed on `/devices/{d}/config` goes to the config sync with a handle to
@@ -51,6 +54,10 @@ const CONNECT_TIMEOUT_SECS: u64 = 10;
 const DRAIN: Duration = Duration::from_secs(3);
 /// The shortest a connection lives before its token is renewed, whatever the lifetime.
 const MIN_CONNECTION: Duration = Duration::from_secs(5);
+/// A connection that breaks sooner than this after its CONNACK does not reset the backoff: a
+/// bridge that closes every connection at once (a misconfiguration) must not become a reconnect
+/// loop, even when the reason it sends first is lost with the connection.
+const STABLE: Duration = Duration::from_secs(5);
 /// Room for IoT Core's largest messages (events 256 KB, config 64 KB) and the MQTT header.
 const MAX_PACKET: usize = 300 * 1024;
 
@@ -264,7 +271,14 @@ impl Connector {
             "connected to the MQTT bridge"
         );
         let attaching = gateway::attach_all(&session, &self.children, self.max_backoff);
-        let ended = self.serve(&session, &mut events, shutdown).await;
+        let up_at = Instant::now();
+        let ended = match self.serve(&session, &mut events, shutdown).await {
+            Ended::Lost { failure, connected } => Ended::Lost {
+                failure,
+                connected: connected && up_at.elapsed() >= STABLE,
+            },
+            ended => ended,
+        };
         drop(attaching);
         self.live.send_replace(None);
         session.close();
@@ -294,6 +308,8 @@ impl Connector {
     ) -> Ended {
         let renew_at = Instant::now() + renewal(self.tokens.lifetime().as_secs());
         let mut draining: Option<(Instant, Ended)> = None;
+        // Why the bridge is about to close the connection, when it just said so.
+        let mut closing: Option<Failure> = None;
         loop {
             if let Some((deadline, _)) = &draining
                 && (session.unacknowledged() == 0 || Instant::now() >= *deadline)
@@ -307,11 +323,21 @@ impl Connector {
                 .map_or(renew_at, |(deadline, _)| *deadline);
             tokio::select! {
                 polled = events.poll() => match polled {
-                    Ok(event) => self.handle(session, events, event),
+                    Ok(event) => {
+                        let incoming = matches!(event, Event::Incoming(_));
+                        match self.handle(session, events, event) {
+                            Some(reason) => closing = Some(reason),
+                            // Anything the bridge sends after it means it did not close.
+                            None if incoming => closing = None,
+                            None => {}
+                        }
+                    }
                     Err(err) => {
-                        return match draining {
-                            Some((_, why)) => why,
-                            None => lost(&err.to_string(), true),
+                        return match (draining, closing) {
+                            (Some((_, why)), _) => why,
+                            // Not `connected`: the backoff goes on growing.
+                            (None, Some(failure)) => Ended::Lost { failure, connected: false },
+                            (None, None) => lost(&err.to_string(), true),
                         };
                     }
                 },
@@ -336,12 +362,14 @@ impl Connector {
         (Instant::now() + DRAIN, why)
     }
 
-    fn handle(&self, session: &Session, events: &mut EventLoop, event: Event) {
+    /// Handles one event of the loop; for an errors message that announces a close retrying
+    /// cannot fix, its reason.
+    fn handle(&self, session: &Session, events: &mut EventLoop, event: Event) -> Option<Failure> {
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => session.sent(pkid),
             Event::Incoming(Packet::PubAck(ack)) => session.acked(ack.pkid),
             Event::Incoming(Packet::Publish(publish)) if publish.topic == self.topics.errors() => {
-                self.refused(session, events, &publish.payload);
+                return self.refused(session, events, &publish.payload);
             }
             Event::Incoming(Packet::Publish(publish)) => self.delivered(session, publish),
             Event::Incoming(Packet::SubAck(ack))
@@ -354,16 +382,27 @@ impl Connector {
             }
             _ => {}
         }
+        None
     }
 
     /// The bridge told of a refusal on the errors topic: the publish it names fails with the
     /// bridge's reason, and a device behind this gateway that it says is not attached is
-    /// attached again.
-    fn refused(&self, session: &Session, events: &mut EventLoop, payload: &[u8]) {
+    /// attached again. An error about this device and no message is what the bridge says
+    /// before it closes the connection: when retrying cannot fix it, it is returned.
+    fn refused(
+        &self,
+        session: &Session,
+        events: &mut EventLoop,
+        payload: &[u8],
+    ) -> Option<Failure> {
         let Some(error) = BridgeError::parse(payload) else {
             tracing::warn!("the MQTT bridge sent an errors message that is not its JSON");
-            return;
+            return None;
         };
+        let own = self.device.device.to_string();
+        let closing = (error.packet_id().is_none() && error.device_id == own)
+            .then(|| closing(&error, !self.children.is_empty()))
+            .flatten();
         let failure = error.failure();
         let is_child = self.children.iter().any(|c| c.id == error.device_id);
         if is_child
@@ -387,9 +426,12 @@ impl Connector {
         );
         if answered {
             tracing::info!(%device, %error_type, message_id, %description, "the MQTT bridge refused a message");
+        } else if let Some(reason) = &closing {
+            tracing::warn!(error = %reason, "the MQTT bridge is closing the connection; connecting again after a backoff");
         } else {
             tracing::warn!(%device, %error_type, message_id, %description, "the MQTT bridge reports an error");
         }
+        closing
     }
 
     /// Routes a message the bridge delivered. Nothing here waits: the config sync and the
@@ -497,6 +539,29 @@ pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop, acked: imp
     let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
 }
 
+/// What a close the bridge announced with `error` means for the next connection: `None` when
+/// reconnecting at once may help (a token that expired, the service's own trouble). A gateway
+/// refused a topic of another device is most likely not a gateway in the registry: said so.
+fn closing(error: &BridgeError, gateway: bool) -> Option<Failure> {
+    let reason = match error.failure() {
+        Failure::Transient { .. } | Failure::TokenExpired { .. } => return None,
+        Failure::ClockWrong { reason }
+        | Failure::ConfigVersionAhead { reason }
+        | Failure::Rejected { reason }
+        | Failure::Refused { reason, .. } => reason,
+    };
+    let hint = if gateway && error.error_type == "MQTT_TOPIC" {
+        " (it refused a topic of a device behind this gateway: is this device a gateway in the \
+         registry? `ingest devices create … --gateway`)"
+    } else {
+        ""
+    };
+    Some(Failure::Refused {
+        reason: format!("the MQTT bridge closed the connection: {reason}{hint}"),
+        info_reason: Some(error.error_type.clone()),
+    })
+}
+
 /// Frees rumqttc's slot for `pkid` as the PUBACK the bridge will never send would have: else
 /// the packet id stays taken, and the publish that comes round to it waits for good. A publish
 /// held back by that very id goes out next, in its turn. The `PubAck` event this queues finds no
@@ -596,6 +661,29 @@ mod tests {
             .handle_outgoing_packet(events.pending[0].clone());
         assert!(events.state.collision.is_none());
         assert_eq!(events.state.inflight(), 2);
+    }
+
+    #[test]
+    fn a_close_announced_for_a_reason_retrying_cannot_fix_slows_the_next_connection() {
+        let error = |error_type: &str| BridgeError {
+            error_type: error_type.into(),
+            description: "words".into(),
+            device_id: "gw".into(),
+            message_id: 0,
+        };
+        assert_eq!(closing(&error("TOKEN_EXPIRED"), false), None);
+        assert_eq!(closing(&error("PUBSUB_UNAVAILABLE"), true), None);
+        let Some(Failure::Refused { reason, .. }) = closing(&error("DEVICE_BLOCKED"), false) else {
+            panic!("a blocked device is for the operator");
+        };
+        assert_eq!(
+            reason,
+            "the MQTT bridge closed the connection: DEVICE_BLOCKED: words"
+        );
+        let Some(Failure::Refused { reason, .. }) = closing(&error("MQTT_TOPIC"), true) else {
+            panic!("a topic refused to a gateway");
+        };
+        assert!(reason.contains("is this device a gateway"), "{reason}");
     }
 
     #[test]

@@ -56,7 +56,14 @@ impl BridgeError {
             | "TOKEN_EXPIRED"
             // The agent attaches the device again.
             | "GATEWAY_DEVICE_NOT_ATTACHED"
-            | "GATEWAY_ATTACH_LIMIT" => Failure::Transient {
+            | "GATEWAY_ATTACH_LIMIT"
+            // Why the bridge closes a connection that a new one mends: the server stopping,
+            // the token's end, a missed keepalive, idleness, another connection of the device.
+            | "MQTT_SHUTDOWN"
+            | "MQTT_TOKEN_EXPIRED"
+            | "MQTT_KEEPALIVE"
+            | "MQTT_IDLE"
+            | "MQTT_REPLACED" => Failure::Transient {
                 reason,
                 after: None,
             },
@@ -106,6 +113,10 @@ mod tests {
         ));
         assert!(matches!(
             error("PUBSUB_UNAVAILABLE", 1).failure(),
+            Failure::Transient { .. }
+        ));
+        assert!(matches!(
+            error("MQTT_SHUTDOWN", 0).failure(),
             Failure::Transient { .. }
         ));
         assert!(matches!(

@@ -263,3 +263,34 @@ async fn a_device_the_gateway_may_not_speak_for_is_refused_at_attach_while_the_o
     all_arrive_for(&ingest, &["thermo-c"], 40, &agent).await;
     assert!(agent.terminate(), "{}", agent.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_device_is_no_gateway_says_so_and_does_not_reconnect_in_a_loop() {
+    let ingest = Ingest::start_mqtt(SinkKind::File).await;
+    // A plain device: the bridge closes its connection at the first attach.
+    let files = crate::support::new_device(&ingest, None).await;
+    let extra = format!("{NO_SENSORS}{}", gateway_section(&[("thermo-a", None)]));
+    let settings = files.write_mqtt_settings(&ingest, "", &extra);
+    let text = std::fs::read_to_string(&settings).unwrap();
+    let text = text.replace("max_backoff = \"1s\"", "max_backoff = \"4s\"");
+    std::fs::write(&settings, text).unwrap();
+    let agent = Agent::start(&settings, &[], &no_env(), files.path("agent.log"));
+    let deadline = Instant::now() + PATIENCE;
+    while !agent.log_text().contains("is this device a gateway") {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = agent
+        .log_text()
+        .matches("connected to the MQTT bridge")
+        .count();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = agent.log_text();
+    let during = log.matches("connected to the MQTT bridge").count() - before;
+    // With the backoff (½ s doubling to this test's 4 s) three or four; without, a dozen.
+    assert!(during <= 5, "{during} connections in 5 s:\n{log}");
+    assert!(
+        log.contains("the MQTT bridge is closing the connection; connecting again after a backoff"),
+        "{log}"
+    );
+}
