@@ -169,8 +169,11 @@ fn transport(
     settings: &Settings,
     tokens: &TokenSource,
 ) -> anyhow::Result<(Transport, Option<Connector>)> {
+    let children = gateway_children(settings)?;
     if settings.transport == TransportKind::Https {
-        return Ok((Transport::Https(ingest_client(settings)?), None));
+        let children = children.into_iter().map(|c| (c.id, c.tokens)).collect();
+        let client = ingest_client(settings)?;
+        return Ok((Transport::Https(client, Arc::new(children)), None));
     }
     let ca = read_ca(settings)?;
     let tls = tls::client_config(ca.as_deref()).context("setting up TLS for MQTT")?;
@@ -181,7 +184,6 @@ fn transport(
         tls,
     };
     // Every sender worker, the state report and each attach may await a PUBACK at once.
-    let children = gateway_children(settings)?;
     let inflight = settings.concurrency + 1 + children.len();
     let inflight = u16::try_from(inflight).unwrap_or(u16::MAX);
     let (link, mut connector) = connection::link(

@@ -11,9 +11,10 @@ use base64::engine::general_purpose::URL_SAFE;
 use reqwest::{RequestBuilder, StatusCode, Url};
 use shared::cause::innermost_cause;
 use shared::device_api::{
-    CommandsResponse, ConfigResponse, PublishEventRequest, SetStateRequest, StatePayload,
+    CommandsResponse, ConfigResponse, GatewayInfo, PublishEventRequest, SetStateRequest,
+    StatePayload,
 };
-use shared::{DeviceName, ErrorBody};
+use shared::{DeviceName, DeviceRef, ErrorBody};
 
 /// How long one request may take; a device on a bad link retries rather than waits forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -150,6 +151,53 @@ impl IngestClient {
         Ok(())
     }
 
+    /// `POST …:publishEvent` for `child`, a device behind this client's device, a gateway (IoT
+    /// Core's `gatewayInfo`): with the child's own token (`SignedBy::Child`) on the child's path,
+    /// naming the gateway in `gatewayId`; with the gateway's (`SignedBy::Gateway`) on the
+    /// gateway's path, acting for the child in `delegatedDeviceId`.
+    pub async fn publish_event_for(
+        &self,
+        child: &str,
+        signed: SignedBy<'_>,
+        data: &[u8],
+        sub_folder: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let (url, token, gateway_info) = match signed {
+            SignedBy::Child(token) => {
+                let device = DeviceRef::parse(child).map_err(|err| {
+                    ClientError::Setup(format!("`{child}` is not a device id: {err}"))
+                })?;
+                let name = DeviceName {
+                    registry: self.device.registry.clone(),
+                    device,
+                };
+                let via = GatewayInfo {
+                    gateway_id: Some(self.device.device.to_string()),
+                    delegated_device_id: None,
+                };
+                (
+                    url_of(&self.endpoint, &name, Some("publishEvent"), &[]),
+                    token,
+                    via,
+                )
+            }
+            SignedBy::Gateway(token) => {
+                let via = GatewayInfo {
+                    delegated_device_id: Some(child.to_owned()),
+                    gateway_id: None,
+                };
+                (self.device_url(Some("publishEvent"), &[]), token, via)
+            }
+        };
+        let body = PublishEventRequest {
+            binary_data: Some(URL_SAFE.encode(data)),
+            sub_folder: sub_folder.map(str::to_owned),
+            gateway_info: Some(gateway_info),
+        };
+        self.send(self.http.post(url).json(&body), token).await?;
+        Ok(())
+    }
+
     /// `POST …:setState` with the state bytes.
     pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), ClientError> {
         let body = SetStateRequest {
@@ -199,27 +247,7 @@ impl IngestClient {
     /// `{endpoint}/v1/projects/…/devices/{device}` with `:verb` or further segments; each id
     /// is percent-encoded as a path segment (ids may hold `%` and `+`).
     fn device_url(&self, verb: Option<&str>, tail: &[&str]) -> Url {
-        let name = &self.device;
-        let registry = &name.registry;
-        let device = match verb {
-            Some(verb) => format!("{}:{verb}", name.device),
-            None => name.device.to_string(),
-        };
-        let mut url = self.endpoint.clone();
-        url.set_query(None);
-        url.set_fragment(None);
-        let has_version = url.path().trim_end_matches('/').ends_with("/v1");
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty();
-            if !has_version {
-                path.push("v1");
-            }
-            path.extend(["projects", registry.project.as_str(), "locations"])
-                .extend([registry.location.as_str(), "registries"])
-                .extend([registry.registry.as_str(), "devices", device.as_str()])
-                .extend(tail);
-        }
-        url
+        url_of(&self.endpoint, &self.device, verb, tail)
     }
 
     async fn send(&self, request: RequestBuilder, token: &str) -> Result<Vec<u8>, ClientError> {
@@ -251,6 +279,39 @@ impl IngestClient {
             reason,
         }
     }
+}
+
+/// Who signs a request for a device behind a gateway.
+#[derive(Debug, Clone, Copy)]
+pub enum SignedBy<'a> {
+    /// The device itself, with this token.
+    Child(&'a str),
+    /// The gateway, with this token.
+    Gateway(&'a str),
+}
+
+/// `{endpoint}/v1/projects/…/devices/{device}` of `name`, with `:verb` or further segments.
+fn url_of(endpoint: &Url, name: &DeviceName, verb: Option<&str>, tail: &[&str]) -> Url {
+    let registry = &name.registry;
+    let device = match verb {
+        Some(verb) => format!("{}:{verb}", name.device),
+        None => name.device.to_string(),
+    };
+    let mut url = endpoint.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    let has_version = url.path().trim_end_matches('/').ends_with("/v1");
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        if !has_version {
+            path.push("v1");
+        }
+        path.extend(["projects", registry.project.as_str(), "locations"])
+            .extend([registry.location.as_str(), "registries"])
+            .extend([registry.registry.as_str(), "devices", device.as_str()])
+            .extend(tail);
+    }
+    url
 }
 
 /// Google's error body when the answer is one, otherwise the status and the start of the body.

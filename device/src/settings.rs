@@ -288,7 +288,7 @@ pub struct Settings {
     pub commands_timeout: Duration,
     /// Clock offset for tokens and the doctor.
     pub clock_offset_secs: i64,
-    /// The devices behind this gateway (MQTT only); empty for a device on its own.
+    /// The devices behind this gateway; empty for a device on its own.
     pub gateway_devices: Vec<GatewayDevice>,
 }
 
@@ -477,27 +477,14 @@ impl Settings {
         }
         Ok(())
     }
-}
 
-impl Settings {
-    /// Gateway mode needs MQTT, and each device behind it a valid id of its own.
+    /// Each device behind this gateway needs a valid id of its own.
     fn check_gateway(&self) -> Result<(), SettingsError> {
         let invalid = |value: &str, reason: String| SettingsError::Invalid {
             field: "gateway.devices",
             value: value.to_owned(),
             reason,
         };
-        let Some(first) = self.gateway_devices.first() else {
-            return Ok(());
-        };
-        if self.transport != TransportKind::Mqtt {
-            return Err(invalid(
-                &first.id,
-                "gateway mode needs transport = \"mqtt\" (the agent does not forward a \
-                 gateway's devices over HTTPS)"
-                    .to_owned(),
-            ));
-        }
         let own = self.device.device.to_string();
         let mut seen = std::collections::BTreeSet::new();
         for child in &self.gateway_devices {

@@ -3,21 +3,32 @@
 //! than a trait object: the set is closed (IoT Core had exactly two device protocols), and an
 //! enum needs no boxed futures. Every failure is sorted into a [`Failure`] that tells the sender
 //! what to do, the same way for both protocols.
+//!
+//! A gateway's readings of the devices behind it go over MQTT on the gateway's connection
+//! (attached there), over HTTPS with IoT Core's `gatewayInfo`: signed by the device itself when
+//! the settings hold its key, else by the gateway acting for it.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use shared::device_api::{CommandsResponse, ConfigResponse};
 
-use crate::http::{ClientError, IngestClient};
+use crate::http::{ClientError, IngestClient, SignedBy};
 use crate::mqtt::MqttLink;
+use crate::token::TokenSource;
+
+/// The devices behind this gateway, by id, with their own tokens when the settings hold their
+/// keys.
+pub type Children = Arc<HashMap<String, Option<TokenSource>>>;
 
 /// The connection to the service.
 #[derive(Debug)]
 pub enum Transport {
-    /// IoT Core's HTTP bridge protocol.
-    Https(IngestClient),
+    /// IoT Core's HTTP bridge protocol; the devices behind this gateway, if any.
+    Https(IngestClient, Children),
     /// IoT Core's MQTT bridge protocol; the token is the connection's, so the `token` arguments
     /// below are not used.
     Mqtt(MqttLink),
@@ -74,8 +85,8 @@ pub enum Failure {
 }
 
 impl Transport {
-    /// Publishes one telemetry event of this device, or (`device`, over MQTT only) of a device
-    /// behind this gateway.
+    /// Publishes one telemetry event of this device, or (`device`) of a device behind this
+    /// gateway.
     pub async fn publish_event(
         &self,
         token: &str,
@@ -84,18 +95,13 @@ impl Transport {
         sub_folder: Option<&str>,
     ) -> Result<(), Failure> {
         match (self, device) {
-            (Self::Https(bridge), None) => bridge
+            (Self::Https(bridge, _), None) => bridge
                 .publish_event(token, data, sub_folder)
                 .await
                 .map_err(classify),
-            // Spooled over MQTT, then the transport changed: kept until MQTT is back.
-            (Self::Https(_), Some(child)) => Err(Failure::Refused {
-                reason: format!(
-                    "a reading of device `{child}` behind this gateway waits in the spool: gateway \
-                     mode needs transport = \"mqtt\""
-                ),
-                info_reason: None,
-            }),
+            (Self::Https(bridge, children), Some(child)) => {
+                publish_for(bridge, children, token, child, data, sub_folder).await
+            }
             (Self::Mqtt(link), device) => link.publish_event(device, data, sub_folder).await,
         }
     }
@@ -103,7 +109,7 @@ impl Transport {
     /// Reports the device state.
     pub async fn set_state(&self, token: &str, data: &[u8]) -> Result<(), Failure> {
         match self {
-            Self::Https(bridge) => bridge.set_state(token, data).await.map_err(classify),
+            Self::Https(bridge, _) => bridge.set_state(token, data).await.map_err(classify),
             Self::Mqtt(link) => link.set_state(data).await,
         }
     }
@@ -115,7 +121,7 @@ impl Transport {
         ack: Option<u64>,
     ) -> Result<CommandsResponse, Failure> {
         match self {
-            Self::Https(bridge) => bridge.get_commands(token, ack).await.map_err(classify),
+            Self::Https(bridge, _) => bridge.get_commands(token, ack).await.map_err(classify),
             Self::Mqtt(_) => Err(pushed_over_mqtt("commands")),
         }
     }
@@ -123,10 +129,50 @@ impl Transport {
     /// Fetches the latest config, given the version the device has.
     pub async fn get_config(&self, token: &str, local: u64) -> Result<ConfigResponse, Failure> {
         match self {
-            Self::Https(bridge) => bridge.get_config(token, local).await.map_err(classify),
+            Self::Https(bridge, _) => bridge.get_config(token, local).await.map_err(classify),
             Self::Mqtt(_) => Err(pushed_over_mqtt("the config")),
         }
     }
+}
+
+/// An event of `child` over HTTPS: signed with its own token when it has one (renewed when the
+/// server says it expired), else with the gateway's `token`, acting for it.
+async fn publish_for(
+    bridge: &IngestClient,
+    children: &Children,
+    token: &str,
+    child: &str,
+    data: &[u8],
+    sub_folder: Option<&str>,
+) -> Result<(), Failure> {
+    let Some(own) = children.get(child) else {
+        return Err(Failure::Refused {
+            reason: format!(
+                "device `{child}` is not one of this gateway's devices: its readings stay in the \
+                 spool until it is back in [[gateway.devices]]"
+            ),
+            info_reason: None,
+        });
+    };
+    let Some(tokens) = own else {
+        return bridge
+            .publish_event_for(child, SignedBy::Gateway(token), data, sub_folder)
+            .await
+            .map_err(classify);
+    };
+    let own_token = tokens.token().map_err(|err| Failure::Refused {
+        reason: format!("cannot sign a token for device `{child}`: {err}"),
+        info_reason: None,
+    })?;
+    let sent = bridge
+        .publish_event_for(child, SignedBy::Child(&own_token), data, sub_folder)
+        .await
+        .map_err(classify);
+    if let Err(Failure::TokenExpired { .. }) = &sent {
+        // The sender renews the gateway's token on this answer; the child's is renewed here.
+        tokens.expired(&own_token);
+    }
+    sent
 }
 
 /// Over MQTT the service pushes config and commands; nothing asks for them.

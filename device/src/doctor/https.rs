@@ -30,7 +30,7 @@ pub(super) async fn check(
     )
     .await;
     let reachable = check_network(report, settings).await;
-    let transport = Transport::Https(bridge);
+    let transport = Transport::Https(bridge, Default::default());
     match (key, reachable) {
         (Some(key), true) => check_service(report, settings, &transport, &key, clock).await,
         (None, _) => skip_all(

@@ -114,6 +114,43 @@ async fn an_event_is_posted_as_iot_core_defined_it() {
 }
 
 #[tokio::test]
+async fn an_event_of_a_device_behind_the_gateway_names_it_with_gateway_info() {
+    let parent = "/v1/projects/demo-project/locations/us-central1/registries/reg-1/devices";
+    // Signed by the gateway: its path, acting for the device.
+    let (url, server) = serve_once("200 OK", "{}").await;
+    client(url)
+        .publish_event_for("sensor-1", SignedBy::Gateway("gw.tok.en"), b"x", None)
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("POST {PATH}:publishEvent HTTP/1.1")
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer gw.tok.en"));
+    assert_eq!(
+        seen.json(),
+        json!({"binary_data": "eA==", "gateway_info": {"delegated_device_id": "sensor-1"}})
+    );
+    // Signed by the device itself: its own path, naming the gateway.
+    let (url, server) = serve_once("200 OK", "{}").await;
+    client(url)
+        .publish_event_for("sensor-1", SignedBy::Child("s1.tok.en"), b"x", Some("a"))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("POST {parent}/sensor-1:publishEvent HTTP/1.1")
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer s1.tok.en"));
+    assert_eq!(
+        seen.json(),
+        json!({"binary_data": "eA==", "sub_folder": "a", "gateway_info": {"gateway_id": "dev-1"}})
+    );
+}
+
+#[tokio::test]
 async fn an_event_without_a_subfolder_sends_none() {
     let (url, server) = serve_once("200 OK", "{}").await;
     client(url).publish_event("t", b"x", None).await.unwrap();

@@ -133,7 +133,7 @@ fn an_mqtt_keepalive_under_five_seconds_is_refused() {
 }
 
 #[test]
-fn gateway_devices_are_read_from_their_tables_and_need_mqtt() {
+fn gateway_devices_are_read_from_their_tables_and_checked() {
     let gateway = "\n[[gateway.devices]]\nid = \"sensor-1\"\n\n[[gateway.devices]]\nid = \"sensor-2\"\nprivate_key = \"keys/sensor-2.pem\"\n";
     let mut file = parse(&format!("{EXAMPLE}{gateway}")).unwrap();
     file.transport = Some("mqtt".into());
@@ -162,7 +162,7 @@ fn gateway_devices_are_read_from_their_tables_and_need_mqtt() {
     };
     let mut https = file.clone();
     https.transport = None;
-    assert!(refused(https).contains("needs transport = \"mqtt\""));
+    assert!(Settings::resolve(https, Overrides::default()).is_ok());
     let mut twice = file.clone();
     twice.gateway.devices[1].id = "sensor-1".into();
     assert!(refused(twice).contains("listed twice"));

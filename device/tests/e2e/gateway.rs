@@ -294,3 +294,47 @@ async fn an_agent_whose_device_is_no_gateway_says_so_and_does_not_reconnect_in_a
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_a_gateway_sends_for_its_devices_with_gateway_info() {
+    let ingest = Ingest::start(SinkKind::File).await;
+    let topic = format!("projects/{PROJECT}/topics/events");
+    let gateway = new_gateway(&ingest, &topic, "ASSOCIATION_ONLY").await;
+    // Sent by the gateway acting for it (delegatedDeviceId), and as itself (gatewayId).
+    new_child(&ingest, &gateway, "thermo-a", false, true).await;
+    let key_b = new_child(&ingest, &gateway, "thermo-b", true, true).await;
+    // Not bound: refused, while the others flow.
+    new_child(&ingest, &gateway, "thermo-c", false, false).await;
+    let extra = format!(
+        "{NO_SENSORS}{}",
+        gateway_section(&[
+            ("thermo-a", None),
+            ("thermo-b", key_b.as_ref()),
+            ("thermo-c", None)
+        ])
+    );
+    let settings = gateway.write_settings(&ingest.device_url(), &extra);
+    let mut agent = Agent::start(
+        &settings,
+        &["--stdin"],
+        &no_env(),
+        gateway.path("agent.log"),
+    );
+    for n in 0..3 {
+        agent.feed_for("thermo-c", n * 10..n * 10 + 10);
+        agent.feed_for("thermo-a", n * 10..n * 10 + 10);
+        agent.feed_for("thermo-b", n * 10..n * 10 + 10);
+        agent.feed(n * 10..n * 10 + 10);
+    }
+    let devices = [gateway.device.as_str(), "thermo-a", "thermo-b"];
+    all_arrive_for(&ingest, &devices, 30, &agent).await;
+    let landed = file_events(&ingest.events_path());
+    assert!(of(&landed, "thermo-c").is_empty());
+    let log = agent.log_text();
+    assert!(
+        log.contains("PERMISSION_DENIED") && log.contains("thermo-c` is not bound"),
+        "{log}"
+    );
+    bind(&ingest, &gateway, "thermo-c").await;
+    all_arrive_for(&ingest, &["thermo-c"], 30, &agent).await;
+}
