@@ -255,6 +255,20 @@ where
                 .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+        // Read and drop what the client still sends until it closes too (2 s, 256 KiB at
+        // most): a socket closed with unread bytes is reset, and a client whose next write
+        // then fails drops the connection without reading the reason just written.
+        let mut sink = [0u8; 4096];
+        let drain = async {
+            let mut total = 0;
+            while total < 256 * 1024 {
+                match self.reader.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
 
     /// Every link: the own device's first.

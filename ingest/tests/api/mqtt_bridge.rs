@@ -968,3 +968,44 @@ async fn behind_a_proxy_balancer_the_proxy_header_names_the_address_the_cap_coun
     let (_, first) = behind_a_proxy(&app, b"PROXY TCP4 2001:db8::1 ::1 1 2\r\n", "dev-5").await;
     assert_eq!(first, None);
 }
+
+#[tokio::test]
+async fn the_reason_for_a_close_arrives_even_when_the_client_has_sent_more_meanwhile() {
+    let app = MqttApp::spawn(settings()).await;
+    app.device(REG, "dev-1").await;
+    for attempt in 0..10 {
+        let mut raw = Raw::connected(app.addr, &client_id(REG, "dev-1"), &token()).await;
+        raw.send(&subscribe(1, &[("/devices/dev-1/errors", QoS::AtMostOnce)]))
+            .await;
+        assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+        // A QoS 2 publish closes the connection; the burst behind it is never read, and a
+        // socket closed with unread bytes is reset.
+        let mut burst = bytes::BytesMut::new();
+        publish("/devices/dev-1/events", QoS::ExactlyOnce, 1, b"x")
+            .write(&mut burst, usize::MAX)
+            .unwrap();
+        for pkid in 2..200 {
+            publish("/devices/dev-1/events", QoS::AtLeastOnce, pkid, &[0; 1024])
+                .write(&mut burst, usize::MAX)
+                .unwrap();
+        }
+        raw.send_bytes(&burst).await;
+        // A client busy elsewhere writes again before it reads: like rumqttc, it would drop the
+        // connection unread if that write failed because the bridge had reset the socket.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let write = raw.try_send_bytes(&[0xC0, 0x00]).await;
+        assert!(
+            write.is_ok(),
+            "attempt {attempt}: the socket was reset: {write:?}"
+        );
+        let before_close = raw.until_closed(WAIT).await;
+        let told = before_close.iter().any(|p| {
+            matches!(p, Packet::Publish(p) if p.topic == "/devices/dev-1/errors"
+                && String::from_utf8_lossy(&p.payload).contains("QoS 2"))
+        });
+        assert!(
+            told,
+            "attempt {attempt}: no reason before the close: {before_close:?}"
+        );
+    }
+}

@@ -199,7 +199,13 @@ impl Raw {
     /// Writes raw bytes.
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         // A peer that already closed may refuse the write; the next read says so.
-        let _ = self.stream.write_all(bytes).await;
+        let _ = self.try_send_bytes(bytes).await;
+    }
+
+    /// Writes raw bytes, saying whether the socket took them (a reset one does not).
+    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     /// The next packet, or `None` once the server closed the connection; panics after [`WAIT`].
