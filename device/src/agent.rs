@@ -22,6 +22,7 @@ use crate::http::IngestClient;
 use crate::keys::DeviceKey;
 use crate::mqtt::connection::{self, Connector, Endpoint};
 use crate::mqtt::gateway::Child;
+use crate::mqtt::websocket::WsEndpoint;
 use crate::readings::{self, Devices, Intake};
 use crate::sender::{Health, Held, Sender};
 use crate::sensors;
@@ -177,11 +178,19 @@ fn transport(
     }
     let ca = read_ca(settings)?;
     let tls = tls::client_config(ca.as_deref()).context("setting up TLS for MQTT")?;
+    let websocket = (settings.transport == TransportKind::MqttWs)
+        .then(|| settings.websocket_url())
+        .flatten()
+        .map(|url| WsEndpoint {
+            url,
+            tls: tls.clone(),
+        });
     let endpoint = Endpoint {
         host: settings.mqtt.host.clone(),
         port: settings.mqtt.port,
         keepalive: settings.mqtt.keepalive,
         tls,
+        websocket,
     };
     // Every sender worker, the state report and each attach may await a PUBACK at once.
     let inflight = settings.concurrency + 1 + children.len();
@@ -224,7 +233,7 @@ fn gateway_children(settings: &Settings) -> anyhow::Result<Vec<Child>> {
     Ok(children)
 }
 
-fn read_ca(settings: &Settings) -> anyhow::Result<Option<Vec<u8>>> {
+pub(crate) fn read_ca(settings: &Settings) -> anyhow::Result<Option<Vec<u8>>> {
     match &settings.ca_file {
         Some(path) => {
             Ok(Some(std::fs::read(path).with_context(|| {

@@ -75,6 +75,9 @@ pub async fn run(path: &Path, explicit: bool, overrides: Overrides, options: Opt
         TransportKind::Mqtt => {
             mqtt::check(&mut report, &settings, bridge, key, clock, &options).await;
         }
+        TransportKind::MqttWs => {
+            mqtt::check_websocket(&mut report, &settings, bridge, key, clock).await;
+        }
     }
     report
 }

@@ -20,6 +20,7 @@
 pub mod connection;
 pub mod errors;
 pub mod gateway;
+pub mod websocket;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -299,6 +299,9 @@ pub enum TransportKind {
     Https,
     /// IoT Core's MQTT bridge over TLS: one long-lived connection.
     Mqtt,
+    /// The same MQTT session carried over a WebSocket at `/mqtt` on the endpoint (`wss://` for
+    /// an `https://` endpoint), as a Cloud Run deployment serves it.
+    MqttWs,
 }
 
 /// Where and how the MQTT connection goes.
@@ -502,6 +505,19 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// Where `transport = "mqtt+ws"` connects: `/mqtt` on the endpoint's host and port, `wss`
+    /// for an `https` endpoint (as ingest serves it, and Cloud Run in front of it).
+    pub fn websocket_url(&self) -> Option<String> {
+        let host = self.endpoint.host_str()?;
+        let port = self.endpoint.port_or_known_default()?;
+        let scheme = if self.endpoint.scheme() == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
+        Some(format!("{scheme}://{host}:{port}/mqtt"))
+    }
 }
 
 fn required<T>(
@@ -517,16 +533,11 @@ fn transport_kind(text: Option<String>) -> Result<TransportKind, SettingsError> 
     match text.as_deref().map(str::trim) {
         None | Some("https") => Ok(TransportKind::Https),
         Some("mqtt") => Ok(TransportKind::Mqtt),
+        Some("mqtt+ws") => Ok(TransportKind::MqttWs),
         Some(other) => Err(SettingsError::Invalid {
             field: "transport",
             value: other.to_owned(),
-            reason: if other == "mqtt+ws" {
-                "MQTT over WebSocket is not supported by this agent yet; use \"mqtt\" (port 8883 \
-                 or 443) or \"https\""
-                    .to_owned()
-            } else {
-                "must be \"https\" or \"mqtt\"".to_owned()
-            },
+            reason: "must be \"https\", \"mqtt\" or \"mqtt+ws\"".to_owned(),
         }),
     }
 }

@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::http::IngestClient;
 use crate::keys::DeviceKey;
 use crate::mqtt::connection::{self, ConnectFailure, Endpoint};
+use crate::mqtt::websocket::WsEndpoint;
 use crate::mqtt::{PUBACK_TIMEOUT, Topics};
 use crate::readings::Reading;
 use crate::settings::Settings;
@@ -64,6 +65,41 @@ pub(super) async fn check(
         port,
         keepalive: settings.mqtt.keepalive,
         tls,
+        websocket: None,
+    };
+    let probe = https_up.then_some(&bridge);
+    check_connect(report, settings, &endpoint, &key, clock, probe).await;
+}
+
+/// Every check after the key's, for `transport = "mqtt+ws"`: the clock, then the WebSocket and
+/// the CONNECT through the agent's own [`connection::connect`] (a failure to open the WebSocket
+/// names its step: TCP, TLS or the upgrade), and the test event.
+pub(super) async fn check_websocket(
+    report: &mut Report,
+    settings: &Settings,
+    bridge: IngestClient,
+    key: Option<DeviceKey>,
+    clock: Clock,
+) {
+    let unreachable = "the HTTPS endpoint, which also serves the WebSocket, did not answer; a \
+                       clock far off shows below as CONNACK 4";
+    let https_up = https::check_clock(report, &bridge, clock, unreachable).await;
+    let Some(key) = key else {
+        return skip_all(report, &[CONNECT, TEST_EVENT], "no usable key (see above)");
+    };
+    let ca = crate::agent::read_ca(settings);
+    let tls = match ca.and_then(|ca| Ok(crate::tls::client_config(ca.as_deref())?)) {
+        Ok(tls) => tls,
+        Err(err) => {
+            return report.fail("TLS", &format!("{err:#}"), "check ca_file in the settings");
+        }
+    };
+    let endpoint = Endpoint {
+        host: settings.mqtt.host.clone(),
+        port: settings.mqtt.port,
+        keepalive: settings.mqtt.keepalive,
+        tls: tls.clone(),
+        websocket: settings.websocket_url().map(|url| WsEndpoint { url, tls }),
     };
     let probe = https_up.then_some(&bridge);
     check_connect(report, settings, &endpoint, &key, clock, probe).await;
@@ -183,9 +219,18 @@ async fn check_connect(
             report.skip(TEST_EVENT, "the CONNECT was refused");
         }
         Err(ConnectFailure::Failed(reason)) => {
-            let fix = "the TLS check passed, so the bridge answered but did not finish the \
-                       CONNECT: try again, and if it lasts ask the operator to look at the \
-                       service's log";
+            let fix = match endpoint.websocket {
+                Some(_) => {
+                    "the endpoint serves MQTT over WebSocket at /mqtt: check the endpoint \
+                     URL, ca_file and the network, and that the service is an ingest with its \
+                     MQTT bridge on (Cloud Run: the device service)"
+                }
+                None => {
+                    "the TLS check passed, so the bridge answered but did not finish the \
+                     CONNECT: try again, and if it lasts ask the operator to look at the \
+                     service's log"
+                }
+            };
             report.fail(CONNECT, &format!("no CONNACK: {reason}"), fix);
             report.skip(TEST_EVENT, "no MQTT connection");
         }

@@ -43,6 +43,7 @@ use tokio::time::Instant;
 
 use super::errors::BridgeError;
 use super::gateway::{self, Child};
+use super::websocket::{self, Relay, WsEndpoint};
 use super::{MqttLink, Session, Topics, transient};
 use crate::sender::Backoff;
 use crate::token::TokenSource;
@@ -72,6 +73,9 @@ pub struct Endpoint {
     pub keepalive: Duration,
     /// TLS with the agent's roots.
     pub tls: Arc<rustls::ClientConfig>,
+    /// MQTT over WebSocket instead of TCP (`transport = "mqtt+ws"`); `host`, `port` and `tls`
+    /// are then unused.
+    pub websocket: Option<WsEndpoint>,
 }
 
 /// A config the bridge pushed; [`PushedConfig::ack`] once it is durable.
@@ -486,7 +490,13 @@ pub async fn connect(
     inflight: u16,
 ) -> Result<(AsyncClient, EventLoop), ConnectFailure> {
     let capacity = usize::from(inflight) + 64;
-    let options = options(device, endpoint, token, inflight);
+    // Over WebSocket, rumqttc connects to a relay's socket; once connected the relay's
+    // directory may go (dropped at the end of this call).
+    let relay = match &endpoint.websocket {
+        Some(ws) => Some(websocket::open(ws).await.map_err(ConnectFailure::Failed)?),
+        None => None,
+    };
+    let options = options(device, endpoint, relay.as_ref(), token, inflight);
     let (client, mut events) = AsyncClient::new(options, capacity);
     events
         .network_options
@@ -506,11 +516,29 @@ pub async fn connect(
 }
 
 /// IoT Core's CONNECT: client id the device's full path, clean session, the JWT as password.
-fn options(device: &DeviceName, endpoint: &Endpoint, token: String, inflight: u16) -> MqttOptions {
-    let mut options = MqttOptions::new(device.to_string(), endpoint.host.clone(), endpoint.port);
-    let tls = TlsConfiguration::Rustls(endpoint.tls.clone());
+fn options(
+    device: &DeviceName,
+    endpoint: &Endpoint,
+    relay: Option<&Relay>,
+    token: String,
+    inflight: u16,
+) -> MqttOptions {
+    let mut options = match relay {
+        Some(relay) => {
+            let path = relay.socket().to_string_lossy().into_owned();
+            let mut options = MqttOptions::new(device.to_string(), path, 0);
+            options.set_transport(rumqttc::Transport::unix());
+            options
+        }
+        None => {
+            let mut options =
+                MqttOptions::new(device.to_string(), endpoint.host.clone(), endpoint.port);
+            let tls = TlsConfiguration::Rustls(endpoint.tls.clone());
+            options.set_transport(rumqttc::Transport::tls_with_config(tls));
+            options
+        }
+    };
     options
-        .set_transport(rumqttc::Transport::tls_with_config(tls))
         .set_keep_alive(endpoint.keepalive)
         .set_clean_session(true)
         // IoT Core ignores the user name; the password is the JWT.

@@ -118,10 +118,15 @@ fn mqtt_is_chosen_by_the_file_or_overridden_and_defaults_to_the_endpoint_host() 
     assert_eq!(settings.mqtt.host, "mqtt.example.com");
     assert_eq!(settings.mqtt.port, 443);
     file.transport = Some("mqtt+ws".into());
-    let err = Settings::resolve(file.clone(), Overrides::default()).unwrap_err();
-    assert!(err.to_string().contains("not supported"), "{err}");
+    let settings = Settings::resolve(file.clone(), Overrides::default()).unwrap();
+    assert_eq!(settings.transport, TransportKind::MqttWs);
+    assert_eq!(
+        settings.websocket_url().as_deref(),
+        Some("wss://iot.example.com:443/mqtt")
+    );
     file.transport = Some("coap".into());
-    assert!(Settings::resolve(file, Overrides::default()).is_err());
+    let err = Settings::resolve(file, Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("\"mqtt+ws\""), "{err}");
 }
 
 #[test]

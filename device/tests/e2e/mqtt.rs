@@ -5,7 +5,7 @@
 //! stops and starts again, when the agent is killed with SIGKILL in the middle of a backlog, or
 //! across the reconnects that renew a short-lived token; and a message the bridge refuses on the
 //! errors topic (over its message rate) is retried at once rather than after the 30 s PUBACK
-//! timeout, and not lost.
+//! timeout, and not lost. With `transport = "mqtt+ws"` the same session runs over a WebSocket.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -347,4 +347,37 @@ async fn a_message_over_the_rate_is_refused_on_the_errors_topic_and_retried_at_o
         1,
         "a refusal keeps the connection:\n{log}"
     );
+}
+
+/// `transport = "mqtt+ws"`: the same MQTT session over a WebSocket at `/mqtt` on ingest's HTTP
+/// port (how a Cloud Run deployment serves MQTT): readings arrive, and a config set with the CLI
+/// is pushed to the file within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtt_ws_readings_arrive_and_a_config_is_pushed_within_a_second() {
+    let ingest = Ingest::start(SinkKind::File).await;
+    let files = new_device(&ingest, None).await;
+    let config_file = files.path("device-config.json");
+    let extra = format!(
+        "{NO_SENSORS}\n[config]\npoll_interval = \"1h\"\nfile = \"{}\"\n",
+        config_file.display()
+    );
+    let settings =
+        files.write_settings_with(&ingest.device_url(), "transport = \"mqtt+ws\"\n", &extra);
+    let mut agent = Agent::start(&settings, &["--stdin"], &no_env(), files.path("agent.log"));
+    connected(&agent, 1).await;
+    agent.feed(0..50);
+    all_arrive(&ingest, 50, &agent).await;
+
+    let set_at = Instant::now();
+    set_config(&ingest, &files, r#"{"fan":"off"}"#).await;
+    eventually("the pushed config in its file", || {
+        std::fs::read(&config_file)
+            .ok()
+            .filter(|data| data == br#"{"fan":"off"}"#)
+    })
+    .await;
+    let took = set_at.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let log = agent.log_text();
+    assert!(agent.terminate(), "a clean exit on SIGTERM:\n{log}");
 }
