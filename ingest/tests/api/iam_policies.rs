@@ -24,6 +24,27 @@ struct Admin {
     _process: IngestProcess,
 }
 
+/// `ingest serve --role admin` reading its bearer tokens from `file`.
+fn with_tokens_file_at(file: &std::path::Path) -> Admin {
+    let process = spawn_ingest(
+        &[
+            "--role",
+            "admin",
+            "--admin-tokens-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    Admin {
+        base: format!(
+            "{}/v1/projects/{PROJECT}/locations/{REGION}",
+            process.admin_url()
+        ),
+        http: reqwest::Client::new(),
+        _process: process,
+    }
+}
+
 impl Admin {
     /// Sends `method` to `path` (below the location) with `auth` as the Authorization header.
     async fn call(
@@ -91,23 +112,8 @@ fn with_tokens_file() -> Admin {
         ),
     )
     .unwrap();
-    let process = spawn_ingest(
-        &[
-            "--role",
-            "admin",
-            "--admin-tokens-file",
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    Admin {
-        base: format!(
-            "{}/v1/projects/{PROJECT}/locations/{REGION}",
-            process.admin_url()
-        ),
-        http: reqwest::Client::new(),
-        _process: process,
-    }
+    // The file is read at start; the service keeps its tokens when the directory goes.
+    with_tokens_file_at(&file)
 }
 
 #[tokio::test]
@@ -431,23 +437,7 @@ async fn an_edited_tokens_file_takes_effect_without_a_restart() {
         format!("{OWNER} user:owner@example.com roles/owner\n"),
     )
     .unwrap();
-    let process = spawn_ingest(
-        &[
-            "--role",
-            "admin",
-            "--admin-tokens-file",
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let admin = Admin {
-        base: format!(
-            "{}/v1/projects/{PROJECT}/locations/{REGION}",
-            process.admin_url()
-        ),
-        http: reqwest::Client::new(),
-        _process: process,
-    };
+    let admin = with_tokens_file_at(&file);
     let list = |token| admin.as_token(token, Method::GET, "/registries", None);
     assert_eq!(list(OWNER).await.0, StatusCode::OK);
     assert_eq!(list(VIEWER).await.0, StatusCode::UNAUTHORIZED);

@@ -39,6 +39,15 @@ fn publish_request(target: &Target, extra: &str, body: &[u8]) -> Vec<u8> {
     request
 }
 
+/// The normal device's publish with `body` sent under `Content-Encoding: {encoding}`.
+fn encoded_request(target: &Target, encoding: &str, body: &[u8]) -> Vec<u8> {
+    let headers = format!(
+        "Content-Type: application/json\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    publish_request(target, &headers, body)
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
     encoder.write_all(bytes).unwrap();
@@ -219,27 +228,13 @@ pub async fn run(mut suite: Suite) -> usize {
 
     let t = &suite.target;
     let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
-    let zipped = publish_request(
-        t,
-        &format!(
-            "{json_type}Content-Encoding: gzip\r\nContent-Length: {}\r\n",
-            bomb.len()
-        ),
-        &bomb,
-    );
+    let zipped = encoded_request(t, "gzip", &bomb);
     let reply = raw_http(addr, &zipped, PROMPT).await;
     let outcome = answered(&reply, 413, &[]);
     suite.case("a gzip bomb (64 MB of spaces)", outcome).await;
 
     let t = &suite.target;
-    let not_gzip = publish_request(
-        t,
-        &format!(
-            "{json_type}Content-Encoding: gzip\r\nContent-Length: {}\r\n",
-            event.len()
-        ),
-        event,
-    );
+    let not_gzip = encoded_request(t, "gzip", event);
     let reply = raw_http(addr, &not_gzip, PROMPT).await;
     let outcome = answered(&reply, 400, &["gzip"]);
     suite
@@ -247,14 +242,7 @@ pub async fn run(mut suite: Suite) -> usize {
         .await;
 
     let t = &suite.target;
-    let brotli = publish_request(
-        t,
-        &format!(
-            "{json_type}Content-Encoding: br\r\nContent-Length: {}\r\n",
-            event.len()
-        ),
-        event,
-    );
+    let brotli = encoded_request(t, "br", event);
     let reply = raw_http(addr, &brotli, PROMPT).await;
     let outcome = match reply {
         Reply::Answer(400 | 415, ref body) if body.contains("br") => Ok(()),
