@@ -8,8 +8,9 @@
 //! - Sending is out of order (several requests in flight), so acks are kept as a set above a
 //!   low-water mark (every seq at or below it is acked), and appended to `acks` as they come.
 //!   A segment whose every record is acked is deleted, and `acks` is rewritten without its seqs.
-//!   The ack file is never fsynced on its own: an ack lost in a crash only means that reading is
-//!   sent again, and readings carry ids for exactly that case.
+//!   Each ack is written to the file at once, but the file is never fsynced on its own: a killed
+//!   agent resends nothing; an ack lost in a power cut only means that reading is sent again,
+//!   and readings carry ids for exactly that case.
 //! - Full (`max_bytes`): the oldest segment is deleted with whatever it still held, and the
 //!   readings lost so are counted ([`Spool::dropped`]) and logged: the newest readings are the
 //!   ones an owner wants after a long outage.
@@ -289,9 +290,11 @@ impl Spool {
             return Ok(());
         }
         let ack_path = self.dir.join("acks");
-        inner
-            .ack_log
-            .write_all(&seq.to_le_bytes())
+        // Written through at once (no fsync): a killed agent then resends nothing it had
+        // delivered; only a power cut can lose the last acks (to the page cache).
+        let log = &mut inner.ack_log;
+        log.write_all(&seq.to_le_bytes())
+            .and_then(|()| log.flush())
             .map_err(io(&ack_path))?;
         inner.acked.insert(seq);
         let before = inner.low_water;

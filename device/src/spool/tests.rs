@@ -150,3 +150,24 @@ async fn a_producer_hears_back_only_after_the_commit() {
     let reopened = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(reopened.stats().pending, 100);
 }
+
+#[test]
+fn acks_survive_the_process_being_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    spool.write(&records(0..10)).unwrap();
+    spool.sync().unwrap();
+    drain(&spool);
+    for seq in [1, 2, 5, 9] {
+        spool.ack(seq).unwrap();
+    }
+    // As SIGKILL does: nothing of the spool's own runs (no drop, no flush at exit).
+    std::mem::forget(spool);
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let left: Vec<u64> = drain(&spool).iter().map(|e| e.seq).collect();
+    assert_eq!(
+        left,
+        [3, 4, 6, 7, 8, 10],
+        "acked readings would be sent again"
+    );
+}
