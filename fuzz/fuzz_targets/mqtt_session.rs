@@ -63,7 +63,9 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
 async fn bridge() -> MqttBridge {
     let path = std::env::temp_dir().join(format!("mqtt-session-fuzz-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let store = SqliteStore::open(&path).await.expect("the SQLite store opens");
+    let store = SqliteStore::open(&path)
+        .await
+        .expect("the SQLite store opens");
     let registry: std::sync::Arc<dyn RegistryStore> = std::sync::Arc::new(store);
     let location = LocationName::parse(PROJECT, "us-central1").expect("a location");
     let topic = TopicName::parse("projects/demo-project/topics/events").expect("a topic");
@@ -121,7 +123,10 @@ async fn bridge() -> MqttBridge {
 /// A CONNECT for the device with a token valid for a day from now.
 fn connect_bytes() -> Vec<u8> {
     let now = jiff::Timestamp::now().as_second();
-    let claims = format!(r#"{{"iat":{now},"exp":{},"aud":"{PROJECT}"}}"#, now + 86_000);
+    let claims = format!(
+        r#"{{"iat":{now},"exp":{},"aud":"{PROJECT}"}}"#,
+        now + 86_000
+    );
     let token = sign(br#"{"alg":"ES256","typ":"JWT"}"#, claims.as_bytes());
     let mut connect = rumqttc::mqttbytes::v4::Connect::new(CLIENT_ID);
     connect.keep_alive = 60;
