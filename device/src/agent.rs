@@ -201,6 +201,7 @@ fn transport(
         tokens.clone(),
         settings.max_backoff,
         inflight,
+        settings.mqtt.messages_per_second,
     );
     connector.gateway(children);
     Ok((Transport::Mqtt(link), Some(connector)))

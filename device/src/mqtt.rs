@@ -40,8 +40,9 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(10);
 /// the bridge does not acknowledge holds its packet id in rumqttc for good (and would stall the
 /// connection when the id comes round again), so a timeout also ends the connection.
 pub(crate) const PUBACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// IoT Core's limit of messages a connection may publish each second (ingest's default): the
-/// bridge refuses a message over it without a PUBACK, so the agent keeps under it itself.
+/// IoT Core's limit of messages a connection may publish each second, ingest's default and the
+/// agent's (`mqtt.messages_per_second`): the bridge refuses a message over it without a PUBACK,
+/// so the agent keeps under it itself.
 pub const MESSAGES_PER_SECOND: u32 = 100;
 
 /// IoT Core's topics for one device.
@@ -114,8 +115,8 @@ pub struct MqttLink {
     topics: Topics,
     live: watch::Receiver<Option<Arc<Session>>>,
     trouble: Arc<Mutex<Option<Failure>>>,
-    /// The earliest moment the next publish may go, for the message rate.
-    next_slot: Mutex<Instant>,
+    /// Keeps the publishes under the message rate.
+    pacer: Pacer,
 }
 
 impl MqttLink {
@@ -135,27 +136,15 @@ impl MqttLink {
                 Topics::of(child).events(sub_folder)
             }
         };
-        tokio::time::sleep_until(self.slot()).await;
+        self.pacer.pace().await;
         session.publish(topic, data).await
     }
 
     /// Reports the device state at QoS 1; `Ok` once the bridge acknowledged it.
     pub async fn set_state(&self, data: &[u8]) -> Result<(), Failure> {
         let session = self.session().await?;
-        tokio::time::sleep_until(self.slot()).await;
+        self.pacer.pace().await;
         session.publish(self.topics.state(), data).await
-    }
-
-    /// Reserves the next moment a message may go without exceeding [`MESSAGES_PER_SECOND`].
-    fn slot(&self) -> Instant {
-        let spacing = Duration::from_secs(1) / MESSAGES_PER_SECOND;
-        let mut next = self
-            .next_slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let slot = (*next).max(Instant::now());
-        *next = slot + spacing;
-        slot
     }
 
     /// The live session, waiting a little for one while the connection task (re)connects.
@@ -176,6 +165,42 @@ impl MqttLink {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// Spaces messages out to a rate, without a timer for a message whose moment has come.
+#[derive(Debug)]
+struct Pacer {
+    /// The earliest moment the next message may go.
+    next: Mutex<Instant>,
+    /// The time between two messages.
+    spacing: Duration,
+}
+
+impl Pacer {
+    fn new(messages_per_second: u32) -> Self {
+        Self {
+            next: Mutex::new(Instant::now()),
+            spacing: Duration::from_secs(1) / messages_per_second.max(1),
+        }
+    }
+
+    /// Waits for this message's moment at the rate; no timer when it has come already, as it
+    /// has for each message while a backlog drains at a raised rate.
+    async fn pace(&self) {
+        let now = Instant::now();
+        let slot = self.slot(now);
+        if slot > now {
+            tokio::time::sleep_until(slot).await;
+        }
+    }
+
+    /// Reserves the next moment, at `now` or later, a message may go without exceeding the rate.
+    fn slot(&self, now: Instant) -> Instant {
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = (*next).max(now);
+        *next = slot + self.spacing;
+        slot
     }
 }
 

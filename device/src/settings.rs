@@ -12,10 +12,13 @@ use serde::Deserialize;
 use shared::DeviceName;
 use shared::jwt::Algorithm;
 
+use crate::mqtt::MESSAGES_PER_SECOND;
 use crate::token::Lifetime;
 
 /// Where the packaged agent looks for its settings.
 pub const DEFAULT_PATH: &str = "/etc/iotcore-device/config.toml";
+/// The highest `mqtt.messages_per_second` taken: as good as no pacing at all.
+const MAX_MESSAGES_PER_SECOND: u32 = 1_000_000;
 
 /// Why the settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,8 @@ pub struct MqttSection {
     pub port: Option<u16>,
     /// Keepalive, e.g. `60s`.
     pub keepalive: Option<String>,
+    /// Most messages a second on the connection (the bridge's per-connection limit).
+    pub messages_per_second: Option<u32>,
 }
 
 /// `[sender]`.
@@ -313,6 +318,9 @@ pub struct MqttSettings {
     pub port: u16,
     /// Keepalive: PINGREQ after this long without traffic.
     pub keepalive: Duration,
+    /// Most messages the agent publishes each second on the connection: the bridge refuses a
+    /// message over its limit without a PUBACK, so the agent keeps under it itself.
+    pub messages_per_second: u32,
 }
 
 /// Reads the settings file. A missing file at the default path is no error (everything may come
@@ -571,10 +579,21 @@ fn mqtt_settings(
             reason: "must be between 5 s and 65535 s".to_owned(),
         });
     }
+    let messages_per_second = file.messages_per_second.unwrap_or(MESSAGES_PER_SECOND);
+    if !(1..=MAX_MESSAGES_PER_SECOND).contains(&messages_per_second) {
+        return Err(SettingsError::Invalid {
+            field: "mqtt.messages_per_second",
+            value: messages_per_second.to_string(),
+            reason: format!(
+                "must be between 1 and {MAX_MESSAGES_PER_SECOND} (IoT Core allowed 100; match the bridge's limit)"
+            ),
+        });
+    }
     Ok(MqttSettings {
         host,
         port,
         keepalive,
+        messages_per_second,
     })
 }
 

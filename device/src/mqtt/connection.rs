@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use super::errors::BridgeError;
 use super::gateway::{self, Child};
 use super::websocket::{self, Relay, WsEndpoint};
-use super::{MqttLink, Session, Topics, transient};
+use super::{MqttLink, Pacer, Session, Topics, transient};
 use crate::sender::Backoff;
 use crate::token::TokenSource;
 use crate::transport::Failure;
@@ -134,13 +134,15 @@ enum Ended {
 }
 
 /// The link the transport publishes through and the task that connects it; `inflight` is how
-/// many publishes may await their PUBACK at once (the sender's concurrency, plus the state).
+/// many publishes may await their PUBACK at once (the sender's concurrency, plus the state), and
+/// `messages_per_second` how many may go each second.
 pub fn link(
     device: &DeviceName,
     endpoint: Endpoint,
     tokens: TokenSource,
     max_backoff: Duration,
     inflight: u16,
+    messages_per_second: u32,
 ) -> (MqttLink, Connector) {
     let (live, watching) = watch::channel(None);
     let trouble = Arc::new(Mutex::new(None));
@@ -149,7 +151,7 @@ pub fn link(
         topics: topics.clone(),
         live: watching,
         trouble: trouble.clone(),
-        next_slot: std::sync::Mutex::new(Instant::now()),
+        pacer: Pacer::new(messages_per_second),
     };
     let connector = Connector {
         device: device.clone(),

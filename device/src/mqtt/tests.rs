@@ -33,6 +33,25 @@ fn topics_are_iot_cores() {
     assert_eq!(topics.command_sub_folder("/devices/dev-2/commands"), None);
 }
 
+#[test]
+fn messages_are_spaced_to_the_rate_and_one_after_a_quiet_spell_goes_at_once() {
+    let pacer = Pacer::new(10);
+    let start = Instant::now() + Duration::from_secs(1);
+    let spacing = Duration::from_millis(100);
+    // A burst: each message a spacing after the one before, however soon it is asked for.
+    let slots: Vec<Duration> = (0..3).map(|_| pacer.slot(start) - start).collect();
+    assert_eq!(slots, [Duration::ZERO, spacing, spacing * 2]);
+    // After a quiet spell the next goes at once, and the rate counts from it.
+    let later = start + Duration::from_secs(5);
+    assert_eq!(pacer.slot(later), later);
+    assert_eq!(pacer.slot(later), later + spacing);
+    let fast = Pacer::new(1_000_000);
+    assert_eq!(
+        fast.slot(start) + Duration::from_micros(1),
+        fast.slot(start)
+    );
+}
+
 #[tokio::test]
 async fn each_publish_resolves_on_the_puback_of_its_own_packet_id() {
     let (session, _events) = session();

@@ -23,6 +23,7 @@ fn the_packaged_example_parses_and_names_every_field() {
         "host",
         "port",
         "keepalive",
+        "messages_per_second",
         "max_bytes",
         "sync_interval",
         "concurrency",
@@ -107,6 +108,7 @@ fn mqtt_is_chosen_by_the_file_or_overridden_and_defaults_to_the_endpoint_host() 
     assert_eq!(settings.mqtt.host, "iot.example.com");
     assert_eq!(settings.mqtt.port, 8883);
     assert_eq!(settings.mqtt.keepalive, Duration::from_secs(60));
+    assert_eq!(settings.mqtt.messages_per_second, 100);
     let over = Overrides {
         transport: Some("https".into()),
         mqtt_host: Some("mqtt.example.com".into()),
@@ -127,6 +129,20 @@ fn mqtt_is_chosen_by_the_file_or_overridden_and_defaults_to_the_endpoint_host() 
     file.transport = Some("coap".into());
     let err = Settings::resolve(file, Overrides::default()).unwrap_err();
     assert!(err.to_string().contains("\"mqtt+ws\""), "{err}");
+}
+
+#[test]
+fn the_mqtt_message_rate_is_a_setting_of_at_least_one_a_second() {
+    let mut file = parse(EXAMPLE).unwrap();
+    file.mqtt.messages_per_second = Some(5000);
+    let settings = Settings::resolve(file.clone(), Overrides::default()).unwrap();
+    assert_eq!(settings.mqtt.messages_per_second, 5000);
+    file.mqtt.messages_per_second = Some(0);
+    let err = Settings::resolve(file, Overrides::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("mqtt.messages_per_second"),
+        "{err}"
+    );
 }
 
 #[test]
