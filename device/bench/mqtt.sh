@@ -4,7 +4,8 @@
 #   - the agent: stripped release binary size; resident memory idle (connected, nothing to send);
 #     an N-reading backlog, spooled while ingest was down, drained by a fresh agent: peak memory,
 #     drain rate and the process's CPU time, first with ingest's per-connection MQTT limit raised
-#     (--mqtt-messages-per-second 1000000), then at its default (100/s, IoT Core's);
+#     (--mqtt-messages-per-second 1000000, and the agent's mqtt.messages_per_second with it), then at
+#     their default (100/s, IoT Core's);
 #   - the Python client (device/bench/python_mqtt_client.py: paho-mqtt 1.x + PyJWT, QoS 1, waiting
 #     for each PUBACK as Google's sample did) sending the same N readings, as the same device, to
 #     the same ingest with the limit raised: resident memory idle and peak, rate, CPU time;
@@ -95,6 +96,7 @@ ca_file = "$TLS/ca.pem"
 [mqtt]
 host = "localhost"
 port = $MQTT
+messages_per_second = 100
 [spool]
 dir = "$WORK/state"
 [readings]
@@ -156,6 +158,7 @@ drain() { # COUNT LABEL: a fresh agent (as after a reboot) drains the spooled ba
 stop "$INGEST_PID"
 spool_backlog "$N"
 start_ingest "$RAISED"
+sed -i "s/^messages_per_second = .*/messages_per_second = $RAISED/" "$WORK/config.toml"
 drain "$N" "limit-raised"
 A_MS=$D_MS; A_CPU=$D_CPU; A_CPU0=$D_CPU0; A_HWM=$D_HWM
 
@@ -195,6 +198,7 @@ PY
 stop "$INGEST_PID"
 spool_backlog "$N_DEFAULT"
 start_ingest 100
+sed -i "s/^messages_per_second = .*/messages_per_second = 100/" "$WORK/config.toml"
 drain "$N_DEFAULT" "limit-default"
 B_MS=$D_MS; B_CPU=$D_CPU; B_HWM=$D_HWM
 stop "$INGEST_PID"
