@@ -675,6 +675,33 @@ mod tests {
             ("RSA_PEM", 3, PublicKeyFormat::RsaPem),
             ("ES256_X509_PEM", 4, PublicKeyFormat::Es256X509Pem),
         ]);
+        check(&[
+            (
+                "GATEWAY_TYPE_UNSPECIFIED",
+                0,
+                GatewayType::GatewayTypeUnspecified,
+            ),
+            ("GATEWAY", 1, GatewayType::Gateway),
+            ("NON_GATEWAY", 2, GatewayType::NonGateway),
+        ]);
+        check(&[
+            (
+                "GATEWAY_AUTH_METHOD_UNSPECIFIED",
+                0,
+                GatewayAuthMethod::GatewayAuthMethodUnspecified,
+            ),
+            ("ASSOCIATION_ONLY", 1, GatewayAuthMethod::AssociationOnly),
+            (
+                "DEVICE_AUTH_TOKEN_ONLY",
+                2,
+                GatewayAuthMethod::DeviceAuthTokenOnly,
+            ),
+            (
+                "ASSOCIATION_AND_DEVICE_AUTH_TOKEN",
+                3,
+                GatewayAuthMethod::AssociationAndDeviceAuthToken,
+            ),
+        ]);
     }
 
     #[test]
@@ -686,7 +713,18 @@ mod tests {
                 "httpConfig": {"httpEnabledState": "HTTP_ENABLED"},
                 "logLevel": "DEBUG",
             }],
-            "devices": [{"credentials": [{"publicKey": {"format": "ES256_PEM", "key": "k"}}]}],
+            "devices": [
+                {"credentials": [{"publicKey": {"format": "ES256_PEM", "key": "k"}}]},
+                {
+                    "id": "gw-1",
+                    "gatewayConfig": {
+                        "gatewayType": "GATEWAY",
+                        "gatewayAuthMethod": "ASSOCIATION_AND_DEVICE_AUTH_TOKEN",
+                        "lastAccessedGatewayId": "GATEWAY",
+                    },
+                },
+                {"gatewayConfig": {"gatewayType": "NON_GATEWAY"}},
+            ],
             "error": {"status": "NOT_FOUND", "message": "DEBUG"},
         });
         enums_to_numbers(&mut answer);
@@ -699,7 +737,19 @@ mod tests {
                     "httpConfig": {"httpEnabledState": 1},
                     "logLevel": 40,
                 }],
-                "devices": [{"credentials": [{"publicKey": {"format": 2, "key": "k"}}]}],
+                "devices": [
+                    {"credentials": [{"publicKey": {"format": 2, "key": "k"}}]},
+                    {
+                        "id": "gw-1",
+                        "gatewayConfig": {
+                            "gatewayType": 1,
+                            "gatewayAuthMethod": 3,
+                            // A string field whose text happens to be an enum name stays.
+                            "lastAccessedGatewayId": "GATEWAY",
+                        },
+                    },
+                    {"gatewayConfig": {"gatewayType": 2}},
+                ],
                 "error": {"status": "NOT_FOUND", "message": "DEBUG"},
             })
         );
