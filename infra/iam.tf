@@ -67,10 +67,14 @@ resource "google_pubsub_topic_iam_member" "device_publishes" {
 # subscriptions of the project. Keep other applications' subscriptions out of this project (the
 # events themselves pass through the device service anyway).
 locals {
-  delivery_bus_members = {
-    device = google_service_account.device.member
-    admin  = google_service_account.admin.member
-  }
+  # The keys are known at plan time (for_each needs them); the MQTT VMs join when they exist.
+  delivery_bus_members = merge(
+    {
+      device = google_service_account.device.member
+      admin  = google_service_account.admin.member
+    },
+    { for k in local.mqtt_vm_key : k => google_service_account.mqtt[0].member },
+  )
 }
 
 resource "google_project_iam_custom_role" "delivery_bus" {

@@ -26,6 +26,9 @@ locals {
     ],
     var.billing_account == null ? [] : ["billingbudgets.googleapis.com"],
     var.kms_key_name == null ? [] : ["cloudkms.googleapis.com"],
+    # The MQTT VMs (mqtt_vm.tf): their TLS secrets first, then the VMs and the load balancer.
+    var.mqtt_vm_enabled ? ["compute.googleapis.com", "secretmanager.googleapis.com"] : [],
+    var.mqtt_vm_enabled && var.mqtt_dns_zone != null ? ["dns.googleapis.com"] : [],
   )
 }
 

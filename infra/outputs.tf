@@ -27,7 +27,7 @@ output "state_topic" {
 }
 
 output "c2d_topic" {
-  description = "Full name of the cloud-to-device fan-out topic (used by a later release)."
+  description = "Full name of the delivery bus topic (DELIVERY_TOPIC): configs, commands and device changes between instances."
   value       = google_pubsub_topic.c2d.id
 }
 
@@ -47,9 +47,32 @@ output "registry" {
 }
 
 output "service_accounts" {
-  description = "Runtime identities of the two services."
-  value = {
-    device = google_service_account.device.email
-    admin  = google_service_account.admin.email
-  }
+  description = "Runtime identities of the two services (and of the MQTT VMs, when enabled)."
+  value = merge(
+    {
+      device = google_service_account.device.email
+      admin  = google_service_account.admin.email
+    },
+    { for k in local.mqtt_vm_key : k => google_service_account.mqtt[0].email },
+  )
+}
+
+output "mqtt_bridge_hostname" {
+  description = "Where devices connect for MQTT over TLS, ports 8883 and 443: their mqtt_bridge_hostname (IoT Core's was mqtt.googleapis.com). null unless mqtt_vm_enabled and image are set."
+  value       = local.mqtt_vm ? var.mqtt_hostname : null
+}
+
+output "mqtt_bridge_ip" {
+  description = "The MQTT load balancer's address, for mqtt_hostname's A record."
+  value       = one(google_compute_forwarding_rule.mqtt[*].ip_address)
+}
+
+output "mqtt_dns_record" {
+  description = "The DNS record to create where mqtt_hostname's domain is served (terraform creates it itself when mqtt_dns_zone is set)."
+  value       = local.mqtt_vm ? "${var.mqtt_hostname}. 300 IN A ${google_compute_forwarding_rule.mqtt[0].ip_address}" : null
+}
+
+output "mqtt_tls_secrets" {
+  description = "The two secrets the MQTT VMs read their TLS certificate chain and key from: gcloud secrets versions add NAME --data-file=FILE."
+  value       = { for k, s in google_secret_manager_secret.mqtt_tls : k => s.secret_id }
 }

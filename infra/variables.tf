@@ -227,3 +227,122 @@ variable "budget_amount" {
     error_message = "budget_amount must be positive."
   }
 }
+
+# --- MQTT over TLS (8883 and 443) on VMs: mqtt_vm.tf ------------------------------------------------
+
+variable "mqtt_vm_enabled" {
+  description = "Serve MQTT over TLS on 8883 and 443, as IoT Core's mqtt.googleapis.com did: a managed instance group of the ingest image (ROLE=device) behind a passthrough Network Load Balancer. false (default) changes nothing. true creates the two TLS secrets at once and the VMs once var.image is set; needs mqtt_hostname. See the README for the steps and the cost."
+  type        = bool
+  default     = false
+}
+
+variable "mqtt_hostname" {
+  description = "The host name devices connect to for MQTT (their mqtt_bridge_hostname), e.g. mqtt.example.com. The TLS certificate in the NAME-mqtt-tls-cert secret must be issued for it. Required with mqtt_vm_enabled."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.mqtt_hostname == null || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.mqtt_hostname))
+    error_message = "mqtt_hostname must be a lower-case DNS name such as mqtt.example.com, without a trailing dot."
+  }
+}
+
+variable "mqtt_dns_zone" {
+  description = "Optional Cloud DNS managed zone (its name, in this project) serving mqtt_hostname's domain: terraform then creates the A record. null (default): create the record output mqtt_dns_record names wherever your domain's DNS is."
+  type        = string
+  default     = null
+}
+
+variable "mqtt_static_ip" {
+  description = "Reserve the load balancer's address (true, default), so it survives the forwarding rule being recreated and the DNS record stays right. An address in use by a forwarding rule is not billed; false uses an ephemeral one."
+  type        = bool
+  default     = true
+}
+
+variable "mqtt_machine_type" {
+  description = "Machine type of the MQTT VMs. e2-small (default; 2 GB, a 0.5 vCPU baseline that bursts to 2) holds ingest's default 10,000 connections with room to spare: 19 KB each and a few µs of CPU per message (BENCHMARKS.md). e2-micro (1 GB) is the free tier's VM in us-central1, us-east1 and us-west1."
+  type        = string
+  default     = "e2-small"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]*-[a-z0-9-]+$", var.mqtt_machine_type))
+    error_message = "mqtt_machine_type must be a Compute Engine machine type such as e2-small."
+  }
+}
+
+variable "mqtt_min_instances" {
+  description = "Fewest MQTT VMs. The autoscaler adds VMs on CPU, but idle connections use memory, not CPU: keep at least ceil(devices / mqtt_max_connections), plus one to ride out an update or a lost zone without turning devices away. 1 (default) is the cheapest: a VM's replacement then drops every connection for the time devices take to reconnect."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.mqtt_min_instances >= 1 && var.mqtt_min_instances <= 100 && floor(var.mqtt_min_instances) == var.mqtt_min_instances
+    error_message = "mqtt_min_instances must be a whole number from 1 to 100."
+  }
+}
+
+variable "mqtt_max_instances" {
+  description = "Most MQTT VMs the autoscaler may run: the cost brake."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.mqtt_max_instances >= 1 && var.mqtt_max_instances <= 100 && floor(var.mqtt_max_instances) == var.mqtt_max_instances
+    error_message = "mqtt_max_instances must be a whole number from 1 to 100."
+  }
+}
+
+variable "mqtt_cpu_target" {
+  description = "Average CPU use the autoscaler keeps the MQTT VMs at (0.6: room for a reconnect storm while a new VM boots)."
+  type        = number
+  default     = 0.6
+
+  validation {
+    condition     = var.mqtt_cpu_target > 0 && var.mqtt_cpu_target <= 1
+    error_message = "mqtt_cpu_target must be above 0 and at most 1."
+  }
+}
+
+variable "mqtt_max_connections" {
+  description = "MQTT connections one VM serves at once (MQTT_MAX_CONNECTIONS); more wait in the accept queue. 10,000 is ingest's default and what BENCHMARKS.md measured on one instance (19 KB each)."
+  type        = number
+  default     = 10000
+
+  validation {
+    condition     = var.mqtt_max_connections >= 1 && floor(var.mqtt_max_connections) == var.mqtt_max_connections
+    error_message = "mqtt_max_connections must be a positive whole number."
+  }
+}
+
+variable "mqtt_max_connections_per_address" {
+  description = "Connections one source address may hold on a VM (MAX_CONNECTIONS_PER_ADDRESS; 0: no limit). The passthrough load balancer keeps devices' addresses, so a fleet behind one NAT shares one: raise this for such sites. 128 is ingest's default."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = var.mqtt_max_connections_per_address >= 0 && floor(var.mqtt_max_connections_per_address) == var.mqtt_max_connections_per_address
+    error_message = "mqtt_max_connections_per_address must be a whole number, 0 for no limit."
+  }
+}
+
+variable "mqtt_activity_flush_seconds" {
+  description = "How often the MQTT VMs write devices' lastEventTime and friends to Firestore (ACTIVITY_FLUSH_SECS): one write per active device per interval. 60 (default) keeps IoT Core's promise that they lag by at most a minute, and for a device reporting once a minute costs a Firestore write per message ($0.90 per million); 3600 cuts that 60-fold, with the fields up to an hour old (README, cost)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.mqtt_activity_flush_seconds >= 1 && var.mqtt_activity_flush_seconds <= 86400 && floor(var.mqtt_activity_flush_seconds) == var.mqtt_activity_flush_seconds
+    error_message = "mqtt_activity_flush_seconds must be a whole number from 1 to 86400."
+  }
+}
+
+variable "mqtt_device_source_ranges" {
+  description = "Where devices may connect to 8883 and 443 from. 0.0.0.0/0 (default): anywhere, as IoT Core. The passthrough load balancer keeps devices' own addresses, so this is the one place to narrow them."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.mqtt_device_source_ranges) > 0 && alltrue([for r in var.mqtt_device_source_ranges : can(cidrhost(r, 0))])
+    error_message = "mqtt_device_source_ranges must be a non-empty list of IPv4 CIDR ranges such as 203.0.113.0/24."
+  }
+}
