@@ -90,6 +90,14 @@ pub enum OpenError {
 #[derive(Debug, Clone)]
 pub struct FirestoreStore {
     rpc: Rpc,
+    /// Taken by every bind and unbind of this process, so they run one at a time. Each is a
+    /// transaction that reads and writes its gateway's `boundDevices`; concurrent ones on one
+    /// gateway all hold the read and wait to write, which the Firestore emulator breaks only by
+    /// its lock timeout (20 racing binds on one gateway: 16 failed after 11 s), and Firestore by
+    /// aborting the losers, each a rerun of the five a transaction gets. Binding is a rare admin
+    /// call, so queueing costs nothing; binds of other instances still race, and the
+    /// transaction keeps them correct.
+    bindings: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl FirestoreStore {
@@ -106,7 +114,10 @@ impl FirestoreStore {
             }
             None => FirestoreDb::with_options(options).await?,
         };
-        let store = Self { rpc: Rpc::new(db) };
+        let store = Self {
+            rpc: Rpc::new(db),
+            bindings: std::sync::Arc::default(),
+        };
         // A document that never exists: reading it proves the database and the permissions.
         let probe = format!("projects/{}/probe/ingest-startup", settings.project);
         if let Err(source) = store.rpc.get(&probe, None).await {
@@ -176,6 +187,7 @@ impl RegistryStore for FirestoreStore {
         gateway: &DeviceRef,
         device: &DeviceRef,
     ) -> StoreResult<()> {
+        let _one_at_a_time = self.bindings.lock().await;
         gateways::bind(&self.rpc, registry, gateway, device).await
     }
 
@@ -185,6 +197,7 @@ impl RegistryStore for FirestoreStore {
         gateway: &DeviceRef,
         device: &DeviceRef,
     ) -> StoreResult<()> {
+        let _one_at_a_time = self.bindings.lock().await;
         gateways::unbind(&self.rpc, registry, gateway, device).await
     }
 

@@ -116,6 +116,7 @@ macro_rules! suite {
                 devices_are_bound_to_a_gateway_listed_by_it_and_unbound,
                 only_a_gateway_takes_devices_and_bound_devices_are_not_deleted,
                 a_device_is_bound_to_at_most_ten_gateways,
+                twenty_devices_bound_at_once_are_all_listed_and_counted,
             );
             suite!(@on_fixture $fixture; data_survives_reopening_the_store);
         }

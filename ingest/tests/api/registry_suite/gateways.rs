@@ -250,3 +250,72 @@ pub async fn a_device_is_bound_to_at_most_ten_gateways(store: Arc<dyn RegistrySt
     let gateways = listed(&store, &reg, GatewayFilter::GatewaysOf(id("dev-a"))).await;
     assert_eq!(gateways.len(), MAX_GATEWAYS_PER_DEVICE);
 }
+
+pub async fn twenty_devices_bound_at_once_are_all_listed_and_counted(
+    store: Arc<dyn RegistryStore>,
+) {
+    let reg = a_registry(&store, "reg-1").await;
+    a_gateway(&store, &reg, "gw-1", GatewayAuthMethod::AssociationOnly).await;
+    let ids: Vec<String> = (0..20).map(|n| format!("dev-{n:02}")).collect();
+    for dev in &ids {
+        a_device(&store, &reg, dev).await;
+    }
+    // Every bind writes the gateway's count: racing binds must neither be lost nor counted twice.
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|dev| {
+            let (store, reg, dev) = (Arc::clone(&store), reg.clone(), dev.clone());
+            tokio::spawn(async move {
+                store
+                    .bind_device_to_gateway(&reg, &id("gw-1"), &id(&dev))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every bind succeeds");
+    }
+    assert_eq!(
+        listed(&store, &reg, GatewayFilter::BoundTo(id("gw-1"))).await,
+        ids
+    );
+
+    /// The gateway's bound-device count, as its refused deletion states it.
+    async fn count_in_refusal(store: &Arc<dyn RegistryStore>, reg: &RegistryName) -> String {
+        let refused = store.delete_device(reg, &id("gw-1")).await.unwrap_err();
+        match refused {
+            StoreError::FailedPrecondition(message) => message,
+            other => panic!("expected FailedPrecondition, got {other:?}"),
+        }
+    }
+    let message = count_in_refusal(&store, &reg).await;
+    assert!(message.contains("has 20 devices bound"), "{message}");
+
+    // Binding a bound device again counts nothing; an unbind counts one off.
+    store
+        .bind_device_to_gateway(&reg, &id("gw-1"), &id("dev-07"))
+        .await
+        .unwrap();
+    let message = count_in_refusal(&store, &reg).await;
+    assert!(message.contains("has 20 devices bound"), "{message}");
+    store
+        .unbind_device_from_gateway(&reg, &id("gw-1"), &id("dev-07"))
+        .await
+        .unwrap();
+    let message = count_in_refusal(&store, &reg).await;
+    assert!(message.contains("has 19 devices bound"), "{message}");
+    let still: Vec<String> = ids.iter().filter(|d| *d != "dev-07").cloned().collect();
+    assert_eq!(
+        listed(&store, &reg, GatewayFilter::BoundTo(id("gw-1"))).await,
+        still
+    );
+
+    // Unbound one by one down to none, the gateway can go: the count reached exactly 0.
+    for dev in &still {
+        store
+            .unbind_device_from_gateway(&reg, &id("gw-1"), &id(dev))
+            .await
+            .unwrap();
+    }
+    store.delete_device(&reg, &id("gw-1")).await.unwrap();
+}
