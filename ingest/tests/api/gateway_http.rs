@@ -348,6 +348,29 @@ async fn a_device_naming_a_gateway_it_may_not_use_is_refused() {
     assert!(device.get("lastEventTime").is_none(), "{device}");
 }
 
+#[tokio::test]
+async fn association_and_token_needs_the_binding_besides_the_devices_own_token() {
+    let site = Site::spawn().await;
+    create_gateway(&site.app, "gw-at", "ASSOCIATION_AND_DEVICE_AUTH_TOKEN").await;
+    // dev-b's own token, gw-at named: the token alone does not do while dev-b is unbound.
+    let answer = site.publish_through("dev-b", "gw-at").await;
+    assert_error(
+        &answer,
+        403,
+        "PERMISSION_DENIED",
+        &["dev-b", "not bound", "gw-at", ":bindDeviceToGateway"],
+    );
+    assert!(site.app.sink_messages().is_empty());
+
+    ok_empty(&site.bind("gw-at", "dev-b").await);
+    ok_empty(&site.publish_through("dev-b", "gw-at").await);
+    let messages = site.app.sink_messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["attributes"]["deviceId"], "dev-b");
+    let device = site.flushed("dev-b").await;
+    assert_eq!(device["gatewayConfig"]["lastAccessedGatewayId"], "gw-at");
+}
+
 // ------------------------------------------------------------ the oneof itself
 
 #[tokio::test]
