@@ -12,6 +12,7 @@ use crate::support::device::Signer;
 use crate::support::key;
 use crate::support::mqtt::{MqttApp, Raw, WAIT, client_id};
 use ingest::mqtt::MqttSettings;
+use ingest::registry::RegistryStore;
 use reqwest::StatusCode;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish, Subscribe, SubscribeFilter};
@@ -27,6 +28,11 @@ fn token() -> String {
 
 /// A token for no device here: signed with a key none holds.
 fn foreign_token() -> String {
+    ec_token()
+}
+
+/// A token signed with the EC key, which only the devices created with `ec_public` hold.
+fn ec_token() -> String {
     Signer::ec("ec_private_pkcs8").fresh()
 }
 
@@ -205,6 +211,42 @@ async fn each_auth_method_attaches_exactly_the_devices_it_should() {
             ))
             .await;
             assert_error_about(&mut raw, &dev, "").await;
+
+            // A delegated device with another key type than the gateway's: its own ES256 token
+            // attaches it, and the gateway's own JWT offered in its place does not.
+            let dev = format!("dev-{m}-ec");
+            let (status, created) = app
+                .app
+                .admin
+                .post(
+                    &format!("/registries/{REG}/devices"),
+                    json!({"id": dev,
+                           "credentials": [{"publicKey": {"format": "ES256_PEM", "key": key("ec_public")}}]}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{created}");
+            if method != "DEVICE_AUTH_TOKEN_ONLY" {
+                assert_eq!(bind(&app, &gw, &dev).await.0, StatusCode::OK);
+            }
+            let gateways_own = json!({"authorization": token()}).to_string();
+            raw.send(&publish(
+                &format!("/devices/{dev}/attach"),
+                100,
+                gateways_own.as_bytes(),
+            ))
+            .await;
+            assert_error_about(&mut raw, &dev, "the device holds only EC (ES256) keys").await;
+            let devices_own = json!({"authorization": ec_token()}).to_string();
+            raw.send(&publish(
+                &format!("/devices/{dev}/attach"),
+                101,
+                devices_own.as_bytes(),
+            ))
+            .await;
+            assert!(
+                matches!(hear(&mut raw).await, Heard::PubAck(101)),
+                "{method}: the EC device's own ES256 token attaches it"
+            );
         }
         assert_still_connected(&mut raw).await;
     }
@@ -376,12 +418,96 @@ async fn blocking_or_unbinding_an_attached_device_detaches_it_and_keeps_the_gate
 
     assert_eq!(unbind(&app, "gw-1", "dev-b").await.0, StatusCode::OK);
     assert_error_about(&mut raw, "dev-b", "not bound").await;
+    raw.send(&publish("/devices/dev-b/events", 7, b"after"))
+        .await;
+    assert_error_about(&mut raw, "dev-b", "has not attached").await;
     raw.send(&publish("/devices/gw-1/state", 6, b"mine")).await;
     assert!(
         matches!(hear(&mut raw).await, Heard::PubAck(6)),
         "the gateway's own state"
     );
     assert_still_connected(&mut raw).await;
+}
+
+#[tokio::test]
+async fn an_attached_device_is_present_its_state_is_kept_and_its_own_connection_replaces_it() {
+    let app = MqttApp::spawn(MqttSettings::default()).await;
+    gateway(&app, "gw-1", "ASSOCIATION_ONLY").await;
+    app.device(REG, "dev-a").await;
+    bind(&app, "gw-1", "dev-a").await;
+    // The test app runs no lease renewal: renew this instance's by hand so its claims count.
+    let until = jiff::Timestamp::now() + Duration::from_secs(300);
+    app.app
+        .store
+        .renew_instance(app.app.fleet.instance(), until)
+        .await
+        .unwrap();
+    let presence = || async {
+        let (status, body) = app
+            .app
+            .admin
+            .get(&format!("/registries/{REG}/devices/dev-a/presence"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+    assert_eq!(presence().await["connected"], false);
+
+    let mut raw = gateway_connection(&app, "gw-1").await;
+    raw.send(&publish("/devices/dev-a/attach", 2, b"")).await;
+    assert!(matches!(hear(&mut raw).await, Heard::PubAck(2)));
+    let present = presence().await;
+    assert_eq!(
+        present["connected"], true,
+        "attached is connected: {present}"
+    );
+
+    // State through the gateway is dev-a's, read back through the admin API.
+    raw.send(&publish("/devices/dev-a/state", 3, b"door=open"))
+        .await;
+    assert!(matches!(hear(&mut raw).await, Heard::PubAck(3)));
+    let (status, states) = app
+        .app
+        .admin
+        .get(&format!("/registries/{REG}/devices/dev-a/states"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{states}");
+    assert_eq!(
+        states["deviceStates"][0]["binaryData"],
+        encode_base64(b"door=open"),
+        "{states}"
+    );
+    let (_, gateway_states) = app
+        .app
+        .admin
+        .get(&format!("/registries/{REG}/devices/gw-1/states"))
+        .await;
+    assert!(
+        gateway_states["deviceStates"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "the gateway's own states stay empty: {gateway_states}"
+    );
+
+    // dev-a connects itself: the attachment is replaced, the gateway told and kept.
+    let mut own = Raw::connected(app.addr, &client_id(REG, "dev-a"), &token()).await;
+    match hear(&mut raw).await {
+        Heard::Error(error) => {
+            assert_eq!(error["device_id"], "dev-a", "{error}");
+            assert_eq!(error["error_type"], "MQTT_REPLACED", "{error}");
+        }
+        _ => panic!("expected MQTT_REPLACED about dev-a on the gateway's errors topic"),
+    }
+    raw.send(&publish("/devices/dev-a/events", 4, b"late"))
+        .await;
+    assert_error_about(&mut raw, "dev-a", "has not attached").await;
+    assert_still_connected(&mut raw).await;
+    assert_eq!(presence().await["connected"], true, "by its own connection");
+    own.send(&publish("/devices/dev-a/events", 5, b"own")).await;
+    assert!(matches!(
+        own.recv().await,
+        Some(Packet::PubAck(PubAck { pkid: 5 }))
+    ));
 }
 
 #[tokio::test]
