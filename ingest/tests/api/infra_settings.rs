@@ -8,6 +8,9 @@
 //! enforces. Terraform expressions in values (`var.…`, `local.…`, `"${…}"`) are resolved from the
 //! variables' defaults and the `locals` blocks, with the sample values below for what only a real
 //! deployment knows.
+//!
+//! The MQTT VMs (`infra/mqtt_vm.tf`, `infra/vm/`) are checked in [`vm`]: their settings, instance
+//! template, load balancer and units, and a rehearsal of their boot script against fakes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -17,6 +20,8 @@ use clap::{Args, Command, FromArgMatches};
 use ingest::config::{Role, ServeArgs, SinkUrl};
 use ingest::http::admin::AdminAccess;
 use ingest::telemetry::LogFormat;
+
+mod vm;
 
 /// Values a terraform expression only has in a real deployment.
 const SAMPLES: &[(&str, &str)] = &[
@@ -28,6 +33,11 @@ const SAMPLES: &[(&str, &str)] = &[
     (
         "google_pubsub_topic.c2d.id",
         "projects/my-project/topics/iotcore-c2d",
+    ),
+    // The image is set once it is built (infra/README.md).
+    (
+        "var.image",
+        "us-central1-docker.pkg.dev/my-project/iotcore/ingest:0123abc",
     ),
 ];
 
@@ -110,6 +120,12 @@ fn attribute(line: &str) -> Option<(&str, &str)> {
 fn string_literal(expr: &str) -> Option<String> {
     let inner = expr.strip_prefix('"')?.strip_suffix('"')?;
     (!inner.contains("${")).then(|| inner.replace("\\\"", "\""))
+}
+
+/// A number or a bool literal, as terraform turns it into a string (`10000`, `0.6`, `true`).
+fn plain_literal(expr: &str) -> Option<String> {
+    let plain = expr == "true" || expr == "false" || expr.parse::<f64>().is_ok();
+    plain.then(|| expr.to_owned())
 }
 
 /// The text between `header` (e.g. `resource "x" "`) and the next `"`.
@@ -195,7 +211,7 @@ fn read_file(text: &str, infra: &mut Infra) {
             }
             Some((Open::Variable(name), _)) if before == 1 => {
                 if let Some(("default", value)) = attribute(line)
-                    && let Some(literal) = string_literal(value)
+                    && let Some(literal) = string_literal(value).or_else(|| plain_literal(value))
                 {
                     infra.defaults.insert(name.clone(), literal);
                 }
