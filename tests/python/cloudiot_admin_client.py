@@ -8,8 +8,21 @@ token whose principal has no project role, checks the registry's IAM policy bein
 message naming the call. At the end it prints one JSON line, `{"report": ...}`, with what it made,
 for the Rust test to check through the raw API.
 
+It runs in phases, so the Rust test can act between them:
+
+- `--phase main` (the default) does all of the above;
+- `--phase finish` then checks the two states the test recorded for `dev-rsa-cert` through the
+  HTTP device bridge (`--states S1,S2`, oldest first), deletes every device left and the registry,
+  and checks both are gone;
+- `--phase anonymous` needs no tokens: against an `ingest serve` without any, on loopback, it
+  uses `google.auth.credentials.AnonymousCredentials()`, as Google's own emulator guides do, and
+  creates, reads and lists a device in a registry of its own.
+
     cloudiot_admin_client.py --endpoint http://127.0.0.1:8081 --project P --region R \\
         --registry REG --keys DIR --topic projects/P/topics/T --token OWNER --viewer-token VIEWER
+    cloudiot_admin_client.py --phase finish --states S1,S2 ... (the same flags)
+    cloudiot_admin_client.py --phase anonymous --endpoint ... --project P --region R \\
+        --registry REG --keys DIR --topic projects/P/topics/T
 """
 
 import argparse
@@ -24,6 +37,7 @@ warnings.filterwarnings("ignore")  # google.api_core's notices about Python vers
 
 from google.api_core import exceptions  # noqa: E402
 from google.api_core.client_options import ClientOptions  # noqa: E402
+from google.auth.credentials import AnonymousCredentials  # noqa: E402
 from google.oauth2.credentials import Credentials  # noqa: E402
 from google.cloud import iot_v1  # noqa: E402
 from google.protobuf import field_mask_pb2  # noqa: E402
@@ -94,22 +108,94 @@ def iam_checks(client, viewer, parent, name, every):
             lambda: list(viewer.list_device_registries(parent=parent)), 403, "IAM_PERMISSION_DENIED")
 
 
+def registry_pages(client, parent, name):
+    """A second registry, so pages of one registry each cover both; deleted again at once."""
+    other = f"{name}-b"
+    client.create_device_registry(parent=parent, device_registry={"id": other.rsplit("/", 1)[1]})
+    pages = list(client.list_device_registries(request={"parent": parent, "page_size": 1}).pages)
+    check("list_device_registries pages of 1", [len(p.device_registries) for p in pages], [1, 1])
+    check("list_device_registries pages of 1 cover both once",
+          sorted(r.name for p in pages for r in p.device_registries), [name, other])
+    client.delete_device_registry(name=other)
+    refused("get_device_registry, deleted", lambda: client.get_device_registry(name=other),
+            404, "REGISTRY_NOT_FOUND")
+
+
+def finish(client, name, states):
+    """The states the test recorded through the device bridge, then everything deleted."""
+    device_name = f"{name}/devices/dev-rsa-cert"
+    listed = client.list_device_states(name=device_name).device_states
+    check("list_device_states: the recorded states, newest first",
+          [s.binary_data for s in listed], [s.encode() for s in reversed(states)])
+    check("list_device_states: update times newest first",
+          [s.update_time for s in listed] == sorted((s.update_time for s in listed), reverse=True),
+          True)
+    check("get_device state is the newest",
+          client.get_device(name=device_name).state.binary_data, states[-1].encode())
+    left = [d.id for d in client.list_devices(parent=name)]
+    check("devices left before deleting", left, ["dev-ec", "dev-rsa", "dev-rsa-cert"])
+    for device_id in left:
+        client.delete_device(name=f"{name}/devices/{device_id}")
+    check("list_devices after deleting each", list(client.list_devices(parent=name)), [])
+    client.delete_device_registry(name=name)
+    refused("get_device_registry, deleted", lambda: client.get_device_registry(name=name),
+            404, "REGISTRY_NOT_FOUND")
+    refused("get_device in a deleted registry",
+            lambda: client.get_device(name=device_name), 404, "DEVICE_NOT_FOUND")
+
+
+def anonymous(client, parent, name, args):
+    """No bearer token at all: AnonymousCredentials against an ingest that wants none."""
+    registry = client.create_device_registry(parent=parent, device_registry={
+        "id": args.registry,
+        "event_notification_configs": [{"pubsub_topic_name": args.topic}]})
+    check("anonymous create_device_registry name", registry.name, name)
+    with open(os.path.join(args.keys, "ec_public.pem")) as f:
+        pem = f.read()
+    created = client.create_device(parent=name, device={
+        "id": "dev-anon",
+        "credentials": [{"public_key": {"format": iot_v1.PublicKeyFormat.ES256_PEM, "key": pem}}],
+        "metadata": {"owner": "nobody"}})
+    check("anonymous create_device numId", created.num_id > 0, True)
+    check("anonymous create_device name", created.name, f"{name}/devices/{created.num_id}")
+    got = client.get_device(name=f"{name}/devices/dev-anon")
+    check("anonymous get_device",
+          (got.num_id, got.credentials[0].public_key.format, got.credentials[0].public_key.key,
+           dict(got.metadata), got.config.version),
+          (created.num_id, iot_v1.PublicKeyFormat.ES256_PEM, pem, {"owner": "nobody"}, 1))
+    check("anonymous list_devices",
+          [(d.id, d.num_id) for d in client.list_devices(parent=name)],
+          [("dev-anon", created.num_id)])
+    check("anonymous list_device_registries",
+          [r.id for r in client.list_device_registries(parent=parent)], [args.registry])
+    refused("anonymous get_device, unknown",
+            lambda: client.get_device(name=f"{name}/devices/nobody"), 404, "DEVICE_NOT_FOUND")
+    print(json.dumps({"report": {"numIds": {"dev-anon": str(created.num_id)}}}))
+
+
 def main():
     parser = argparse.ArgumentParser()
-    for flag in ["endpoint", "project", "region", "registry", "keys", "topic", "token", "viewer-token"]:
+    parser.add_argument("--phase", choices=["main", "finish", "anonymous"], default="main")
+    for flag in ["endpoint", "project", "region", "registry", "keys", "topic"]:
         parser.add_argument(f"--{flag}", required=True)
+    for flag in ["token", "viewer-token", "states"]:
+        parser.add_argument(f"--{flag}")
     args = parser.parse_args()
 
-    def client_with(token):
+    def client_with(credentials):
         return iot_v1.DeviceManagerClient(
             transport="rest",
-            credentials=Credentials(token=token),
+            credentials=credentials,
             client_options=ClientOptions(api_endpoint=args.endpoint),
         )
-    client = client_with(args.token)
-    viewer = client_with(args.viewer_token)
     parent = f"projects/{args.project}/locations/{args.region}"
     name = f"{parent}/registries/{args.registry}"
+    if args.phase == "anonymous":
+        return anonymous(client_with(AnonymousCredentials()), parent, name, args)
+    client = client_with(Credentials(token=args.token))
+    if args.phase == "finish":
+        return finish(client, name, args.states.split(","))
+    viewer = client_with(Credentials(token=args.viewer_token))
 
     # Registries, with every enum the client sends as a number.
     registry = client.create_device_registry(
@@ -211,8 +297,22 @@ def main():
     check("list_devices associationsGatewayId after unbind",
           gateway_list({"associations_gateway_id": "gw-1"}), [])
     client.delete_device(name=f"{name}/devices/gw-1")
-    pages = client.list_devices(request={"parent": name, "page_size": 3}).pages
+    pages = list(client.list_devices(request={"parent": name, "page_size": 3}).pages)
     check("list_devices pages of 3", [len(p.devices) for p in pages], [3, 1])
+    check("list_devices pages of 3 cover every device once",
+          [d.id for p in pages for d in p.devices], every)
+    masked = list(client.list_devices(request={
+        "parent": name, "field_mask": field_mask_pb2.FieldMask(paths=["credentials"])}))
+    check("list_devices fieldMask credentials: ids", [d.id for d in masked], every)
+    check("list_devices fieldMask credentials: keys kept",
+          [d.credentials[0].public_key.format for d in masked],
+          [f for _, _, f in sorted(FORMATS)])
+    check("list_devices fieldMask credentials: metadata dropped",
+          [dict(d.metadata) for d in masked], [{}] * len(every))
+    check("list_devices fieldMask credentials: numId and name kept",
+          [(d.num_id, d.name) for d in masked],
+          [(num_ids[d], f"{name}/devices/{num_ids[d]}") for d in every])
+    registry_pages(client, parent, name)
 
     iam_checks(client, viewer, parent, name, every)
 
@@ -238,9 +338,9 @@ def main():
         "name": device_name, "binary_data": b"fan=off", "version_to_update": first.version}),
         409, "CONFIG_VERSION_MISMATCH")
     versions = client.list_device_config_versions(name=device_name).device_configs
-    check("list_device_config_versions newest first",
-          [(c.version, c.binary_data) for c in versions][:2],
-          [(second.version, b"fan=high"), (first.version, b"fan=low")])
+    check("list_device_config_versions: every version, newest first",
+          [(c.version, c.binary_data) for c in versions],
+          [(3, b"fan=high"), (2, b"fan=low"), (1, b"")])
     check("list_device_states", len(client.list_device_states(name=device_name).device_states), 0)
 
     refused("send_command_to_device, not connected", lambda: client.send_command_to_device(

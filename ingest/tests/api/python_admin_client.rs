@@ -6,13 +6,18 @@
 //! states and refusals through the library's REST transport, which
 //! sends `$alt=json;enum-encoding=int` and enums as numbers, and checks every answer. This test
 //! then reads what the script made through the raw API, with and without numbers for enums, and
-//! checks that partial responses (`$fields`) are refused by name.
+//! checks that partial responses (`$fields`) are refused by name. Then it records two states
+//! through the HTTP device bridge, and the script's `finish` phase reads them back newest first
+//! and deletes every device and the registry. A second test runs the script's `anonymous` phase
+//! with `AnonymousCredentials` against an `ingest serve` that has no tokens at all.
 
 use std::process::Output;
 use std::time::Duration;
 
+use crate::support::device::Signer;
 use crate::support::{PROJECT, REGION, spawn_ingest};
 use serde_json::Value;
+use shared::proto3::encode_base64;
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -24,7 +29,14 @@ const REGISTRY: &str = "reg-1";
 const OWNER_TOKEN: &str = "owner-token-0123456789abcdef";
 const VIEWER_TOKEN: &str = "viewer-token-0123456789abcdef";
 
-async fn run_script(admin_url: &str, keys: &std::path::Path) -> Output {
+/// Runs the script's `phase` against `admin_url` with the common flags and `extra` ones.
+async fn run_script(
+    phase: &str,
+    admin_url: &str,
+    registry: &str,
+    keys: &std::path::Path,
+    extra: &[&str],
+) -> Output {
     let python = std::env::var_os("IOTCORE_PYTHON").unwrap_or_else(|| {
         panic!(
             "IOTCORE_PYTHON is not set: run the tests through scripts/test, or \
@@ -34,6 +46,7 @@ async fn run_script(admin_url: &str, keys: &std::path::Path) -> Output {
     let mut command = tokio::process::Command::new(python);
     command
         .arg(SCRIPT)
+        .args(["--phase", phase])
         .args([
             "--endpoint",
             admin_url,
@@ -42,10 +55,10 @@ async fn run_script(admin_url: &str, keys: &std::path::Path) -> Output {
             "--region",
             REGION,
         ])
-        .args(["--registry", REGISTRY, "--keys"])
+        .args(["--registry", registry, "--keys"])
         .arg(keys)
         .args(["--topic", &format!("projects/{PROJECT}/topics/events")])
-        .args(["--token", OWNER_TOKEN, "--viewer-token", VIEWER_TOKEN])
+        .args(extra)
         // No proxy settings from the shell may divert loopback requests.
         .env_clear()
         .kill_on_drop(true);
@@ -53,6 +66,30 @@ async fn run_script(admin_url: &str, keys: &std::path::Path) -> Output {
         .await
         .expect("the Python client finished within 2 minutes")
         .expect("running the Python client")
+}
+
+/// The script's report line, after asserting it passed every check.
+fn report_of(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the client's checks failed (exit {:?}):\n{stdout}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|line| serde_json::from_str::<Value>(line).ok())
+        .and_then(|line| line.get("report").cloned())
+        .unwrap_or_else(|| panic!("no report line in {stdout}"))
+}
+
+/// The keys of the four formats, as the script reads them.
+fn write_keys(dir: &std::path::Path) {
+    for key in ["rsa_public", "rsa_cert", "ec_public", "ec_cert"] {
+        let path = dir.join(format!("{key}.pem"));
+        std::fs::write(path, crate::support::key(key)).unwrap();
+    }
 }
 
 async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
@@ -74,24 +111,14 @@ async fn googles_admin_client_library_manages_registries_devices_and_configs() {
     )
     .unwrap();
     let tokens = tokens.to_str().unwrap();
-    let ingest = spawn_ingest(&["--role", "admin", "--admin-tokens-file", tokens], &[]);
-    for key in ["rsa_public", "rsa_cert", "ec_public", "ec_cert"] {
-        let path = keys.path().join(format!("{key}.pem"));
-        std::fs::write(path, crate::support::key(key)).unwrap();
-    }
-    let output = run_script(&ingest.admin_url(), keys.path()).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the client's checks failed (exit {:?}):\n{stdout}\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = stdout
-        .lines()
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .and_then(|line| line.get("report").cloned())
-        .unwrap_or_else(|| panic!("no report line in {stdout}"));
+    // Both listeners: the device bridge records the states the script's last phase reads.
+    let sink = format!("--sink=file:{}", keys.path().join("events.jsonl").display());
+    let ingest = spawn_ingest(&[&sink, "--admin-tokens-file", tokens], &[]);
+    write_keys(keys.path());
+    let tokens = ["--token", OWNER_TOKEN, "--viewer-token", VIEWER_TOKEN];
+    let admin_url = ingest.admin_url();
+    let output = run_script("main", &admin_url, REGISTRY, keys.path(), &tokens).await;
+    let report = report_of(&output);
 
     // What the library made reads back through the raw API, by numeric id.
     let http = reqwest::Client::new();
@@ -149,4 +176,66 @@ async fn googles_admin_client_library_manages_registries_devices_and_configs() {
     assert_eq!(status, 400, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("$fields"), "{message}");
+
+    // Two states of dev-rsa-cert through the device bridge, as the device itself would.
+    let states = ["door=open", "door=shut"];
+    let set_state = format!(
+        "{}/v1/projects/{PROJECT}/locations/{REGION}/registries/{REGISTRY}/devices/dev-rsa-cert:setState",
+        ingest.device_url()
+    );
+    for (n, state) in states.iter().enumerate() {
+        if n > 0 {
+            // A state a second, IoT Core's documented per-device rate.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        let body = serde_json::json!({"state": {"binaryData": encode_base64(state.as_bytes())}});
+        let token = Signer::rsa("rsa_private").fresh();
+        let response = http
+            .post(&set_state)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    }
+    let states = states.join(",");
+    let finish = [&tokens[..], &["--states", &states]].concat();
+    let output = run_script("finish", &admin_url, REGISTRY, keys.path(), &finish).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the client's finish phase failed (exit {:?}):\n{stdout}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (status, gone) = get(&http, base).await;
+    assert_eq!(status, 404, "{gone}");
+}
+
+#[tokio::test]
+async fn googles_admin_client_library_works_with_anonymous_credentials_on_an_open_loopback() {
+    let keys = tempfile::tempdir().unwrap();
+    write_keys(keys.path());
+    // No tokens file: the admin API is open, on loopback only.
+    let ingest = spawn_ingest(&["--role", "admin"], &[]);
+    let admin_url = ingest.admin_url();
+    let output = run_script("anonymous", &admin_url, "reg-anon", keys.path(), &[]).await;
+    let report = report_of(&output);
+
+    // What the anonymous client made reads back through the raw API, with no bearer token.
+    let num_id = report["numIds"]["dev-anon"].as_str().unwrap();
+    let url = format!(
+        "{admin_url}/v1/projects/{PROJECT}/locations/{REGION}/registries/reg-anon/devices/{num_id}"
+    );
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let device: Value = response.json().await.unwrap();
+    assert_eq!(device["id"], "dev-anon", "{device}");
+    assert_eq!(device["metadata"]["owner"], "nobody", "{device}");
+    assert_eq!(
+        device["credentials"][0]["publicKey"]["format"], "ES256_PEM",
+        "{device}"
+    );
 }
