@@ -48,7 +48,7 @@ locals {
     MQTT_MAX_CONNECTIONS = var.mqtt_max_connections
     # Devices behind one NAT share an address; IoT Core had no such cap.
     MAX_CONNECTIONS_PER_ADDRESS = var.mqtt_max_connections_per_address
-    PORT                        = "8080"
+    PORT                        = local.mqtt_vm_health_port
     REGISTRY                    = local.registry_url
     SINK                        = "pubsub"
     DELIVERY_TOPIC              = google_pubsub_topic.c2d.id
@@ -371,7 +371,8 @@ resource "google_compute_health_check" "mqtt_alive" {
 locals {
   # Up to three zones: a zone's outage leaves the others serving. A rolling update's surge must
   # be 0 or at least the number of zones.
-  mqtt_zones = local.mqtt_vm ? slice(sort(data.google_compute_zones.mqtt[0].names), 0, min(3, length(data.google_compute_zones.mqtt[0].names))) : []
+  # (A for expression, not `local.mqtt_vm ? …[0] : []`: nothing indexes an empty data source.)
+  mqtt_zones = flatten([for z in data.google_compute_zones.mqtt : slice(sort(z.names), 0, min(3, length(z.names)))])
 }
 
 resource "google_compute_region_instance_group_manager" "mqtt" {
@@ -490,7 +491,7 @@ resource "google_compute_forwarding_rule" "mqtt" {
   ip_protocol           = "TCP"
   ports                 = local.mqtt_vm_ports
   backend_service       = google_compute_region_backend_service.mqtt[0].id
-  ip_address            = var.mqtt_static_ip ? google_compute_address.mqtt[0].address : null
+  ip_address            = one(google_compute_address.mqtt[*].address) # null: an ephemeral one
   network_tier          = "PREMIUM"
 
   lifecycle {

@@ -69,7 +69,7 @@ output "mqtt_bridge_ip" {
 
 output "mqtt_dns_record" {
   description = "The DNS record to create where mqtt_hostname's domain is served (terraform creates it itself when mqtt_dns_zone is set)."
-  value       = local.mqtt_vm ? "${var.mqtt_hostname}. 300 IN A ${google_compute_forwarding_rule.mqtt[0].ip_address}" : null
+  value       = one([for rule in google_compute_forwarding_rule.mqtt : "${var.mqtt_hostname}. 300 IN A ${rule.ip_address}"])
 }
 
 output "mqtt_tls_secrets" {
