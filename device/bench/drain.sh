@@ -13,9 +13,9 @@ cd "$ROOT"
 # Built apart: together, cargo would unify reqwest's features and link ingest's aws-lc-rs into
 # the agent too, which the agent on its own does not have.
 cargo build --release -p ingest --locked >&2
-cargo build --release -p device --locked >&2
+cargo build --profile device -p device --locked >&2
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-DEV="$TARGET/release/iotcore-device"
+DEV="$TARGET/device/iotcore-device"
 ING="$TARGET/release/ingest"
 WORK=$(mktemp -d)
 PIDS=()

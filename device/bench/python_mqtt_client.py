@@ -181,6 +181,12 @@ def parse_command_line_args():
         "--timeout_seconds", type=float, default=30, help="Longest wait for a PUBACK."
     )
     parser.add_argument(
+        "--messages_per_second",
+        type=float,
+        default=0,
+        help="Publish at most this many a second (0: as fast as the PUBACKs come back).",
+    )
+    parser.add_argument(
         "--hold", action="store_true", help="After DONE, wait for SIGTERM before exiting."
     )
     return parser.parse_args()
@@ -206,8 +212,16 @@ def main():
 
     topic = "/devices/{}/events".format(args.device_id)
     sent = 0
+    spacing = 1 / args.messages_per_second if args.messages_per_second > 0 else 0
+    next_slot = time.monotonic()
     with open(args.readings_file, "r") as readings:
         for line in readings:
+            if spacing:
+                # At the bridge's rate, as the agent paces itself (the sample slept 1 s instead).
+                pause = next_slot - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                next_slot = max(next_slot, time.monotonic()) + spacing
             info = client.publish(topic, event_payload(line), qos=1)
             info.wait_for_publish(args.timeout_seconds)
             if not info.is_published():

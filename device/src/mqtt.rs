@@ -168,25 +168,36 @@ impl MqttLink {
     }
 }
 
-/// Spaces messages out to a rate, without a timer for a message whose moment has come.
+/// Spaces messages out to a rate, a tenth of a second's worth at a time: the messages due in one
+/// tenth go together at its start, so a backlog paced at 100 a second costs one wake-up per ten
+/// messages rather than one each. A bridge that counts with a token bucket as deep as its
+/// per-second limit (ingest's, IoT Core's "100 per second") never sees more than it allows.
+/// A message whose moment has come takes no timer.
 #[derive(Debug)]
 struct Pacer {
-    /// The earliest moment the next message may go.
+    /// The moment the next message is due at the exact rate.
     next: Mutex<Instant>,
     /// The time between two messages.
     spacing: Duration,
+    /// Messages due within one window go at its start; windows count from `epoch`.
+    window: Duration,
+    epoch: Instant,
 }
 
 impl Pacer {
     fn new(messages_per_second: u32) -> Self {
+        let rate = messages_per_second.max(1);
+        let now = Instant::now();
+        let spacing = Duration::from_secs(1) / rate;
         Self {
-            next: Mutex::new(Instant::now()),
-            spacing: Duration::from_secs(1) / messages_per_second.max(1),
+            next: Mutex::new(now),
+            spacing,
+            window: spacing * (rate / 10).max(1),
+            epoch: now,
         }
     }
 
-    /// Waits for this message's moment at the rate; no timer when it has come already, as it
-    /// has for each message while a backlog drains at a raised rate.
+    /// Waits for this message's moment at the rate.
     async fn pace(&self) {
         let now = Instant::now();
         let slot = self.slot(now);
@@ -195,12 +206,16 @@ impl Pacer {
         }
     }
 
-    /// Reserves the next moment, at `now` or later, a message may go without exceeding the rate.
+    /// Reserves a message's place at the rate and says when, at `now` or later, it may go: the
+    /// start of the window its place falls in.
     fn slot(&self, now: Instant) -> Instant {
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = (*next).max(now);
-        *next = slot + self.spacing;
-        slot
+        let due = (*next).max(now);
+        *next = due + self.spacing;
+        let since = due.duration_since(self.epoch).as_nanos();
+        let into_window = since % self.window.as_nanos().max(1);
+        let window_start = due - Duration::from_nanos(u64::try_from(into_window).unwrap_or(0));
+        window_start.max(now)
     }
 }
 

@@ -34,22 +34,42 @@ fn topics_are_iot_cores() {
 }
 
 #[test]
-fn messages_are_spaced_to_the_rate_and_one_after_a_quiet_spell_goes_at_once() {
-    let pacer = Pacer::new(10);
-    let start = Instant::now() + Duration::from_secs(1);
-    let spacing = Duration::from_millis(100);
-    // A burst: each message a spacing after the one before, however soon it is asked for.
-    let slots: Vec<Duration> = (0..3).map(|_| pacer.slot(start) - start).collect();
-    assert_eq!(slots, [Duration::ZERO, spacing, spacing * 2]);
-    // After a quiet spell the next goes at once, and the rate counts from it.
-    let later = start + Duration::from_secs(5);
+fn messages_go_a_tenth_of_a_second_s_worth_at_a_time_and_never_faster_than_the_rate() {
+    let pacer = Pacer::new(100);
+    let start = pacer.epoch + Duration::from_secs(1);
+    let tenth = Duration::from_millis(100);
+    // A backlog asked for at once: ten at the start of each tenth of a second.
+    let slots: Vec<Duration> = (0..25).map(|_| pacer.slot(start) - start).collect();
+    let expected: Vec<Duration> = (0..25u32).map(|n| tenth * (n / 10)).collect();
+    assert_eq!(slots, expected);
+    // After a quiet spell the next message goes at once.
+    let later = start + Duration::from_millis(5_030);
     assert_eq!(pacer.slot(later), later);
-    assert_eq!(pacer.slot(later), later + spacing);
-    let fast = Pacer::new(1_000_000);
-    assert_eq!(
-        fast.slot(start) + Duration::from_micros(1),
-        fast.slot(start)
-    );
+    // A slow rate has windows of one message: each a spacing after the one before.
+    let slow = Pacer::new(4);
+    let start = slow.epoch + Duration::from_secs(1);
+    let slots: Vec<Duration> = (0..3).map(|_| slow.slot(start) - start).collect();
+    let quarter = Duration::from_millis(250);
+    assert_eq!(slots, [Duration::ZERO, quarter, quarter * 2]);
+}
+
+#[test]
+fn a_paced_backlog_stays_within_a_bucket_as_deep_as_the_rate() {
+    // Ingest's limiter: a bucket of `rate` tokens, full at the start, refilled at `rate` a second.
+    for rate in [1u32, 7, 100, 250, 1000] {
+        let pacer = Pacer::new(rate);
+        let start = pacer.epoch;
+        let mut sent_by: Vec<Duration> = (0..rate * 3).map(|_| pacer.slot(start) - start).collect();
+        sent_by.sort();
+        for (n, at) in sent_by.iter().enumerate() {
+            let allowed = f64::from(rate) * (1.0 + at.as_secs_f64());
+            assert!(
+                (n + 1) as f64 <= allowed + 1e-9,
+                "rate {rate}: message {} at {at:?} exceeds the bucket ({allowed})",
+                n + 1
+            );
+        }
+    }
 }
 
 #[tokio::test]
