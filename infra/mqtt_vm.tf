@@ -4,6 +4,11 @@
 # key from Secret Manager (fetched at boot and every 10 minutes, re-read by ingest on change), and
 # ingest sees each device's own address. Why this design and what it costs: infra/README.md.
 #
+# var.mqtt_vm_load_balancer = false is the cheapest path for a small fleet: no load balancer (its
+# forwarding rule alone is about $18 a month), but one VM in a zonal group of one, autohealed,
+# that keeps a reserved external address across every recreation (a per-instance config's
+# stateful external IP); devices connect to that address directly.
+#
 # Off unless var.mqtt_vm_enabled (and var.image) is set, so existing deployments do not change.
 # The VMs boot Container-Optimized OS and run the container from cloud-init and systemd
 # (infra/vm/): no container declaration metadata, whose agent is deprecated.
@@ -16,6 +21,9 @@ locals {
   # The VMs need the image; the secrets come first, so their versions can be added before.
   mqtt_vm      = var.mqtt_vm_enabled && local.deploy
   mqtt_secrets = var.mqtt_vm_enabled
+  # Either the load-balanced regional group, or the single VM with its own address.
+  mqtt_vm_lb     = local.mqtt_vm && var.mqtt_vm_load_balancer
+  mqtt_vm_single = local.mqtt_vm && !var.mqtt_vm_load_balancer
   # ["mqtt"] when the VMs exist: a key for maps of members that for_each needs known at plan time.
   mqtt_vm_key = local.mqtt_vm ? ["mqtt"] : []
 
@@ -36,6 +44,7 @@ locals {
 
   # Sources of Google's health checks: those of the passthrough load balancer and those of the
   # group's autohealing (https://cloud.google.com/load-balancing/docs/health-check-concepts).
+  # The single VM (no load balancer) is checked by autohealing only, from the same ranges.
   health_check_ranges = ["35.191.0.0/16", "130.211.0.0/22", "209.85.152.0/22", "209.85.204.0/22"]
 
   # ingest's settings on the VMs (/etc/iotcore/ingest.env, passed to the container as they are).
@@ -170,9 +179,10 @@ resource "google_compute_network" "mqtt" {
   depends_on = [google_project_service.apis]
 }
 
-# The VMs have no external address: Private Google Access takes them to Pub/Sub, Firestore,
-# Secret Manager, Artifact Registry and Cloud Logging, and Container-Optimized OS needs nothing
-# else (no package installs), so there is no Cloud NAT to pay for.
+# Behind the load balancer the VMs have no external address: Private Google Access takes them to
+# Pub/Sub, Firestore, Secret Manager, Artifact Registry and Cloud Logging, and Container-Optimized
+# OS needs nothing else (no package installs), so there is no Cloud NAT to pay for. The single VM
+# has its reserved address, but still reaches Google's APIs the same way.
 resource "google_compute_subnetwork" "mqtt" {
   count = local.mqtt_vm ? 1 : 0
 
@@ -194,8 +204,8 @@ resource "google_compute_subnetwork" "mqtt" {
 
 # The device ports, from anywhere by default. A passthrough load balancer does not proxy: packets
 # reach the VMs with the device's own source address, so no narrower "load balancer range"
-# exists to allow. Only 8883 and 443, to the VMs' service account only; narrow
-# var.mqtt_device_source_ranges if the fleet's networks are known.
+# exists to allow (and the single VM is reached directly). Only 8883 and 443, to the VMs'
+# service account only; narrow var.mqtt_device_source_ranges if the fleet's networks are known.
 resource "google_compute_firewall" "mqtt_devices" {
   count = local.mqtt_vm ? 1 : 0
 
@@ -249,6 +259,10 @@ data "google_compute_zones" "mqtt" {
 }
 
 resource "google_compute_instance_template" "mqtt" {
+  # The single VM of var.mqtt_vm_load_balancer = false is what devices connect to, so it needs a
+  # public address; it opens only 8883 and 443 to devices and 8080 to Google's health checkers
+  # (the two firewall rules above). Behind the load balancer the template has no access_config.
+  #checkov:skip=CKV_GCP_40:only the single-VM path (no load balancer) has an external address, the MQTT endpoint itself
   count = local.mqtt_vm ? 1 : 0
 
   project      = var.project_id
@@ -273,7 +287,16 @@ resource "google_compute_instance_template" "mqtt" {
 
   network_interface {
     subnetwork = google_compute_subnetwork.mqtt[0].id
-    # No access_config: no external address (the load balancer's is the only public one).
+
+    # Behind the load balancer: no access_config, no external address (the load balancer's is
+    # the only public one). The single VM: an external address on nic0, which the per-instance
+    # config below replaces with the reserved google_compute_address.mqtt.
+    dynamic "access_config" {
+      for_each = local.mqtt_vm_single ? ["nic0"] : []
+      content {
+        network_tier = "PREMIUM"
+      }
+    }
   }
 
   # The cloud-platform scope with a service account that holds only the roles above: IAM, not
@@ -334,7 +357,7 @@ resource "google_compute_instance_template" "mqtt" {
 
 # Load-balancer health: ready to serve (the registry answers).
 resource "google_compute_region_health_check" "mqtt_ready" {
-  count = local.mqtt_vm ? 1 : 0
+  count = local.mqtt_vm_lb ? 1 : 0
 
   project             = var.project_id
   name                = "${var.name}-mqtt-ready"
@@ -351,7 +374,7 @@ resource "google_compute_region_health_check" "mqtt_ready" {
 }
 
 # Autohealing: the process answers at all. A slower, laxer check, so a registry outage takes
-# VMs out of the load balancer without recreating them.
+# VMs out of the load balancer without recreating them. Both groups (regional and single) use it.
 resource "google_compute_health_check" "mqtt_alive" {
   count = local.mqtt_vm ? 1 : 0
 
@@ -376,7 +399,7 @@ locals {
 }
 
 resource "google_compute_region_instance_group_manager" "mqtt" {
-  count = local.mqtt_vm ? 1 : 0
+  count = local.mqtt_vm_lb ? 1 : 0
 
   project                   = var.project_id
   name                      = "${var.name}-mqtt"
@@ -421,7 +444,7 @@ resource "google_compute_region_instance_group_manager" "mqtt" {
 # so size var.mqtt_min_instances for the fleet (devices / var.mqtt_max_connections, plus one)
 # and let CPU add VMs for bursts: reconnect storms after a restart, busy devices.
 resource "google_compute_region_autoscaler" "mqtt" {
-  count = local.mqtt_vm ? 1 : 0
+  count = local.mqtt_vm_lb ? 1 : 0
 
   project = var.project_id
   name    = "${var.name}-mqtt"
@@ -450,7 +473,7 @@ resource "google_compute_region_autoscaler" "mqtt" {
 # --- Load balancer --------------------------------------------------------------------------------
 
 resource "google_compute_region_backend_service" "mqtt" {
-  count = local.mqtt_vm ? 1 : 0
+  count = local.mqtt_vm_lb ? 1 : 0
 
   project               = var.project_id
   name                  = "${var.name}-mqtt"
@@ -470,8 +493,10 @@ resource "google_compute_region_backend_service" "mqtt" {
   }
 }
 
+# The load balancer's address when var.mqtt_static_ip; the single VM's, always (it is what keeps
+# the DNS record right when autohealing or an update recreates the VM).
 resource "google_compute_address" "mqtt" {
-  count = local.mqtt_vm && var.mqtt_static_ip ? 1 : 0
+  count = (local.mqtt_vm_lb && var.mqtt_static_ip) || local.mqtt_vm_single ? 1 : 0
 
   project      = var.project_id
   name         = "${var.name}-mqtt"
@@ -482,7 +507,7 @@ resource "google_compute_address" "mqtt" {
 }
 
 resource "google_compute_forwarding_rule" "mqtt" {
-  count = local.mqtt_vm ? 1 : 0
+  count = local.mqtt_vm_lb ? 1 : 0
 
   project               = var.project_id
   name                  = "${var.name}-mqtt"
@@ -502,6 +527,95 @@ resource "google_compute_forwarding_rule" "mqtt" {
   }
 }
 
+# --- Without the load balancer: one VM with its own reserved address ------------------------------
+
+# A zonal group of one, so that autohealing (the same /healthz check) and template updates still
+# recreate the VM; no autoscaler (a stateful group cannot have one, and one VM holds the fleet
+# this path is for). The VM's name and address come from the per-instance config below, which
+# creates it: the provider creates that instance with createInstances, which raises the target
+# size from 0 to 1, so target_size stays 0 here and terraform ignores the change (with 1, the
+# group would make a second, unnamed VM first: terraform-provider-google issues #15911, #20662).
+resource "google_compute_instance_group_manager" "mqtt_single" {
+  count = local.mqtt_vm_single ? 1 : 0
+
+  project            = var.project_id
+  name               = "${var.name}-mqtt"
+  zone               = local.mqtt_zones[0]
+  base_instance_name = "${var.name}-mqtt"
+  target_size        = 0
+  wait_for_instances = false
+
+  version {
+    instance_template = google_compute_instance_template.mqtt[0].self_link_unique
+  }
+
+  auto_healing_policies {
+    health_check      = google_compute_health_check.mqtt_alive[0].id
+    initial_delay_sec = 300
+  }
+
+  # A new template replaces the VM in place: a stateful group must RECREATE (same name, same
+  # address), so no surge. The VM gets SIGTERM and drains as behind the load balancer; devices
+  # are disconnected until the new VM has booted (about a minute) and reconnect to the same
+  # address.
+  update_policy {
+    type                           = "PROACTIVE"
+    minimal_action                 = "REPLACE"
+    most_disruptive_allowed_action = "REPLACE"
+    replacement_method             = "RECREATE"
+    max_surge_fixed                = 0
+    max_unavailable_fixed          = 1
+  }
+
+  instance_lifecycle_policy {
+    force_update_on_repair = "YES"
+  }
+
+  lifecycle {
+    ignore_changes = [target_size]
+  }
+}
+
+# The VM, named, with the reserved address on nic0 as preserved state: autohealing, updates and
+# recreation give it back the same address. NEVER: the address is terraform's
+# (google_compute_address.mqtt), not the group's to delete.
+resource "google_compute_per_instance_config" "mqtt" {
+  count = local.mqtt_vm_single ? 1 : 0
+
+  project                          = var.project_id
+  zone                             = google_compute_instance_group_manager.mqtt_single[0].zone
+  instance_group_manager           = google_compute_instance_group_manager.mqtt_single[0].name
+  name                             = "${var.name}-mqtt-0"
+  minimal_action                   = "REPLACE"
+  most_disruptive_allowed_action   = "REPLACE"
+  remove_instance_state_on_destroy = true
+
+  preserved_state {
+    external_ip {
+      interface_name = "nic0"
+      auto_delete    = "NEVER"
+      ip_address {
+        address = google_compute_address.mqtt[0].self_link
+      }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.mqtt_hostname != null
+      error_message = "mqtt_vm_enabled needs mqtt_hostname: the name devices connect to, which the TLS certificate in the ${var.name}-mqtt-tls-cert secret must carry."
+    }
+  }
+}
+
+# --- The name -------------------------------------------------------------------------------------
+
+locals {
+  # Where mqtt_hostname points: the forwarding rule's address, or the single VM's. null until
+  # the VMs exist.
+  mqtt_bridge_ip = local.mqtt_vm_lb ? one(google_compute_forwarding_rule.mqtt[*].ip_address) : one(google_compute_address.mqtt[*].address)
+}
+
 # The A record, when the domain's zone is in Cloud DNS in this project; otherwise create the
 # record output mqtt_dns_record names wherever the domain is served.
 resource "google_dns_record_set" "mqtt" {
@@ -512,5 +626,5 @@ resource "google_dns_record_set" "mqtt" {
   name         = "${var.mqtt_hostname}."
   type         = "A"
   ttl          = 300
-  rrdatas      = [google_compute_forwarding_rule.mqtt[0].ip_address]
+  rrdatas      = [local.mqtt_bridge_ip]
 }

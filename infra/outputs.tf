@@ -63,13 +63,13 @@ output "mqtt_bridge_hostname" {
 }
 
 output "mqtt_bridge_ip" {
-  description = "The MQTT load balancer's address, for mqtt_hostname's A record."
-  value       = one(google_compute_forwarding_rule.mqtt[*].ip_address)
+  description = "Where mqtt_hostname's A record points: the MQTT load balancer's address, or without it (mqtt_vm_load_balancer = false) the single VM's reserved address."
+  value       = local.mqtt_bridge_ip
 }
 
 output "mqtt_dns_record" {
   description = "The DNS record to create where mqtt_hostname's domain is served (terraform creates it itself when mqtt_dns_zone is set)."
-  value       = one([for rule in google_compute_forwarding_rule.mqtt : "${var.mqtt_hostname}. 300 IN A ${rule.ip_address}"])
+  value       = local.mqtt_vm ? "${var.mqtt_hostname}. 300 IN A ${local.mqtt_bridge_ip}" : null
 }
 
 output "mqtt_tls_secrets" {

@@ -253,8 +253,14 @@ variable "mqtt_dns_zone" {
   default     = null
 }
 
+variable "mqtt_vm_load_balancer" {
+  description = "Put the MQTT VMs behind a passthrough Network Load Balancer (true, default): a regional group of VMs in up to three zones, autoscaled, rolled over without dropping every device at once. false is the cheapest path for a small fleet: no load balancer (its forwarding rule alone is about $18 a month), one VM in one zone with a reserved external address that it keeps when autohealing or an update recreates it; a restart disconnects every device until the VM is back (about a minute). mqtt_min_instances, mqtt_max_instances, mqtt_cpu_target and mqtt_static_ip then do not apply. See the README's cost section for when to switch."
+  type        = bool
+  default     = true
+}
+
 variable "mqtt_static_ip" {
-  description = "Reserve the load balancer's address (true, default), so it survives the forwarding rule being recreated and the DNS record stays right. An address in use by a forwarding rule is not billed; false uses an ephemeral one."
+  description = "Reserve the load balancer's address (true, default), so it survives the forwarding rule being recreated and the DNS record stays right. An address in use by a forwarding rule is not billed; false uses an ephemeral one. Without the load balancer (mqtt_vm_load_balancer = false) the VM's address is always reserved."
   type        = bool
   default     = true
 }

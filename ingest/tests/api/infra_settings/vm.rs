@@ -433,7 +433,14 @@ fn the_instance_template_boots_the_image_with_cloud_init_and_no_container_declar
     let nic = template.child("network_interface");
     assert!(
         nic.block("access_config").is_none(),
-        "the VMs have no external address"
+        "no unconditional external address"
+    );
+    // Only the single VM without a load balancer has one (checked in
+    // `without_the_load_balancer_one_vm_keeps_a_reserved_address_and_nothing_else_changes`).
+    let external = nic.child("dynamic \"access_config\"");
+    assert_eq!(
+        external.get("for_each"),
+        "local.mqtt_vm_single ? [\"nic0\"] : []"
     );
     let shielded = template.child("shielded_instance_config");
     assert_eq!(shielded.get("enable_secure_boot"), "true");
@@ -717,6 +724,348 @@ fn the_vms_service_account_holds_only_what_they_need() {
     assert!(
         members.contains("for k in local.mqtt_vm_key : k => google_service_account.mqtt[0].member"),
         "{members}"
+    );
+}
+
+// --- Without the load balancer -------------------------------------------------------------------
+
+/// Values of the variables an existence condition reads, as a deployment sets them.
+type Vars<'a> = BTreeMap<&'a str, &'a str>;
+
+/// Evaluates a terraform condition of `var.…`, `local.…` (followed into the `locals` blocks),
+/// `== null`, `!= null`, `!`, `&&`, `||` and parentheses: what every `count` of the MQTT
+/// resources is made of. Anything else panics, so a new construct is noticed.
+fn holds(tree: &Block, vars: &Vars, expr: &str) -> bool {
+    let mut spaced = String::new();
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' | ')' => spaced.push_str(&format!(" {c} ")),
+            '!' if chars.peek() != Some(&'=') => spaced.push_str(" ! "),
+            _ => spaced.push(c),
+        }
+    }
+    let tokens: Vec<&str> = spaced.split_whitespace().collect();
+    let mut at = 0;
+    let value = or(tree, vars, &tokens, &mut at);
+    assert_eq!(at, tokens.len(), "unread tokens in `{expr}`");
+    value
+}
+
+fn or(tree: &Block, vars: &Vars, t: &[&str], at: &mut usize) -> bool {
+    let mut value = and(tree, vars, t, at);
+    while t.get(*at) == Some(&"||") {
+        *at += 1;
+        value |= and(tree, vars, t, at);
+    }
+    value
+}
+
+fn and(tree: &Block, vars: &Vars, t: &[&str], at: &mut usize) -> bool {
+    let mut value = not(tree, vars, t, at);
+    while t.get(*at) == Some(&"&&") {
+        *at += 1;
+        value &= not(tree, vars, t, at);
+    }
+    value
+}
+
+fn not(tree: &Block, vars: &Vars, t: &[&str], at: &mut usize) -> bool {
+    let token = t[*at];
+    *at += 1;
+    if token == "!" {
+        return !not(tree, vars, t, at);
+    }
+    if token == "(" {
+        let value = or(tree, vars, t, at);
+        assert_eq!(t[*at], ")");
+        *at += 1;
+        return value;
+    }
+    if let Some(op @ ("==" | "!=")) = t.get(*at).copied() {
+        assert_eq!(t[*at + 1], "null", "only comparisons with null");
+        *at += 2;
+        let name = token
+            .strip_prefix("var.")
+            .expect("a variable compared with null");
+        let is_null = vars[name] == "null";
+        return if op == "==" { is_null } else { !is_null };
+    }
+    if let Some(name) = token.strip_prefix("var.") {
+        return match vars.get(name) {
+            Some(&"true") => true,
+            Some(&"false") => false,
+            other => panic!("var.{name} is {other:?}, not a bool this test sets"),
+        };
+    }
+    let name = token
+        .strip_prefix("local.")
+        .unwrap_or_else(|| panic!("`{token}` in a condition"));
+    holds(tree, vars, tree.local(name))
+}
+
+/// The MQTT resources a deployment with `vars` creates: those whose `count = COND ? 1 : 0` holds
+/// (`kind.name`). Resources gated by `for_each` exist with the VMs either way and are left out.
+fn created(tree: &Block, vars: &Vars) -> BTreeSet<String> {
+    mqtt_resources(tree)
+        .into_iter()
+        .filter(|b| b.head.starts_with("resource "))
+        .filter_map(|b| {
+            let condition = b.attr("count")?.strip_suffix(" ? 1 : 0")?;
+            let parts: Vec<&str> = b.head.split('"').collect();
+            holds(tree, vars, condition).then(|| format!("{}.{}", parts[1], parts[3]))
+        })
+        .collect()
+}
+
+/// A deployment with the MQTT VMs, the image set and a Cloud DNS zone, with `overrides`.
+fn deployment<'a>(infra: &'a Infra, overrides: &[(&'a str, &'a str)]) -> Vars<'a> {
+    let mut vars: Vars = [
+        "mqtt_vm_load_balancer",
+        "mqtt_static_ip",
+        "mqtt_vm_enabled",
+        "mqtt_dns_zone",
+        "image",
+        "kms_key_name",
+    ]
+    .into_iter()
+    .map(|name| {
+        (
+            name,
+            infra.defaults.get(name).map_or("null", String::as_str),
+        )
+    })
+    .collect();
+    vars.insert("mqtt_vm_enabled", "true");
+    vars.insert("image", "us-central1-docker.pkg.dev/p/iotcore/ingest:1");
+    vars.insert("mqtt_dns_zone", "example-com");
+    vars.extend(overrides.iter().copied());
+    vars
+}
+
+const LOAD_BALANCER: &[&str] = &[
+    "google_compute_forwarding_rule.mqtt",
+    "google_compute_region_backend_service.mqtt",
+    "google_compute_region_health_check.mqtt_ready",
+    "google_compute_region_instance_group_manager.mqtt",
+    "google_compute_region_autoscaler.mqtt",
+];
+const SINGLE_VM: &[&str] = &[
+    "google_compute_instance_group_manager.mqtt_single",
+    "google_compute_per_instance_config.mqtt",
+];
+/// What both paths have: the template, autohealing's check, the firewall, the address, the name.
+const BOTH: &[&str] = &[
+    "google_compute_instance_template.mqtt",
+    "google_compute_health_check.mqtt_alive",
+    "google_compute_firewall.mqtt_devices",
+    "google_compute_firewall.mqtt_health_checks",
+    "google_compute_network.mqtt",
+    "google_compute_subnetwork.mqtt",
+    "google_service_account.mqtt",
+    "google_compute_address.mqtt",
+    "google_dns_record_set.mqtt",
+];
+
+#[test]
+fn the_load_balancer_is_the_default_and_false_swaps_it_for_one_vm() {
+    let infra = read_infra();
+    let tree = tree();
+    assert_eq!(infra.defaults["mqtt_vm_load_balancer"], "true");
+    let has = |set: &BTreeSet<String>, names: &[&str]| names.iter().all(|n| set.contains(*n));
+    let none = |set: &BTreeSet<String>, names: &[&str]| !names.iter().any(|n| set.contains(*n));
+
+    let balanced = created(&tree, &deployment(&infra, &[]));
+    assert!(has(&balanced, LOAD_BALANCER), "{balanced:?}");
+    assert!(has(&balanced, BOTH), "{balanced:?}");
+    assert!(none(&balanced, SINGLE_VM), "{balanced:?}");
+
+    for static_ip in ["true", "false"] {
+        let single = created(
+            &tree,
+            &deployment(
+                &infra,
+                &[
+                    ("mqtt_vm_load_balancer", "false"),
+                    ("mqtt_static_ip", static_ip),
+                ],
+            ),
+        );
+        assert!(
+            none(&single, LOAD_BALANCER),
+            "no forwarding rule, backend service, load-balancer check or autoscaler: {single:?}"
+        );
+        assert!(has(&single, SINGLE_VM), "{single:?}");
+        assert!(
+            has(&single, BOTH),
+            "the single VM always has its reserved address (mqtt_static_ip = {static_ip}): {single:?}"
+        );
+    }
+    // The load balancer's address stays optional.
+    let ephemeral = created(&tree, &deployment(&infra, &[("mqtt_static_ip", "false")]));
+    assert!(!ephemeral.contains("google_compute_address.mqtt"));
+
+    // Nothing at all without mqtt_vm_enabled or the image, on either path.
+    for lb in ["true", "false"] {
+        for (var, value) in [("mqtt_vm_enabled", "false"), ("image", "null")] {
+            let off = created(
+                &tree,
+                &deployment(&infra, &[("mqtt_vm_load_balancer", lb), (var, value)]),
+            );
+            assert!(off.is_empty(), "{var} = {value}: {off:?}");
+        }
+    }
+}
+
+#[test]
+fn without_the_load_balancer_one_vm_keeps_a_reserved_address_and_nothing_else_changes() {
+    let infra = read_infra();
+    let tree = tree();
+    let single = deployment(&infra, &[("mqtt_vm_load_balancer", "false")]);
+    let balanced = deployment(&infra, &[]);
+
+    // Only the single VM's template gives nic0 an external address, on the address's tier.
+    let template = tree.resource("google_compute_instance_template", "mqtt");
+    let external = template
+        .child("network_interface")
+        .child("dynamic \"access_config\"");
+    let condition = external.get("for_each").split(" ? ").next().unwrap();
+    assert!(holds(&tree, &single, condition));
+    assert!(
+        !holds(&tree, &balanced, condition),
+        "VMs behind the load balancer have no external address"
+    );
+    let address = tree.resource("google_compute_address", "mqtt");
+    assert_eq!(address.get("address_type"), "\"EXTERNAL\"");
+    assert_eq!(address.get("region"), "var.region");
+    assert_eq!(
+        external.child("content").get("network_tier"),
+        address.get("network_tier")
+    );
+
+    // A zonal group of one in the deployment's region, with the same template and autohealing
+    // check as the regional group, replaced in place (a stateful group cannot surge), and no
+    // autoscaler.
+    let group = tree.resource("google_compute_instance_group_manager", "mqtt_single");
+    let regional = tree.resource("google_compute_region_instance_group_manager", "mqtt");
+    assert_eq!(group.get("zone"), "local.mqtt_zones[0]");
+    assert!(
+        tree.local("mqtt_zones")
+            .contains("data.google_compute_zones.mqtt")
+    );
+    assert_eq!(
+        tree.child("data \"google_compute_zones\" \"mqtt\"")
+            .get("region"),
+        "var.region"
+    );
+    for path in [
+        ["version", "instance_template"],
+        ["auto_healing_policies", "health_check"],
+        ["auto_healing_policies", "initial_delay_sec"],
+        ["instance_lifecycle_policy", "force_update_on_repair"],
+    ] {
+        assert_eq!(
+            group.child(path[0]).get(path[1]),
+            regional.child(path[0]).get(path[1]),
+            "{path:?}"
+        );
+    }
+    assert_eq!(
+        group.child("auto_healing_policies").get("health_check"),
+        "google_compute_health_check.mqtt_alive[0].id",
+        "/healthz, as the regional group"
+    );
+    let update = group.child("update_policy");
+    assert_eq!(update.get("replacement_method"), "\"RECREATE\"");
+    assert_eq!(update.get("max_surge_fixed"), "0");
+    assert_eq!(update.get("max_unavailable_fixed"), "1");
+    // The per-instance config creates the VM and raises the size to 1; terraform leaves it.
+    assert_eq!(group.get("target_size"), "0");
+    assert_eq!(
+        group.child("lifecycle").get("ignore_changes"),
+        "[target_size]"
+    );
+    for block in &tree.blocks {
+        assert!(
+            !block
+                .attr("target")
+                .is_some_and(|t| t.contains("google_compute_instance_group_manager.mqtt_single")),
+            "{} scales the single VM",
+            block.head
+        );
+    }
+
+    // The VM's nic0 keeps the reserved address across recreation; the group never deletes it.
+    let config = tree.resource("google_compute_per_instance_config", "mqtt");
+    assert_eq!(
+        config.get("instance_group_manager"),
+        "google_compute_instance_group_manager.mqtt_single[0].name"
+    );
+    assert_eq!(
+        config.get("zone"),
+        "google_compute_instance_group_manager.mqtt_single[0].zone"
+    );
+    let ip = config.child("preserved_state").child("external_ip");
+    assert_eq!(ip.get("interface_name"), "\"nic0\"");
+    assert_eq!(ip.get("auto_delete"), "\"NEVER\"");
+    assert_eq!(
+        ip.child("ip_address").get("address"),
+        "google_compute_address.mqtt[0].self_link"
+    );
+    assert!(
+        config
+            .child("lifecycle")
+            .child("precondition")
+            .get("condition")
+            .contains("var.mqtt_hostname != null"),
+        "the single VM needs mqtt_hostname as the load balancer does"
+    );
+
+    // The firewall is the same on both paths: the MQTT ports from the devices' ranges, the health
+    // port from Google's checkers, both to the VMs' service account only.
+    for name in ["mqtt_devices", "mqtt_health_checks"] {
+        let rule = tree.resource("google_compute_firewall", name);
+        assert_eq!(rule.get("count"), "local.mqtt_vm ? 1 : 0", "{name}");
+        assert_eq!(
+            rule.get("target_service_accounts"),
+            "[google_service_account.mqtt[0].email]"
+        );
+    }
+
+    // The name points at the forwarding rule with the load balancer, at the VM's address
+    // without; the DNS record and both outputs follow it.
+    let (condition, branches) = tree
+        .local("mqtt_bridge_ip")
+        .split_once(" ? ")
+        .expect("a conditional");
+    let (when_true, when_false) = branches.split_once(" : ").unwrap();
+    for (vars, expect) in [
+        (
+            &balanced,
+            "one(google_compute_forwarding_rule.mqtt[*].ip_address)",
+        ),
+        (&single, "one(google_compute_address.mqtt[*].address)"),
+    ] {
+        let chosen = if holds(&tree, vars, condition) {
+            when_true
+        } else {
+            when_false
+        };
+        assert_eq!(chosen, expect);
+    }
+    let record = tree.resource("google_dns_record_set", "mqtt");
+    assert_eq!(record.get("rrdatas"), "[local.mqtt_bridge_ip]");
+    assert_eq!(record.get("type"), "\"A\"");
+    let output = |name: &str| {
+        tree.child(&format!("output \"{name}\""))
+            .get("value")
+            .to_owned()
+    };
+    assert_eq!(output("mqtt_bridge_ip"), "local.mqtt_bridge_ip");
+    assert!(output("mqtt_dns_record").contains("IN A ${local.mqtt_bridge_ip}"));
+    assert_eq!(
+        output("mqtt_bridge_hostname"),
+        "local.mqtt_vm ? var.mqtt_hostname : null"
     );
 }
 
