@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::device::{Signer, device_path};
 use crate::support::mqtt::{MqttApp, Raw, WAIT, client_id, connect_packet};
+use crate::support::tls_client::{certificate_set, exchange, tls_to};
 use crate::support::{PROJECT, REGION};
 use ingest::mqtt::MqttSettings;
 use jiff::Timestamp;
@@ -709,64 +710,6 @@ async fn with_pubsub_stopped_an_event_gets_no_puback_and_its_resend_lands_once_p
     assert_eq!(pulled.len(), 1);
     assert_eq!(pulled[0].data, b"during");
     assert_eq!(pulled[0].attributes["deviceId"], "dev-1");
-}
-
-/// A CA and a `localhost` server certificate it signed: (CA PEM, certificate PEM, key PEM).
-fn certificate_set(name: &str) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, name);
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let cert = server.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
-
-/// A TLS connection to `addr` as `localhost`, trusting only `ca_pem`.
-async fn tls_to(
-    addr: std::net::SocketAddr,
-    ca_pem: &str,
-) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-}
-
-/// Writes a packet to a stream and reads the one that answers it.
-async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    stream: &mut S,
-    packet: &Packet,
-) -> Packet {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut out = bytes::BytesMut::new();
-    packet.write(&mut out, usize::MAX).unwrap();
-    stream.write_all(&out).await.unwrap();
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        match Packet::read(&mut buf, 1 << 20) {
-            Ok(packet) => return packet,
-            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(err) => panic!("{err}"),
-        }
-        let read = tokio::time::timeout(WAIT, stream.read_buf(&mut buf)).await;
-        assert!(matches!(read, Ok(Ok(n)) if n > 0), "no answer: {read:?}");
-    }
 }
 
 #[tokio::test]

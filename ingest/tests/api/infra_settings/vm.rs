@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use super::{Infra, LOCAL_ONLY, infra_dir, parse_as_ingest, read_infra, strip_comment};
 use crate::support::device::Signer;
 use crate::support::mqtt::{client_id, connect_packet};
+use crate::support::tls_client::{certificate_set, exchange, tls_to};
 use crate::support::{PROJECT, REGION, spawn_ingest};
 
 // --- A tree of the .tf files ---------------------------------------------------------------------
@@ -1218,64 +1219,6 @@ async fn fake_google(
     StatusCode::NOT_FOUND.into_response()
 }
 
-/// A CA and a `localhost` certificate it signed: (CA PEM, certificate PEM, key PEM).
-fn certificates(ca_name: &str) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, ca_name);
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
-
-/// A TLS connection to `addr` as `localhost`, trusting only `ca_pem`.
-async fn tls_to(
-    addr: SocketAddr,
-    ca_pem: &str,
-) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-}
-
-/// Writes `packet` and reads the packet that answers it.
-async fn exchange<S>(stream: &mut S, packet: &Packet) -> Packet
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut out = bytes::BytesMut::new();
-    packet.write(&mut out, usize::MAX).unwrap();
-    stream.write_all(&out).await.unwrap();
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        match Packet::read(&mut buf, 1 << 20) {
-            Ok(packet) => return packet,
-            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(err) => panic!("{err}"),
-        }
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf)).await;
-        assert!(matches!(read, Ok(Ok(n)) if n > 0), "no answer: {read:?}");
-    }
-}
-
 /// `bash infra/vm/start.sh COMMAND` with only `env` (and PATH) in its environment.
 fn start_sh(command: &str, env: &BTreeMap<String, String>) -> Command {
     let mut cmd = Command::new("bash");
@@ -1389,7 +1332,7 @@ async fn the_boot_script_fetches_the_certificate_from_secret_manager_and_starts_
 
     // Secret Manager holds the certificate and key, as `gcloud secrets versions add` left them.
     let mut boot = resolved(&infra, &tree, "mqtt_vm_boot");
-    let (ca_a, cert_a, key_a) = certificates("rehearsal CA A");
+    let (ca_a, cert_a, key_a) = certificate_set("rehearsal CA A");
     let fakes = Arc::new(Mutex::new(Fakes::default()));
     {
         let mut f = fakes.lock().unwrap();
@@ -1540,7 +1483,7 @@ async fn the_boot_script_fetches_the_certificate_from_secret_manager_and_starts_
 
     // Rotation: a new version in Secret Manager, the timer's fetch-tls, and new connections get
     // the new certificate within ingest's 5 s re-read.
-    let (ca_b, cert_b, key_b) = certificates("rehearsal CA B");
+    let (ca_b, cert_b, key_b) = certificate_set("rehearsal CA B");
     {
         let mut f = fakes.lock().unwrap();
         f.secrets

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 pub mod device;
 pub mod mqtt;
 pub mod mqtt_tls;
+pub mod tls_client;
 
 use testkit::IngestProcess;
 pub use testkit::{PROJECT, REGION, key};
