@@ -309,7 +309,7 @@ fn histogram(health: &FleetHealth) -> Markup {
                 @let x = i as u64 * (bar + 8) + 4;
                 @let h = count * height / tallest;
                 rect class={ "bar " (tone) } x=(x) y=(height - h + 24) width=(bar) height=(h) {}
-                text.count x=(x + bar / 2) y=(height - h + 19) { (count) }
+                text.value x=(x + bar / 2) y=(height - h + 19) { (count) }
                 text.label x=(x + bar / 2) y=(height + 44) { (label) }
             }
         }

@@ -269,7 +269,8 @@ mod tests {
     #[test]
     fn event_topic_lines_become_notification_configs() {
         let settings = Settings {
-            event_topics: "projects/my-project/topics/all\n\nalerts projects/my-project/topics/alerts".into(),
+            event_topics:
+                "projects/my-project/topics/all\n\nalerts projects/my-project/topics/alerts".into(),
             state_topic: String::new(),
             mqtt: true,
             http: false,
