@@ -23,6 +23,7 @@ use crate::c2d::pubsub::{PubSubBus, PubSubBusSettings};
 use crate::c2d::{Delivery, Fleet, FleetParts};
 use crate::config::{Listen, Role, ServeArgs, SinkUrl, StoreUrl};
 use crate::http::admin::{self, AdminAccess, AdminState};
+use crate::http::console::{self, ConsoleSettings};
 use crate::http::serve::{ServeOptions, serve};
 use crate::http::{device, health_routes};
 use crate::mqtt::tls::{self, TlsSource};
@@ -145,13 +146,19 @@ pub async fn run(
         device_side = Some((flusher, sink, mqtt));
     }
     if let Some(access) = access {
-        let app = admin::router(AdminState {
+        let api = admin::router(AdminState {
             registry: registry.clone(),
             auth,
-            access,
+            access: access.clone(),
             fleet,
-        })
-        .merge(health_routes(registry));
+        });
+        // The console calls the admin API in process, so it passes the API's own checks.
+        let console = ConsoleSettings {
+            secure_cookies: !args.admin_addr.ip().is_loopback(),
+        };
+        let app = console::router(api.clone(), &access, console)
+            .merge(api)
+            .merge(health_routes(registry));
         let listener = bind(args.admin_addr, "admin API", "http").await?;
         // Operators' tools keep pooled connections for a while (Google's client libraries
         // through `requests`), and a close racing the reuse of one fails a call that is not

@@ -6,6 +6,7 @@ pub mod cause;
 pub mod clock;
 pub mod credential;
 pub mod device_api;
+pub mod fleet_health;
 pub mod iam;
 pub mod ids;
 pub mod jwt;

@@ -1,4 +1,4 @@
-//! The HTTP surfaces: the admin API (its own listener), Google's error shape shared by all of
+//! The HTTP surfaces: the admin API and the fleet console (their own listener), Google's error shape shared by all of
 //! them, request parsing helpers and the health endpoints.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use axum::routing::get;
 use crate::registry::RegistryStore;
 
 pub mod admin;
+pub mod console;
 pub mod device;
 pub mod error;
 pub mod request;

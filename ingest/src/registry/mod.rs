@@ -416,6 +416,31 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
         page: &PageRequest,
     ) -> StoreResult<Page<Device>>;
 
+    /// When each device of the registry was last heard from
+    /// ([`shared::fleet_health::last_seen`]), in no particular order: what the fleet-health
+    /// summary counts. This default pages through [`RegistryStore::list_devices`]; a store that
+    /// can read only the three times, as SQLite does, reads less.
+    async fn last_seen_times(
+        &self,
+        registry: &RegistryName,
+    ) -> StoreResult<Vec<Option<Timestamp>>> {
+        let mut times = Vec::new();
+        let mut page = PageRequest {
+            size: PageRequest::MAX_SIZE,
+            token: None,
+        };
+        loop {
+            let listed = self
+                .list_devices(registry, &DeviceFilter::default(), &page)
+                .await?;
+            times.extend(listed.items.iter().map(shared::fleet_health::last_seen));
+            match listed.next_page_token {
+                Some(token) => page.token = Some(token),
+                None => return Ok(times),
+            }
+        }
+    }
+
     /// Changes the named fields of a device and returns it as stored.
     async fn update_device(
         &self,

@@ -371,6 +371,15 @@ impl RegistryStore for SqliteStore {
             .await
     }
 
+    async fn last_seen_times(
+        &self,
+        registry: &RegistryName,
+    ) -> StoreResult<Vec<Option<Timestamp>>> {
+        let registry = registry.clone();
+        self.read(move |tx| devices::last_seen_times(tx, &registry))
+            .await
+    }
+
     async fn update_device(
         &self,
         registry: &RegistryName,

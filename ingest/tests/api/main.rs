@@ -8,6 +8,7 @@ mod support;
 
 mod admin_api;
 mod cli_roundtrip;
+mod console_browser;
 mod device_http;
 mod device_pubsub;
 mod fleet_delivery;

@@ -102,6 +102,7 @@ macro_rules! suite {
                 only_the_newest_10_config_versions_are_kept_newest_first,
                 only_the_newest_10_states_are_kept_newest_first,
                 recorded_activity_reads_back_and_absent_fields_stay,
+                last_seen_times_are_the_latest_of_event_state_and_heartbeat,
                 a_config_acknowledgement_sets_that_versions_device_ack_time,
                 twenty_parallel_device_creates_all_get_distinct_numeric_ids,
                 of_ten_racing_conditional_config_updates_exactly_one_wins,

@@ -72,6 +72,7 @@ pub(super) fn needed(method: &Method, path: &str) -> Option<Result<Need, ApiErro
             "unbindDeviceFromGateway" => "cloudiot.devices.unbindGateway",
             _ => return None,
         },
+        (["fleetHealth"], None) if read => "cloudiot.devices.list",
         (["devices"], None) => match *method {
             _ if read => "cloudiot.devices.list",
             Method::POST => "cloudiot.devices.create",
@@ -231,6 +232,7 @@ mod tests {
                 "cloudiot.devices.unbindGateway",
             ),
             (Method::GET, "/reg/devices", "cloudiot.devices.list"),
+            (Method::GET, "/reg/fleetHealth", "cloudiot.devices.list"),
             (Method::POST, "/reg/devices", "cloudiot.devices.create"),
             (Method::GET, "/reg/devices/d", "cloudiot.devices.get"),
             (Method::HEAD, "/reg/devices/d", "cloudiot.devices.get"),
@@ -280,6 +282,7 @@ mod tests {
             (Method::POST, "/reg:deleteEverything"),
             (Method::POST, "/reg/devices/d:reboot"),
             (Method::DELETE, "/reg/devices/d/states"),
+            (Method::POST, "/reg/fleetHealth"),
             (Method::GET, "/reg/devices/d/secrets"),
             (Method::GET, "/reg/groups/g"),
         ] {

@@ -24,6 +24,7 @@ mod access;
 mod authorize;
 mod commands;
 mod devices;
+mod fleet_health;
 mod gateways;
 mod iam;
 mod presence;
@@ -65,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
                 .post(registries::custom_method),
         )
         .route(&devices, get(devices::list).post(devices::create))
+        .route(&format!("{registry}/fleetHealth"), get(fleet_health::get))
         .route(
             &device,
             get(devices::get)

@@ -228,6 +228,29 @@ pub(super) fn list(
     }))
 }
 
+/// Each device's last-seen time, by [`shared::fleet_health::last_seen`]'s rule, computed in
+/// SQL so that a fleet of 10,000 costs one pass over one table and no JSON decoding.
+pub(super) fn last_seen_times(
+    tx: &Transaction<'_>,
+    registry: &RegistryName,
+) -> StoreResult<Vec<Option<Timestamp>>> {
+    let registry_pk = registries::resolve(tx, registry)?;
+    let mut stmt = tx.prepare(
+        "SELECT MAX(COALESCE(last_event_time, 0), COALESCE(last_state_time, 0), \
+             COALESCE(last_heartbeat_time, 0)) \
+         FROM devices WHERE registry_pk = ?1",
+    )?;
+    let rows = stmt.query_map([registry_pk], |row| row.get::<_, i64>(0))?;
+    rows.map(|micros| {
+        let micros = micros?;
+        // 0: none of the three times was ever set.
+        (micros > 0)
+            .then(|| Timestamp::from_microsecond(micros).map_err(backend))
+            .transpose()
+    })
+    .collect()
+}
+
 pub(super) fn update(
     tx: &Transaction<'_>,
     registry: &RegistryName,

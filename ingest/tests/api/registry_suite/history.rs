@@ -263,6 +263,45 @@ pub async fn recorded_activity_reads_back_and_absent_fields_stay(store: Arc<dyn 
     assert_eq!(gateway.last_accessed_gateway_time, Some(at(7)));
 }
 
+pub async fn last_seen_times_are_the_latest_of_event_state_and_heartbeat(
+    store: Arc<dyn RegistryStore>,
+) {
+    let reg = a_registry(&store, "reg-1").await;
+    let other = a_registry(&store, "reg-2").await;
+    for device in ["dev-1", "dev-2", "dev-3"] {
+        a_device(&store, &reg, device).await;
+    }
+    a_device(&store, &other, "dev-9").await;
+    let times = [
+        ("dev-1", Some(at(5)), Some(at(9)), None),
+        ("dev-2", None, None, Some(at(7))),
+    ];
+    for (device, event, state, heartbeat) in times {
+        let activity = Activity {
+            last_event_time: event,
+            last_state_time: state,
+            last_heartbeat_time: heartbeat,
+            ..Default::default()
+        };
+        store
+            .record_activity(&reg, &id(device), activity)
+            .await
+            .unwrap();
+    }
+    let mut seen = store.last_seen_times(&reg).await.unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [None, Some(at(7)), Some(at(9))],
+        "dev-3 was never heard from"
+    );
+    let err = store
+        .last_seen_times(&registry_name("missing"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
 pub async fn a_config_acknowledgement_sets_that_versions_device_ack_time(
     store: Arc<dyn RegistryStore>,
 ) {
