@@ -101,19 +101,21 @@ async fn bridge() -> MqttBridge {
         .expect("the device is created");
     let auth = Authenticator::new(registry.clone(), 1000);
     let sink = FileSink::open("/dev/null").await.expect("the sink opens");
+    let fleet = Fleet::single(registry.clone(), auth.clone());
     let bridge = Bridge::new(BridgeParts {
-        registry: registry.clone(),
-        auth: auth.clone(),
+        registry,
+        auth,
         sink: std::sync::Arc::new(sink),
         metrics: Metrics::default(),
         limits: Limits::default(),
         clock: std::sync::Arc::new(SystemClock),
+        configs: fleet.delivery().config_cache(),
     });
     let (_, stop) = tokio::sync::watch::channel(false);
     // The sender is dropped: the bridge never sees a shutdown, as for a running service.
     MqttBridge::new(
         bridge,
-        Fleet::single(registry, auth),
+        fleet,
         MqttSettings::default(),
         Metrics::default(),
         stop,

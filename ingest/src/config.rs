@@ -101,9 +101,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRESTORE_EMULATOR_HOST", value_name = "HOST:PORT")]
     pub firestore_emulator_host: Option<String>,
 
-    /// How long a device's verified token is trusted before the device is read from the registry
-    /// again; 0 re-reads on every request. A device blocked or re-keyed through this instance,
-    /// or through another one on the same delivery bus, is refused at once; through an instance
+    /// How long a device's verified token is trusted, and its latest config served from memory,
+    /// before the device is read from the registry again; 0 re-reads on every request. A device
+    /// blocked, re-keyed or sent a config through this instance, or through another one on the
+    /// same delivery bus, is refused (or fetches the new config) at once; through an instance
     /// the bus does not reach, within this bound. Default: 300 when every instance sharing the
     /// store hears the others (a SQLite store, or --delivery-topic set), else 10.
     #[arg(long, env = "REGISTRY_FRESHNESS_SECS", value_name = "SECONDS")]

@@ -20,7 +20,7 @@ use crate::bridge::{Bridge, BridgeParts, Limits, Rate};
 use crate::c2d::bus::{Bus, InProcess};
 use crate::c2d::fleet::new_instance_id;
 use crate::c2d::pubsub::{PubSubBus, PubSubBusSettings};
-use crate::c2d::{Delivery, Fleet, FleetParts};
+use crate::c2d::{ConfigCache, Delivery, Fleet, FleetParts};
 use crate::config::{Listen, Role, ServeArgs, SinkUrl, StoreUrl};
 use crate::http::admin::{self, AdminAccess, AdminState};
 use crate::http::console::{self, ConsoleSettings};
@@ -115,6 +115,7 @@ pub async fn run(
             metrics: metrics.clone(),
             limits: limits(&args),
             clock: Arc::new(SystemClock),
+            configs: fleet.delivery().config_cache(),
         });
         let flusher = bridge.spawn_activity_flusher(
             Duration::from_secs(args.activity_flush_secs),
@@ -215,7 +216,10 @@ async fn open_fleet(
     println!("instance: {instance}");
     let fleet = Fleet::new(FleetParts {
         instance,
-        delivery: Delivery::default(),
+        // Configs are cached as long as tokens: both are kept right by the same notices.
+        delivery: Delivery::new(ConfigCache::new(Duration::from_secs(
+            args.registry_freshness(),
+        ))),
         registry,
         auth,
         bus,

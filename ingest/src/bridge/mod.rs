@@ -42,6 +42,7 @@ use self::registries::RegistryCache;
 pub use self::routing::{MAX_SUBFOLDER_BYTES, event_topic, message_attributes};
 pub use self::session::DeviceSession;
 use crate::auth::{AuthError, AuthenticatedDevice, Authenticator};
+use crate::c2d::ConfigCache;
 use crate::registry::{Activity, QueuedCommand, RegistryStore};
 use crate::sink::{Message, Sink, SinkError};
 use crate::telemetry::Metrics;
@@ -85,6 +86,10 @@ pub struct BridgeParts {
     /// Where "now" comes from for token checks, the registry cache and the rate buckets:
     /// [`SystemClock`](shared::clock::SystemClock), or a clock a test moves by hand.
     pub clock: Arc<dyn Clock>,
+    /// The devices' latest configs: the fleet's delivery's
+    /// ([`Delivery::config_cache`](crate::c2d::Delivery::config_cache)), which config and
+    /// device changes keep right.
+    pub configs: ConfigCache,
 }
 
 /// The shared device operations. Cheap to clone; clones share caches, limits and bookkeeping.
@@ -101,6 +106,7 @@ struct Inner {
     metrics: Metrics,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    configs: ConfigCache,
     registries: RegistryCache,
     activity: ActivityBook,
     http_rate: RateLimiter,
@@ -118,6 +124,7 @@ impl Bridge {
             metrics,
             limits,
             clock,
+            configs,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -131,6 +138,7 @@ impl Bridge {
                 metrics,
                 limits,
                 clock,
+                configs,
             }),
         }
     }
@@ -318,14 +326,17 @@ impl Bridge {
         device: &AuthenticatedDevice,
         local_version: u64,
     ) -> Result<DeviceConfig, BridgeError> {
-        let latest = self
+        let cached = self
             .inner
-            .registry
-            .list_config_versions(&device.registry, &device_ref(device), 1)
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+            .configs
+            .get(device.num_id, self.clock().instant())
+            // A device holding a newer version than the cache (pushed to it through another
+            // instance whose notice has not arrived yet) is answered from the store.
+            .filter(|cached| cached.version >= local_version);
+        let latest = match cached {
+            Some(latest) => latest,
+            None => self.read_latest_config(device).await?,
+        };
         if local_version > latest.version {
             return Err(BridgeError::ConfigVersionAhead {
                 asked: local_version,
@@ -338,6 +349,29 @@ impl Bridge {
                 last_config_send_time: Some(Timestamp::now()),
                 ..Activity::default()
             },
+        );
+        Ok(latest)
+    }
+
+    /// The latest config in the store, kept in the cache for the next fetch.
+    async fn read_latest_config(
+        &self,
+        device: &AuthenticatedDevice,
+    ) -> Result<DeviceConfig, BridgeError> {
+        let ticket = self.inner.configs.ticket();
+        let latest = self
+            .inner
+            .registry
+            .list_config_versions(&device.registry, &device_ref(device), 1)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        self.inner.configs.keep(
+            ticket,
+            (&device.registry, &device.id, device.num_id),
+            &latest,
+            self.clock().instant(),
         );
         Ok(latest)
     }

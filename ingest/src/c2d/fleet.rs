@@ -18,7 +18,7 @@ use shared::{DeviceId, DeviceRef, NumId, RegistryName};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bus::{Bus, Envelope, Note};
-use super::{Attachment, CommandFailure, Delivery};
+use super::{Attachment, CommandFailure, ConfigCache, Delivery};
 use crate::auth::Authenticator;
 use crate::registry::{Presence, RegistryStore, StoreResult};
 
@@ -74,9 +74,18 @@ impl Fleet {
     /// A single instance with the in-process bus and default lease and timeouts, for tests and
     /// for embedding the admin API and bridge in another program.
     pub fn single(registry: Arc<dyn RegistryStore>, auth: Authenticator) -> Self {
+        Self::single_with(registry, auth, ConfigCache::default())
+    }
+
+    /// [`Fleet::single`] keeping the devices' latest configs in `configs`.
+    pub fn single_with(
+        registry: Arc<dyn RegistryStore>,
+        auth: Authenticator,
+        configs: ConfigCache,
+    ) -> Self {
         Self::new(FleetParts {
             instance: new_instance_id(),
-            delivery: Delivery::default(),
+            delivery: Delivery::new(configs),
             registry,
             auth,
             bus: Arc::new(super::bus::InProcess),

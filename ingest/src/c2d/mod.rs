@@ -13,8 +13,10 @@ pub mod pubsub;
 
 pub use fleet::{Fleet, FleetParts};
 
+mod config_cache;
 mod config_waiters;
 
+pub use config_cache::ConfigCache;
 pub use config_waiters::{ConfigWait, ConfigWaiters};
 
 use std::collections::HashMap;
@@ -123,6 +125,9 @@ pub struct Delivery {
     generations: Arc<AtomicU64>,
     /// HTTP long-polls, woken by [`Delivery::config_changed`] like a connection.
     waiters: ConfigWaiters,
+    /// The devices' latest configs, dropped by [`Delivery::config_changed`] and
+    /// [`Delivery::device_changed`].
+    configs: ConfigCache,
 }
 
 /// A connection's claim on its device: its generation and its inbox.
@@ -137,6 +142,14 @@ pub struct Attachment {
 }
 
 impl Delivery {
+    /// A delivery whose config cache is `configs`.
+    pub fn new(configs: ConfigCache) -> Self {
+        Self {
+            configs,
+            ..Self::default()
+        }
+    }
+
     /// Claims `device` for a new connection; the connection holding it before is told
     /// [`Control::Replaced`].
     pub fn attach(&self, registry: &RegistryName, device: &DeviceId, num_id: NumId) -> Attachment {
@@ -221,16 +234,23 @@ impl Delivery {
         }
     }
 
-    /// Pushes a new config to the device's connection, if it has one here, and wakes its HTTP
-    /// long-polls.
+    /// Drops the device's cached config, pushes the new one to its connection, if it has one
+    /// here, and wakes its HTTP long-polls.
     pub fn config_changed(
         &self,
         registry: &RegistryName,
         device: &DeviceRef,
         config: DeviceConfig,
     ) {
+        // Dropped before the waiters wake, so that they read the new version.
+        self.configs.changed(registry, device);
         self.waiters.notify(registry, device, config.version);
         self.send(registry, device, Control::Config(Box::new(config)));
+    }
+
+    /// The config cache this delivery keeps right.
+    pub fn config_cache(&self) -> ConfigCache {
+        self.configs.clone()
     }
 
     /// The HTTP long-poll waiters this delivery wakes on a config change.
@@ -238,8 +258,11 @@ impl Delivery {
         self.waiters.clone()
     }
 
-    /// Makes the device's connection, if any, check its token again.
+    /// Drops the device's cached config and makes its connection, if any, check its token
+    /// again.
     pub fn device_changed(&self, registry: &RegistryName, device: &DeviceRef) {
+        // A deleted device's cached config goes with it.
+        self.configs.changed(registry, device);
         self.send(registry, device, Control::Recheck);
     }
 

@@ -147,3 +147,61 @@ async fn operations_per_1000(freshness_secs: u64) -> f64 {
     assert!(per_1000 < 100.0, "{per_1000:.1} operations per 1000 events");
     per_1000
 }
+
+/// A device fetching its config over and over costs one store read per freshness period, not
+/// one per fetch; a config change made through the admin API reaches the very next fetch (one
+/// more read), and the entry lapses with the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_fetches_read_the_store_once_per_change_or_freshness_period() {
+    let clock = Arc::new(ManualClock::new());
+    let app = DeviceApp::spawn_on(
+        firestore_store().await,
+        Limits::default(),
+        None,
+        Some(WITHOUT_BUS),
+        clock.clone(),
+        tempfile::TempDir::new().unwrap(),
+    )
+    .await;
+    app.admin.create_registry("reg-1").await;
+    app.admin
+        .create_device("reg-1", "dev-0", "RSA_PEM", "rsa_public")
+        .await;
+    let path = device_path("reg-1", "dev-0");
+    let now = clock.now().as_second();
+    let token = Signer::rsa("rsa_private").token(now - 60, now + 3600, PROJECT);
+    let reads = || {
+        app.store
+            .calls()
+            .get("list_config_versions")
+            .copied()
+            .unwrap_or(0)
+    };
+    let fetch = || async {
+        let (status, body) = app.get_config(&token, &path, "?local_version=0").await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["version"].as_str().unwrap().to_owned(),
+            body["binaryData"].clone(),
+        )
+    };
+
+    let before = reads();
+    for _ in 0..50 {
+        assert_eq!(fetch().await.0, "1");
+    }
+    assert_eq!(reads() - before, 1, "50 fetches of an unchanged config");
+
+    let (status, body) = app
+        .admin
+        .modify_config(&path, json!({"binaryData": "AQ=="}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fetch().await, ("2".to_owned(), json!("AQ==")));
+    assert_eq!(fetch().await.0, "2");
+    assert_eq!(reads() - before, 2, "one more read after the change");
+
+    clock.advance(Duration::from_secs(WITHOUT_BUS));
+    assert_eq!(fetch().await.0, "2");
+    assert_eq!(reads() - before, 3, "one more read once the entry lapsed");
+}

@@ -1,7 +1,8 @@
 //! Two real `ingest serve` processes sharing one Firestore database — the emulator's — as two
 //! Cloud Run instances share one: a device blocked or re-keyed through one instance is refused by
 //! the other within the freshness bound (`REGISTRY_FRESHNESS_SECS`), although the other had just
-//! accepted and cached the device's token.
+//! accepted and cached the device's token; and a config changed through one is fetched from the
+//! other within the same bound, although the other had just served (and cached) the older one.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,17 @@ impl Instance {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let name = body["error"]["status"].as_str().unwrap_or("").to_string();
         (status, name)
+    }
+
+    /// The config version `dev-1` gets over HTTP from this instance.
+    async fn config_version(&self, token: &str) -> u64 {
+        let base = &self.process.device_url();
+        let url = format!(
+            "{base}/v1/projects/{PROJECT}/locations/{REGION}/registries/reg-1/devices/dev-1/config?local_version=0"
+        );
+        let request = self.http.get(url).bearer_auth(token);
+        let body = self.admin_send(request).await;
+        body["version"].as_str().unwrap().parse().unwrap()
     }
 
     /// Publishes until the answer is `want`, and returns how long that took.
@@ -160,5 +172,51 @@ async fn a_block_or_rekey_through_one_instance_reaches_the_other_within_the_boun
         (401, "UNAUTHENTICATED".into()),
         "B still takes a token of the replaced key"
     );
+    drop((a.process, b.process));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_changed_through_one_instance_is_fetched_from_the_other_within_the_bound() {
+    let emulator = testkit::emulators::firestore_host();
+    let store = format!(
+        "firestore:projects/{PROJECT}/databases/{}",
+        testkit::unique("fresh-config")
+    );
+    let (a, b) = (
+        Instance::start(&store, &emulator),
+        Instance::start(&store, &emulator),
+    );
+    a.admin_send(a.http.post(a.admin("")).json(&json!({"id": "reg-1"})))
+        .await;
+    a.admin_send(
+        a.http
+            .post(a.admin("/reg-1/devices"))
+            .json(&json!({"id": "dev-1", "credentials": credential("rsa_public")})),
+    )
+    .await;
+    let token = Signer::rsa("rsa_private").fresh();
+    assert_eq!(b.config_version(&token).await, 1);
+    assert_eq!(a.config_version(&token).await, 1);
+
+    let changed = Instant::now();
+    a.admin_send(
+        a.http
+            .post(a.admin("/reg-1/devices/dev-1:modifyCloudToDeviceConfig"))
+            .json(&json!({"binaryData": "AQ=="})),
+    )
+    .await;
+    assert_eq!(
+        a.config_version(&token).await,
+        2,
+        "A, which made the change"
+    );
+    while b.config_version(&token).await != 2 {
+        let took = changed.elapsed();
+        assert!(
+            took <= Duration::from_secs(FRESHNESS_SECS) + SLACK,
+            "B still serves version 1 after {took:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop((a.process, b.process));
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ingest::auth::Authenticator;
 use ingest::bridge::{Bridge, BridgeParts, Limits};
-use ingest::c2d::Fleet;
+use ingest::c2d::{ConfigCache, Fleet};
 use ingest::http::admin::{self, AdminAccess, AdminState};
 use ingest::http::device::LongPoll;
 use ingest::registry::sqlite::SqliteStore;
@@ -112,6 +112,11 @@ impl DeviceApp {
             Some(sink) => sink,
             None => Arc::new(FileSink::open(&sink_path).await.unwrap()),
         };
+        // Configs are cached as long as tokens are trusted, as `ingest serve` does.
+        let configs = freshness_secs.map_or_else(ConfigCache::default, |secs| {
+            ConfigCache::new(Duration::from_secs(secs))
+        });
+        let fleet = Fleet::single_with(registry.clone(), auth.clone(), configs);
         let bridge = Bridge::new(BridgeParts {
             registry: registry.clone(),
             auth: auth.clone(),
@@ -119,9 +124,9 @@ impl DeviceApp {
             metrics: Metrics::default(),
             limits,
             clock,
+            configs: fleet.delivery().config_cache(),
         });
         bridge.spawn_activity_flusher(Duration::from_secs(3600), std::future::pending());
-        let fleet = Fleet::single(registry.clone(), auth.clone());
         let admin_base = serve(admin::router(AdminState {
             registry: registry.clone(),
             auth: auth.clone(),
