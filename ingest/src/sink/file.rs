@@ -9,18 +9,26 @@
 //! per line would cap throughput at the disk's sync rate).
 //!
 //! Group commit: publishers add their lines to one pending batch on the async side, and a
-//! committer task hands the whole batch to the one writer thread that owns the file, then answers
-//! everyone in it. The committer lets the other ready tasks run before it takes the batch, so
-//! under load a batch holds what every connection had to say in that turn of the runtime: one
-//! thread wake-up and one `write` per batch, not per message. (Waking the writer per line made
-//! the two threads take turns on one core, a context switch each way for every message.)
+//! committer task takes the whole batch, writes it, then answers everyone in it. The committer
+//! lets the other ready tasks run before it takes the batch, so under load a batch holds what
+//! every connection had to say in that turn of the runtime: one `write` per batch, not per
+//! message.
+//!
+//! Where the write runs: an append to the page cache takes microseconds, so the committer makes
+//! it itself; handing every batch to a thread cost two context switches per batch, 13 % of the
+//! CPU of a publish on one core (BENCHMARKS.md). But a write can block, for as long as the kernel
+//! throttles a process with too many dirty pages on a slow disk (an SD card): while it blocks,
+//! nothing else on that runtime thread runs, MQTT keep-alives included. So a write that took
+//! longer than [`SLOW_WRITE`] sends the writes of the next [`SLOW_BACK_OFF`] to the writer thread,
+//! where only the publishers wait; so does every fsync (shutdown's flush).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -32,6 +40,15 @@ use super::{Message, Sink, SinkError};
 
 type Done = oneshot::Sender<std::io::Result<()>>;
 
+/// A write slower than this means the disk is pushing back: the committer stops writing itself.
+pub const SLOW_WRITE: Duration = Duration::from_millis(5);
+
+/// For how long after a slow write the writes go to the writer thread.
+pub const SLOW_BACK_OFF: Duration = Duration::from_secs(30);
+
+/// The open file, which the committer and the writer thread take turns to write.
+type Shared = Arc<Mutex<File>>;
+
 /// Appends messages as JSON lines to one file; one writer, so lines never interleave.
 #[derive(Debug)]
 pub struct FileSink {
@@ -39,6 +56,8 @@ pub struct FileSink {
     batch: Arc<Batch>,
     // Ends the committer (and with it the writer thread) when the sink is dropped.
     committer: tokio::task::JoinHandle<()>,
+    /// Batches the writer thread has written (the rest the committer wrote itself).
+    thread_writes: Arc<AtomicU64>,
     // Message ids are `{open time in µs}-{sequence}`, unique across restarts of the process.
     id_prefix: i64,
     sequence: AtomicU64,
@@ -115,7 +134,12 @@ struct MessageId {
 impl FileSink {
     /// Opens `path` for appending, creating it if needed. Must be called within a tokio runtime.
     pub async fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
-        let path = path.as_ref().to_owned();
+        Self::open_with(path.as_ref(), SLOW_WRITE).await
+    }
+
+    /// [`FileSink::open`] with the threshold above which a write counts as slow.
+    async fn open_with(path: &Path, slow_write: Duration) -> std::io::Result<Self> {
+        let path = path.to_owned();
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -123,17 +147,28 @@ impl FileSink {
             .await?
             .into_std()
             .await;
+        let file: Shared = Arc::new(Mutex::new(file));
         let (writes, queue) = mpsc::channel();
-        let followed = path.clone();
+        let (followed, held) = (path.clone(), Arc::clone(&file));
+        let thread_writes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&thread_writes);
         std::thread::Builder::new()
             .name("file-sink".into())
-            .spawn(move || write_batches(&followed, file, &queue))?;
+            .spawn(move || write_batches(&followed, &held, &queue, &counted))?;
         let batch = Arc::new(Batch::default());
-        let committer = tokio::spawn(commit_batches(Arc::clone(&batch), writes));
+        let writer = Writer {
+            path: path.clone(),
+            file,
+            thread: writes,
+            slow_write,
+            inline_from: Instant::now(),
+        };
+        let committer = tokio::spawn(commit_batches(Arc::clone(&batch), writer));
         Ok(Self {
             path,
             batch,
             committer,
+            thread_writes,
             id_prefix: jiff::Timestamp::now().as_microsecond(),
             sequence: AtomicU64::new(0),
         })
@@ -142,6 +177,11 @@ impl FileSink {
     /// The file the messages go to.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many batches the writer thread wrote: fsyncs, and writes after a slow one.
+    pub fn thread_writes(&self) -> u64 {
+        self.thread_writes.load(Ordering::Relaxed)
     }
 
     fn line<'a>(&self, topic: &'a TopicName, message: &'a Message) -> Line<'a> {
@@ -192,9 +232,50 @@ impl Drop for FileSink {
     }
 }
 
-/// The committer task: takes each batch, has the writer thread write it, answers its waiters.
-/// One write is in flight at a time; lines arriving meanwhile form the next batch.
-async fn commit_batches(batch: Arc<Batch>, writes: mpsc::Sender<BatchWrite>) {
+/// Where the committer's writes go: see the module documentation.
+struct Writer {
+    path: PathBuf,
+    file: Shared,
+    /// The writer thread.
+    thread: mpsc::Sender<BatchWrite>,
+    /// [`SLOW_WRITE`], or another threshold in tests.
+    slow_write: Duration,
+    /// Writes before this instant go to the thread (a recent write was slow).
+    inline_from: Instant,
+}
+
+impl Writer {
+    /// Writes `bytes` (and fsyncs if asked); gives the buffer back with the outcome, or `None`
+    /// when the writer thread has stopped.
+    async fn write(
+        &mut self,
+        bytes: Vec<u8>,
+        sync: bool,
+    ) -> Option<(Vec<u8>, std::io::Result<()>)> {
+        if sync || Instant::now() < self.inline_from {
+            let (done, written) = oneshot::channel();
+            self.thread.send(BatchWrite { bytes, sync, done }).ok()?;
+            return written.await.ok();
+        }
+        let started = Instant::now();
+        let result = write_batch(&self.path, &self.file, &bytes, false);
+        let took = started.elapsed();
+        if took > self.slow_write {
+            self.inline_from = Instant::now() + SLOW_BACK_OFF;
+            tracing::warn!(
+                file = %self.path.display(),
+                ?took,
+                "writing to the message file was slow (is the disk busy?): writes go through a \
+                 separate thread for {SLOW_BACK_OFF:?}"
+            );
+        }
+        Some((bytes, result))
+    }
+}
+
+/// The committer task: takes each batch, writes it, answers its waiters. One write is in
+/// flight at a time; lines arriving meanwhile form the next batch.
+async fn commit_batches(batch: Arc<Batch>, mut writer: Writer) {
     let mut spare = Vec::new();
     loop {
         batch.started.notified().await;
@@ -217,14 +298,11 @@ async fn commit_batches(batch: Arc<Batch>, writes: mpsc::Sender<BatchWrite>) {
             spare = bytes;
             continue;
         }
-        let (done, written) = oneshot::channel();
         // Without the writer thread the waiters are dropped, which tells them it has stopped.
-        if writes.send(BatchWrite { bytes, sync, done }).is_err() {
-            return;
-        }
-        let Ok((bytes, result)) = written.await else {
+        let Some((mut bytes, result)) = writer.write(bytes, sync).await else {
             return;
         };
+        bytes.clear();
         spare = bytes;
         for done in waiting {
             let answer = match &result {
@@ -238,21 +316,29 @@ async fn commit_batches(batch: Arc<Batch>, writes: mpsc::Sender<BatchWrite>) {
 }
 
 /// The writer thread: writes each batch it is given (and fsyncs when asked), hands back the
-/// emptied buffer with the outcome.
-fn write_batches(path: &Path, mut file: File, queue: &mpsc::Receiver<BatchWrite>) {
-    while let Ok(BatchWrite {
-        mut bytes,
-        sync,
-        done,
-    }) = queue.recv()
-    {
-        let mut result = follow_path(path, &mut file).and_then(|()| append(&mut file, &bytes));
-        if sync && result.is_ok() {
-            result = file.sync_all();
-        }
-        bytes.clear();
+/// buffer with the outcome.
+fn write_batches(
+    path: &Path,
+    file: &Shared,
+    queue: &mpsc::Receiver<BatchWrite>,
+    written: &AtomicU64,
+) {
+    while let Ok(BatchWrite { bytes, sync, done }) = queue.recv() {
+        let result = write_batch(path, file, &bytes, sync);
+        written.fetch_add(1, Ordering::Relaxed);
         let _ = done.send((bytes, result));
     }
+}
+
+/// Appends `bytes` to the file at `path` (following it if it moved), then fsyncs if asked.
+fn write_batch(path: &Path, file: &Shared, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+    follow_path(path, &mut file)?;
+    append(&mut file, bytes)?;
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reopens the file when `path` no longer names the one held — deleted, or rotated away — so
@@ -353,6 +439,38 @@ mod tests {
             data: data.to_vec(),
             attributes,
         }
+    }
+
+    #[tokio::test]
+    async fn batches_are_written_inline_until_one_is_slow_and_fsyncs_go_to_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.jsonl");
+        let sink = FileSink::open(&path).await.unwrap();
+        for n in 0..10u8 {
+            sink.publish(&topic(), message(&[n], "dev-1"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(sink.thread_writes(), 0);
+        sink.flush().await;
+        assert_eq!(sink.thread_writes(), 1, "the fsync");
+
+        // Every write counts as slow: the first is written inline, the next by the thread.
+        let slow = FileSink::open_with(&path, Duration::ZERO).await.unwrap();
+        slow.publish(&topic(), message(b"a", "dev-1"))
+            .await
+            .unwrap();
+        assert_eq!(slow.thread_writes(), 0);
+        slow.publish(&topic(), message(b"b", "dev-1"))
+            .await
+            .unwrap();
+        assert_eq!(slow.thread_writes(), 1);
+        let data: Vec<_> = read_lines(&path)
+            .iter()
+            .map(|line| line["data"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(data.len(), 12);
+        assert_eq!(data[10..], ["YQ==", "Yg=="]);
     }
 
     fn read_lines(path: &Path) -> Vec<serde_json::Value> {
