@@ -8,6 +8,7 @@
 //! a graceful shutdown whose drain is bounded so a stuck request cannot hold up the process's
 //! exit.
 
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,16 +16,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use shared::Code;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
+use tower::Service as _;
 
 use crate::http::error::ApiError;
 use crate::per_address::{AddressSlot, PerAddress};
@@ -79,10 +81,7 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = app.layer(middleware::from_fn_with_state(
-        options.request_timeout,
-        deadline,
-    ));
+    let limit = options.request_timeout;
     let cap = options.max_connections.max(1);
     let (shed, shedding) = watch::channel(0u64);
     let mut listener = CappedListener {
@@ -109,7 +108,10 @@ pub async fn serve(
             connection = listener.accept() => connection,
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        // The deadline wraps the router here rather than as an axum middleware, whose boxed
+        // `Next` cost a clone and an allocation on every request (BENCHMARKS.md).
+        let service = service_fn(move |request| within(limit, app.clone(), request));
         let serving = http
             .serve_connection(TokioIo::new(connection), service)
             .with_upgrades();
@@ -162,20 +164,24 @@ async fn until_done<S>(
     }
 }
 
-/// Answers `504 DEADLINE_EXCEEDED` when the handler outlives `limit`; dropping its future
-/// cancels it.
-async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
+/// Routes `request` through `app`, answering `504 DEADLINE_EXCEEDED` when the handler outlives
+/// `limit`; dropping its future cancels it.
+async fn within(
+    limit: Duration,
+    mut app: Router,
+    request: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    // Cheap copies (an enum, a reference count) kept for the warning.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    match tokio::time::timeout(limit, app.call(request)).await {
+        Ok(answer) => answer,
         Err(_) => {
-            tracing::warn!(%method, %path, ?limit, "request timed out");
-            ApiError::new(
+            tracing::warn!(%method, path = uri.path(), ?limit, "request timed out");
+            Ok(ApiError::new(
                 Code::DeadlineExceeded,
                 format!("the request did not complete within {limit:?}"),
             )
-            .into_response()
+            .into_response())
         }
     }
 }
