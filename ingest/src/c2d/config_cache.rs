@@ -234,6 +234,13 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// Keeps `config` for device `device` (numeric id `num`) of [`registry`], read at `now`
+    /// with a ticket taken just before.
+    fn keep(cache: &ConfigCache, device: &str, num: u64, config: &DeviceConfig, now: Instant) {
+        let ticket = cache.ticket();
+        cache.keep(ticket, (&registry(), &id(device), NumId(num)), config, now);
+    }
+
     #[test]
     fn a_kept_config_is_served_until_it_lapses() {
         let cache = ConfigCache::new(Duration::from_secs(10));
@@ -266,12 +273,7 @@ mod tests {
         let cache = ConfigCache::new(Duration::from_secs(10));
         let now = Instant::now();
         for device in [DeviceRef::Id(id("dev-d")), DeviceRef::Num(NumId(7))] {
-            cache.keep(
-                cache.ticket(),
-                (&registry(), &id("dev-d"), NumId(7)),
-                &config(3, b""),
-                now,
-            );
+            keep(&cache, "dev-d", 7, &config(3, b""), now);
             assert!(cache.get(NumId(7), now).is_some());
             cache.changed(&registry(), &device);
             assert!(cache.get(NumId(7), now).is_none(), "{device:?}");
@@ -283,12 +285,7 @@ mod tests {
     fn a_change_in_another_registry_leaves_the_entry() {
         let cache = ConfigCache::new(Duration::from_secs(10));
         let now = Instant::now();
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-d"), NumId(7)),
-            &config(3, b""),
-            now,
-        );
+        keep(&cache, "dev-d", 7, &config(3, b""), now);
         let other = RegistryName::from_parts("my-project", "us-central1", "reg-2").unwrap();
         cache.changed(&other, &DeviceRef::Id(id("dev-d")));
         cache.changed(&other, &DeviceRef::Num(NumId(7)));
@@ -315,12 +312,7 @@ mod tests {
     fn zero_freshness_keeps_nothing() {
         let cache = ConfigCache::new(Duration::ZERO);
         let now = Instant::now();
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-d"), NumId(7)),
-            &config(3, b""),
-            now,
-        );
+        keep(&cache, "dev-d", 7, &config(3, b""), now);
         assert!(cache.get(NumId(7), now).is_none());
         assert!(cache.is_empty());
     }
@@ -330,35 +322,15 @@ mod tests {
         let cache = ConfigCache::new(Duration::from_secs(10));
         let start = Instant::now();
         let big = config(2, &vec![0; MAX_BYTES / 2]);
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-a"), NumId(1)),
-            &big,
-            start,
-        );
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-b"), NumId(2)),
-            &big,
-            start,
-        );
+        keep(&cache, "dev-a", 1, &big, start);
+        keep(&cache, "dev-b", 2, &big, start);
         // Full: a third is served from the store rather than kept.
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-c"), NumId(3)),
-            &config(2, b"x"),
-            start,
-        );
+        keep(&cache, "dev-c", 3, &config(2, b"x"), start);
         assert!(cache.get(NumId(3), start).is_none());
         assert_eq!(cache.len(), 2);
         // Once the first two lapse they make room.
         let later = start + Duration::from_secs(11);
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-c"), NumId(3)),
-            &config(2, b"x"),
-            later,
-        );
+        keep(&cache, "dev-c", 3, &config(2, b"x"), later);
         assert!(cache.get(NumId(3), later).is_some());
         assert_eq!(cache.len(), 1);
     }
@@ -367,20 +339,10 @@ mod tests {
     fn a_device_made_again_under_the_same_id_does_not_get_its_predecessors_entry() {
         let cache = ConfigCache::new(Duration::from_secs(10));
         let now = Instant::now();
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-d"), NumId(7)),
-            &config(5, b"old"),
-            now,
-        );
+        keep(&cache, "dev-d", 7, &config(5, b"old"), now);
         // Deleted (a device change drops the entry) and made again with a new numeric id.
         cache.changed(&registry(), &DeviceRef::Id(id("dev-d")));
-        cache.keep(
-            cache.ticket(),
-            (&registry(), &id("dev-d"), NumId(9)),
-            &config(1, b""),
-            now,
-        );
+        keep(&cache, "dev-d", 9, &config(1, b""), now);
         assert!(cache.get(NumId(7), now).is_none());
         assert_eq!(cache.get(NumId(9), now).unwrap().version, 1);
         cache.changed(&registry(), &DeviceRef::Id(id("dev-d")));

@@ -103,6 +103,13 @@ impl Instance {
         (version, data.unwrap())
     }
 
+    /// Sets `dev-1`'s config through this instance's admin API.
+    async fn set_config(&self, data: &[u8]) {
+        let url = self.admin("/reg-1/devices/dev-1:modifyCloudToDeviceConfig");
+        let body = json!({"binaryData": encode_base64(data)});
+        self.ok(self.http.post(url).json(&body)).await;
+    }
+
     fn mqtt_port(&self) -> u16 {
         let url = self.process.announced("MQTT bridge (plain TCP)");
         url.rsplit(':').next().unwrap().parse().unwrap()
@@ -237,13 +244,8 @@ async fn a_device_on_b_gets_a_command_and_a_config_sent_through_a() {
         other => panic!("expected the command, got {other:?}"),
     }
 
-    let url = a.admin("/reg-1/devices/dev-1:modifyCloudToDeviceConfig");
     let changed = Instant::now();
-    a.ok(a
-        .http
-        .post(url)
-        .json(&json!({"binaryData": encode_base64(b"fan=on")})))
-        .await;
+    a.set_config(b"fan=on").await;
     match next(&mut seen).await {
         Seen::Publish(topic, payload) => {
             let took = changed.elapsed();
@@ -271,13 +273,8 @@ async fn a_config_changed_through_a_is_what_the_next_http_fetch_on_b_gets() {
         "served again (cached)"
     );
 
-    let url = a.admin("/reg-1/devices/dev-1:modifyCloudToDeviceConfig");
     let changed = Instant::now();
-    a.ok(a
-        .http
-        .post(url)
-        .json(&json!({"binaryData": encode_base64(b"fan=on")})))
-        .await;
+    a.set_config(b"fan=on").await;
     assert_eq!(a.http_config().await, (2, b"fan=on".to_vec()), "A at once");
     loop {
         let (version, data) = b.http_config().await;

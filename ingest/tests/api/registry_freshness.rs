@@ -103,21 +103,26 @@ impl Instance {
     }
 }
 
+/// Two instances on a fresh database of the Firestore emulator.
+fn two_instances(database_prefix: &str) -> (Instance, Instance) {
+    let emulator = testkit::emulators::firestore_host();
+    let store = format!(
+        "firestore:projects/{PROJECT}/databases/{}",
+        testkit::unique(database_prefix)
+    );
+    (
+        Instance::start(&store, &emulator),
+        Instance::start(&store, &emulator),
+    )
+}
+
 fn credential(key: &str) -> Value {
     json!([{"publicKey": {"format": "RSA_PEM", "key": crate::support::key(key)}}])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_or_rekey_through_one_instance_reaches_the_other_within_the_bound() {
-    let emulator = testkit::emulators::firestore_host();
-    let store = format!(
-        "firestore:projects/{PROJECT}/databases/{}",
-        testkit::unique("fresh")
-    );
-    let (a, b) = (
-        Instance::start(&store, &emulator),
-        Instance::start(&store, &emulator),
-    );
+    let (a, b) = two_instances("fresh");
     let topic = format!("projects/{PROJECT}/topics/events");
     a.admin_send(
         a.http.post(a.admin("")).json(
@@ -177,15 +182,7 @@ async fn a_block_or_rekey_through_one_instance_reaches_the_other_within_the_boun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_changed_through_one_instance_is_fetched_from_the_other_within_the_bound() {
-    let emulator = testkit::emulators::firestore_host();
-    let store = format!(
-        "firestore:projects/{PROJECT}/databases/{}",
-        testkit::unique("fresh-config")
-    );
-    let (a, b) = (
-        Instance::start(&store, &emulator),
-        Instance::start(&store, &emulator),
-    );
+    let (a, b) = two_instances("fresh-config");
     a.admin_send(a.http.post(a.admin("")).json(&json!({"id": "reg-1"})))
         .await;
     a.admin_send(
