@@ -1,17 +1,32 @@
 //! A cap on the connections one source address may hold on a listener, shared by the HTTP and
 //! MQTT listeners: without it one host could take every slot of `--max-connections` (until the
 //! head or CONNECT deadline), locking every device out. A connection beyond the cap is closed as
-//! it is accepted.
+//! it is accepted. Closing it is all the answer a TCP connection can get before it speaks, so
+//! the operator is told instead: a warning naming the address and the flag, at most once a minute
+//! (a fleet behind one NAT shares an address and needs the cap raised; a flood must not flood the
+//! log).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The most often a refusal is logged.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Open connections per source address, for the per-address cap.
 #[derive(Debug, Clone)]
 pub struct PerAddress {
     limit: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    refusals: Arc<Mutex<Refusals>>,
+}
+
+/// Refusals not yet logged, and when the last warning went out.
+#[derive(Debug, Default)]
+struct Refusals {
+    unlogged: u64,
+    warned_at: Option<Instant>,
 }
 
 impl PerAddress {
@@ -20,6 +35,7 @@ impl PerAddress {
         Self {
             limit,
             open: Arc::default(),
+            refusals: Arc::default(),
         }
     }
 
@@ -31,10 +47,37 @@ impl PerAddress {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(ip).or_default();
         if *count >= self.limit {
+            drop(open);
+            if let Some(refused) = self.refused(Instant::now()) {
+                tracing::warn!(
+                    %ip,
+                    refused,
+                    limit = self.limit,
+                    "closed connections from an address that holds its limit of connections \
+                     (count: since the last such warning); a fleet behind one NAT shares an \
+                     address: raise --max-connections-per-address for it"
+                );
+            }
             return None;
         }
         *count += 1;
         Some(AddressSlot(Some((self.clone(), ip))))
+    }
+}
+
+impl PerAddress {
+    /// Counts a refusal at `now`; says how many to report when a warning is due.
+    fn refused(&self, now: Instant) -> Option<u64> {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        refusals.unlogged += 1;
+        let due = refusals
+            .warned_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY);
+        if !due {
+            return None;
+        }
+        refusals.warned_at = Some(now);
+        Some(std::mem::take(&mut refusals.unlogged))
     }
 }
 
@@ -77,5 +120,20 @@ mod tests {
         let unlimited = PerAddress::new(0);
         let held: Vec<_> = (0..100).map(|_| unlimited.take(a).unwrap()).collect();
         assert_eq!(held.len(), 100);
+    }
+
+    #[test]
+    fn refusals_are_reported_at_most_once_a_minute_with_their_count() {
+        let caps = PerAddress::new(1);
+        let start = Instant::now();
+        assert_eq!(caps.refused(start), Some(1), "the first at once");
+        assert_eq!(caps.refused(start + Duration::from_secs(1)), None);
+        assert_eq!(caps.refused(start + Duration::from_secs(59)), None);
+        assert_eq!(
+            caps.refused(start + WARN_EVERY),
+            Some(3),
+            "with the two held back"
+        );
+        assert_eq!(caps.refused(start + WARN_EVERY * 3), Some(1));
     }
 }

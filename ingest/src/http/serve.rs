@@ -206,8 +206,8 @@ impl CappedListener {
             // axum's own accept retries transient errors (and backs off on EMFILE).
             let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
             let Some(slot) = self.per_address.take(addr.ip()) else {
-                // Closed at once (dropped): its permit is free again for the next one.
-                tracing::debug!(%addr, "connection refused: its address holds its limit of connections");
+                // Closed at once (dropped): its permit is free again for the next one. `take`
+                // has logged it (at most once a minute).
                 continue;
             };
             if self.permits.available_permits() < self.shed_below {

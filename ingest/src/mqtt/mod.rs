@@ -216,8 +216,8 @@ impl MqttBridge {
         } else {
             peer
         };
+        // Refused and logged (at most once a minute) by `take`.
         let Some(_slot) = per_address.take(source.ip()) else {
-            tracing::debug!(%source, "MQTT connection refused: its address holds its limit of connections");
             return;
         };
         match tls {

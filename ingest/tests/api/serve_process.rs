@@ -1,7 +1,8 @@
 //! The real `ingest serve` process as Cloud Run runs it: JSON logs in Cloud Logging's layout that
 //! never carry a device token or payload, even at debug level and even for refused requests, a
 //! clean exit on SIGTERM after draining, a refusal to trust Cloud Run's IAM off Cloud Run, and
-//! `503` for changes (and on `/readyz`) once the SQLite registry file was deleted under it.
+//! `503` for changes (and on `/readyz`) once the SQLite registry file was deleted under it, and
+//! connections beyond the per-address cap named in the log, once, with the flag that lifts it.
 
 use crate::support::device::Signer;
 use crate::support::spawn_ingest;
@@ -145,4 +146,44 @@ async fn a_deleted_registry_file_refuses_changes_with_503_instead_of_losing_them
         message.contains("registry.db") && message.contains("was deleted"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_cap_are_named_in_the_log_once_with_the_flag() {
+    let ingest = spawn_ingest(
+        &["--max-connections-per-address", "1", "--log-format", "json"],
+        &[],
+    );
+    let device = ingest.device_url();
+    let addr = device.trim_start_matches("http://");
+    let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for _ in 0..3 {
+        let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut refused, &mut byte),
+        )
+        .await
+        .expect("the refused connection is closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    let log = ingest.log();
+    let warnings: Vec<_> = log
+        .lines()
+        .filter(|line| line.contains("--max-connections-per-address"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning a minute, not one per refusal:\n{log}"
+    );
+    let warning: Value = serde_json::from_str(warnings[0]).unwrap();
+    assert_eq!(warning["severity"], "WARNING", "{warning}");
+    assert_eq!(
+        (&warning["ip"], &warning["limit"], &warning["refused"]),
+        (&json!("127.0.0.1"), &json!(1), &json!(1)),
+        "{warning}"
+    );
+    drop(held);
 }
