@@ -103,17 +103,25 @@ impl Instance {
     }
 }
 
-/// Two instances on a fresh database of the Firestore emulator.
-fn two_instances(database_prefix: &str) -> (Instance, Instance) {
+/// Two instances on a fresh database of the Firestore emulator, and `dev-1` (the vectors' RSA
+/// key) in `reg-1`, made through the first.
+async fn two_instances(database_prefix: &str) -> (Instance, Instance) {
     let emulator = testkit::emulators::firestore_host();
     let store = format!(
         "firestore:projects/{PROJECT}/databases/{}",
         testkit::unique(database_prefix)
     );
-    (
+    let (a, b) = (
         Instance::start(&store, &emulator),
         Instance::start(&store, &emulator),
-    )
+    );
+    let topic = format!("projects/{PROJECT}/topics/events");
+    let registry = json!({"id": "reg-1", "eventNotificationConfigs": [{"pubsubTopicName": topic}]});
+    a.admin_send(a.http.post(a.admin("")).json(&registry)).await;
+    let device = json!({"id": "dev-1", "credentials": credential("rsa_public")});
+    a.admin_send(a.http.post(a.admin("/reg-1/devices")).json(&device))
+        .await;
+    (a, b)
 }
 
 fn credential(key: &str) -> Value {
@@ -122,20 +130,7 @@ fn credential(key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_or_rekey_through_one_instance_reaches_the_other_within_the_bound() {
-    let (a, b) = two_instances("fresh");
-    let topic = format!("projects/{PROJECT}/topics/events");
-    a.admin_send(
-        a.http.post(a.admin("")).json(
-            &json!({"id": "reg-1", "eventNotificationConfigs": [{"pubsubTopicName": topic}]}),
-        ),
-    )
-    .await;
-    a.admin_send(
-        a.http
-            .post(a.admin("/reg-1/devices"))
-            .json(&json!({"id": "dev-1", "credentials": credential("rsa_public")})),
-    )
-    .await;
+    let (a, b) = two_instances("fresh").await;
 
     // B reads the device that A created, and caches the token.
     let old_key = Signer::rsa("rsa_private").fresh();
@@ -182,15 +177,7 @@ async fn a_block_or_rekey_through_one_instance_reaches_the_other_within_the_boun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_changed_through_one_instance_is_fetched_from_the_other_within_the_bound() {
-    let (a, b) = two_instances("fresh-config");
-    a.admin_send(a.http.post(a.admin("")).json(&json!({"id": "reg-1"})))
-        .await;
-    a.admin_send(
-        a.http
-            .post(a.admin("/reg-1/devices"))
-            .json(&json!({"id": "dev-1", "credentials": credential("rsa_public")})),
-    )
-    .await;
+    let (a, b) = two_instances("fresh-config").await;
     let token = Signer::rsa("rsa_private").fresh();
     assert_eq!(b.config_version(&token).await, 1);
     assert_eq!(a.config_version(&token).await, 1);
