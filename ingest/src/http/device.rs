@@ -46,6 +46,7 @@ mod answer;
 mod body;
 mod gateway;
 mod long_poll;
+mod route;
 
 pub use body::{DecodedBody, decode_device_body};
 pub use long_poll::LongPoll;
@@ -53,14 +54,10 @@ pub use long_poll::LongPoll;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{FromRef, RawPathParams, RawQuery, State};
-use axum::http::HeaderMap;
-use axum::http::HeaderValue;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use shared::device_api::{CommandsResponse, ConfigResponse, PublishEventRequest, SetStateRequest};
 use shared::{Code, DeviceName};
 
@@ -68,6 +65,7 @@ use self::answer::{DeviceApiError, HttpRefusal};
 use self::body::{event_parts, read_json, state_payload};
 use self::gateway::acting;
 use self::long_poll::{config_after, wait_param};
+use self::route::{DeviceRoute, Resource};
 use crate::bridge::{Bridge, DeviceSession, Limits, Protocol};
 use crate::http::request::Query;
 
@@ -78,29 +76,38 @@ struct DeviceApi {
     long_poll: LongPoll,
 }
 
-impl FromRef<DeviceApi> for Bridge {
-    fn from_ref(api: &DeviceApi) -> Self {
-        api.bridge.clone()
-    }
-}
-
-/// The device API's routes, all under `/v1`.
+/// The device API, read by [`DeviceRoute`] rather than by axum's router: it is the router's
+/// fallback, so the routes merged with it (`/mqtt`, `/healthz`) keep their paths and every
+/// other path comes here.
 pub fn router(bridge: Bridge, long_poll: LongPoll) -> Router {
-    const DEVICE: &str =
-        "/v1/projects/{project}/locations/{location}/registries/{registry}/devices/{device}";
     Router::new()
-        // axum cannot split a segment on ':', so `{device}:method` arrives whole.
-        .route(DEVICE, post(device_method))
-        .route(&format!("{DEVICE}/config"), get(config))
-        .route(&format!("{DEVICE}/commands"), get(commands))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(dispatch)
         .with_state(DeviceApi { bridge, long_poll })
 }
 
-/// The path's four segments, decoded, borrowed from the router's match: a `Path` of four
-/// `String`s cost four allocations per request (BENCHMARKS.md).
-type DevicePath = Result<RawPathParams, RawPathParamsRejection>;
+/// Sends a request to its call: `POST …{device}:method`, `GET …/config`, `GET …/commands`.
+async fn dispatch(State(api): State<DeviceApi>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(route) = DeviceRoute::parse(parts.uri.path()) else {
+        return not_found(&api.bridge).into_response();
+    };
+    let headers = &parts.headers;
+    let query = parts.uri.query();
+    match (&parts.method, route.resource) {
+        (&Method::POST, Resource::Device) => device_method(&api.bridge, route, headers, body)
+            .await
+            .into_response(),
+        (&Method::GET | &Method::HEAD, Resource::Config) => {
+            config(&api, route, query, headers).await.into_response()
+        }
+        (&Method::GET | &Method::HEAD, Resource::Commands) => {
+            commands(&api.bridge, route, query, headers)
+                .await
+                .into_response()
+        }
+        _ => method_not_allowed(&api.bridge).into_response(),
+    }
+}
 
 /// The `:method` calls a device may POST.
 #[derive(Debug, Clone, Copy)]
@@ -111,18 +118,17 @@ enum DeviceMethod {
 
 /// `POST …/devices/{device}:publishEvent` and `:setState`.
 async fn device_method(
-    State(bridge): State<Bridge>,
-    path: DevicePath,
-    headers: HeaderMap,
+    bridge: &Bridge,
+    route: DeviceRoute<'_>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<EmptyObject, DeviceApiError> {
-    let (registry, segment) = path_parts(&bridge, &path)?;
-    let (device, method) = split_method(segment).map_err(|r| r.note(&bridge, None))?;
-    let name = device_name(&bridge, &registry, device)?;
-    let caller = admit(&bridge, &name, &headers).await?;
+    let (device, method) = split_method(route.device).map_err(|r| r.note(bridge, None))?;
+    let name = device_name(bridge, route.registry, device)?;
+    let caller = admit(bridge, &name, headers).await?;
     match method {
-        DeviceMethod::PublishEvent => publish_event(&bridge, caller, &headers, body).await?,
-        DeviceMethod::SetState => set_state(&bridge, caller, &headers, body).await?,
+        DeviceMethod::PublishEvent => publish_event(bridge, caller, headers, body).await?,
+        DeviceMethod::SetState => set_state(bridge, caller, headers, body).await?,
     }
     Ok(EmptyObject)
 }
@@ -182,39 +188,35 @@ async fn set_state(
 
 /// `GET …/devices/{device}/config?local_version=N[&wait=SECONDS]` (`wait`: [`long_poll`]).
 async fn config(
-    State(DeviceApi { bridge, long_poll }): State<DeviceApi>,
-    path: DevicePath,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    DeviceApi { bridge, long_poll }: &DeviceApi,
+    route: DeviceRoute<'_>,
+    query: Option<&str>,
+    headers: &HeaderMap,
 ) -> Result<Json<ConfigResponse>, DeviceApiError> {
-    let (registry, device) = path_parts(&bridge, &path)?;
-    let name = device_name(&bridge, &registry, device)?;
-    let caller = admit(&bridge, &name, &headers).await?;
-    let query = query.as_deref();
+    let name = device_name(bridge, route.registry, route.device)?;
+    let caller = admit(bridge, &name, headers).await?;
     let (local_version, wait, via) = local_version(query)
         .and_then(|version| Ok((version, wait_param(query)?, gateway::from_query(query)?)))
-        .map_err(|r| r.note(&bridge, Some(&caller)))?;
-    let device = acting(&bridge, caller, via).await?;
-    let config = config_after(&device, &long_poll, local_version, wait).await?;
+        .map_err(|r| r.note(bridge, Some(&caller)))?;
+    let device = acting(bridge, caller, via).await?;
+    let config = config_after(&device, long_poll, local_version, wait).await?;
     Ok(Json(config.into()))
 }
 
 /// `GET …/devices/{device}/commands?ack=N`: the pending queued commands, after recording that
 /// the device has every one up to N.
 async fn commands(
-    State(bridge): State<Bridge>,
-    path: DevicePath,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    bridge: &Bridge,
+    route: DeviceRoute<'_>,
+    query: Option<&str>,
+    headers: &HeaderMap,
 ) -> Result<Json<CommandsResponse>, DeviceApiError> {
-    let (registry, device) = path_parts(&bridge, &path)?;
-    let name = device_name(&bridge, &registry, device)?;
-    let caller = admit(&bridge, &name, &headers).await?;
-    let query = query.as_deref();
+    let name = device_name(bridge, route.registry, route.device)?;
+    let caller = admit(bridge, &name, headers).await?;
     let (ack, via) = ack_param(query)
         .and_then(|ack| Ok((ack, gateway::from_query(query)?)))
-        .map_err(|r| r.note(&bridge, Some(&caller)))?;
-    let device = acting(&bridge, caller, via).await?;
+        .map_err(|r| r.note(bridge, Some(&caller)))?;
+    let device = acting(bridge, caller, via).await?;
     let commands = device.pending_commands(ack).await?;
     Ok(Json(CommandsResponse { commands }))
 }
@@ -249,26 +251,6 @@ fn local_version(query: Option<&str>) -> Result<u64, HttpRefusal> {
     }
 }
 
-/// The registry's three path segments and the device segment. A segment that does not decode
-/// (bad percent-encoding, not UTF-8) is refused in Google's error shape, not axum's plain text.
-fn path_parts<'a>(
-    bridge: &Bridge,
-    path: &'a DevicePath,
-) -> Result<([&'a str; 3], &'a str), DeviceApiError> {
-    match path {
-        Ok(params) => {
-            let mut values = params.iter().map(|(_, value)| value);
-            let mut next = || values.next().unwrap_or_default();
-            Ok(([next(), next(), next()], next()))
-        }
-        Err(rejection) => Err(HttpRefusal::invalid(
-            "bad_path",
-            format!("the request path cannot be read: {}", rejection.body_text()),
-        )
-        .note(bridge, None)),
-    }
-}
-
 /// `dev-1:publishEvent` → the device segment and the call.
 fn split_method(segment: &str) -> Result<(&str, DeviceMethod), HttpRefusal> {
     let unknown = |what: String| {
@@ -294,13 +276,22 @@ fn split_method(segment: &str) -> Result<(&str, DeviceMethod), HttpRefusal> {
     }
 }
 
+/// The device the path names. A segment that does not decode (its escapes are not UTF-8) is
+/// refused in Google's error shape, as is a name that is not valid.
 fn device_name(
     bridge: &Bridge,
-    [project, location, registry]: &[&str; 3],
+    registry: [&str; 3],
     device: &str,
 ) -> Result<DeviceName, DeviceApiError> {
+    let bad_path = |message: String| HttpRefusal::invalid("bad_path", message).note(bridge, None);
+    let mut parts = [registry[0], registry[1], registry[2], device].map(route::decoded);
+    let [Some(project), Some(location), Some(registry), Some(device)] = &mut parts else {
+        return Err(bad_path(
+            "the request path cannot be read: a percent-encoded segment is not UTF-8".into(),
+        ));
+    };
     DeviceName::from_parts(project, location, registry, device)
-        .map_err(|err| HttpRefusal::invalid("bad_path", err.to_string()).note(bridge, None))
+        .map_err(|err| bad_path(err.to_string()))
 }
 
 /// Proves the device with the request's bearer token, checked against the bridge's clock, and
@@ -350,7 +341,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, HttpRefusal> {
     }
 }
 
-async fn not_found(State(bridge): State<Bridge>) -> DeviceApiError {
+fn not_found(bridge: &Bridge) -> DeviceApiError {
     HttpRefusal::new(
         Code::NotFound,
         "unknown_path",
@@ -358,10 +349,10 @@ async fn not_found(State(bridge): State<Bridge>) -> DeviceApiError {
          /v1/projects/{project}/locations/{region}/registries/{registry}/devices/{device}:publishEvent, \
          …:setState, …/config or …/commands",
     )
-    .note(&bridge, None)
+    .note(bridge, None)
 }
 
-async fn method_not_allowed(State(bridge): State<Bridge>) -> DeviceApiError {
+fn method_not_allowed(bridge: &Bridge) -> DeviceApiError {
     HttpRefusal::new(
         Code::Unimplemented,
         "method_not_allowed",
@@ -369,7 +360,7 @@ async fn method_not_allowed(State(bridge): State<Bridge>) -> DeviceApiError {
          GET …/config and …/commands",
     )
     .with_http_status(StatusCode::METHOD_NOT_ALLOWED)
-    .note(&bridge, None)
+    .note(bridge, None)
 }
 
 #[cfg(test)]
