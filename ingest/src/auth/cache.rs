@@ -164,7 +164,7 @@ impl TokenCache {
         &self,
         ticket: Ticket,
         key: TokenKey,
-        device: AuthenticatedDevice,
+        device: Arc<AuthenticatedDevice>,
         valid_until: i64,
         now: i64,
     ) -> bool {
@@ -178,7 +178,7 @@ impl TokenCache {
         inner.remove(&key);
         inner.drop_lapsed(now);
         while inner.entries.len() >= self.capacity && inner.evict_soonest() {}
-        inner.add(key, Arc::new(device), valid_until);
+        inner.add(key, device, valid_until);
         true
     }
 
@@ -287,17 +287,22 @@ mod tests {
         RegistryName::from_parts("demo-project", "us-central1", id).unwrap()
     }
 
-    fn device(registry_id: &str, id: &str, num: u64) -> AuthenticatedDevice {
-        AuthenticatedDevice {
+    fn device(registry_id: &str, id: &str, num: u64) -> Arc<AuthenticatedDevice> {
+        Arc::new(AuthenticatedDevice {
             registry: registry(registry_id),
             id: DeviceId::parse(id).unwrap(),
             num_id: NumId(num),
             token_exp: NOW + 3600,
             via_gateway: None,
-        }
+        })
     }
 
-    fn put(cache: &TokenCache, token: &str, dev: AuthenticatedDevice, valid_until: i64) -> bool {
+    fn put(
+        cache: &TokenCache,
+        token: &str,
+        dev: Arc<AuthenticatedDevice>,
+        valid_until: i64,
+    ) -> bool {
         cache.insert(cache.ticket(), TokenKey::of(token), dev, valid_until, NOW)
     }
 
@@ -310,7 +315,7 @@ mod tests {
         let cache = TokenCache::new(10);
         assert!(put(&cache, "t1", device("reg-1", "dev-1", 7), NOW + 100));
         let hit = cache.get(&TokenKey::of("t1"), NOW).unwrap();
-        assert_eq!(*hit, device("reg-1", "dev-1", 7));
+        assert_eq!(hit, device("reg-1", "dev-1", 7));
         assert!(!has(&cache, "t2", NOW));
     }
 

@@ -171,10 +171,10 @@ impl Authenticator {
         device: &DeviceName,
         token: &str,
         now: i64,
-    ) -> Result<AuthenticatedDevice, AuthError> {
+    ) -> Result<Arc<AuthenticatedDevice>, AuthError> {
         let key = TokenKey::for_device(device, token);
         if let Some(hit) = self.cache.get(&key, now).filter(|hit| hit.is(device)) {
-            return Ok(AuthenticatedDevice::clone(&hit));
+            return Ok(hit);
         }
         self.check_uncached(device, token, key, now)
             .await
@@ -189,7 +189,7 @@ impl Authenticator {
         token: &str,
         key: TokenKey,
         now: i64,
-    ) -> Result<AuthenticatedDevice, AuthError> {
+    ) -> Result<Arc<AuthenticatedDevice>, AuthError> {
         let ticket = self.cache.ticket();
         let device = self
             .registry
@@ -210,7 +210,7 @@ impl Authenticator {
         }
         let keys = jwt::device_keys(&device.credentials);
         let verified = jwt::verify(token, &name.registry.project, &keys, now)?;
-        let authenticated = AuthenticatedDevice {
+        let authenticated = Arc::new(AuthenticatedDevice {
             registry: name.registry.clone(),
             id: device
                 .id
@@ -222,7 +222,7 @@ impl Authenticator {
                 .ok_or_else(|| incomplete("numId"))?,
             token_exp: verified.exp,
             via_gateway: None,
-        };
+        });
         let by_token = cache::valid_until(&verified);
         let valid_until = match self.freshness_secs {
             // Served through the last second of the bound, so `secs` whole seconds after `now`.
@@ -231,7 +231,7 @@ impl Authenticator {
         };
         // A bound of 0 gives a `valid_until` before `now`, which the cache does not keep.
         self.cache
-            .insert(ticket, key, authenticated.clone(), valid_until, now);
+            .insert(ticket, key, Arc::clone(&authenticated), valid_until, now);
         Ok(authenticated)
     }
 

@@ -12,12 +12,12 @@ use shared::{DeviceId, DeviceRef, RegistryName};
 
 use crate::registry::{Activity, RegistryStore, StoreError};
 
-type DeviceKey = (RegistryName, DeviceId);
-
 /// Pending bookkeeping per device, waiting for the next flush.
 #[derive(Debug, Default)]
 pub(crate) struct ActivityBook {
-    pending: Mutex<HashMap<DeviceKey, Activity>>,
+    /// By registry, then device: a note for a device already pending is found by reference,
+    /// where a `(registry, device)` key cost four string copies on every message.
+    pending: Mutex<HashMap<RegistryName, HashMap<DeviceId, Activity>>>,
 }
 
 /// What a flush did.
@@ -33,10 +33,11 @@ impl ActivityBook {
     /// Records something about a device; the newest value of each field wins.
     pub(crate) fn note(&self, registry: &RegistryName, device: &DeviceId, update: Activity) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = pending
-            .entry((registry.clone(), device.clone()))
-            .or_default();
-        overlay(entry, update);
+        if let Some(entry) = pending.get_mut(registry).and_then(|d| d.get_mut(device)) {
+            return overlay(entry, update);
+        }
+        let devices = pending.entry(registry.clone()).or_default();
+        overlay(devices.entry(device.clone()).or_default(), update);
     }
 
     /// Writes every pending entry, one registry call per device. A write that fails for a
@@ -46,7 +47,12 @@ impl ActivityBook {
         let batch =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         let mut report = FlushReport::default();
-        for ((registry, device), activity) in batch {
+        let batch = batch.into_iter().flat_map(|(registry, devices)| {
+            devices
+                .into_iter()
+                .map(move |(device, activity)| (registry.clone(), device, activity))
+        });
+        for (registry, device, activity) in batch {
             let device_ref = DeviceRef::Id(device.clone());
             match store
                 .record_activity(&registry, &device_ref, activity.clone())
@@ -69,7 +75,11 @@ impl ActivityBook {
 
     fn put_back(&self, registry: RegistryName, device: DeviceId, older: Activity) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = pending.entry((registry, device)).or_default();
+        let entry = pending
+            .entry(registry)
+            .or_default()
+            .entry(device)
+            .or_default();
         let newer = std::mem::replace(entry, older);
         overlay(entry, newer);
     }
@@ -79,7 +89,9 @@ impl ActivityBook {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 }
 

@@ -6,6 +6,8 @@
 //! recorded as its `lastAccessedGatewayId`. The checks read the store, not the token cache: they
 //! happen once per MQTT attach, and a binding just removed must count at once.
 
+use std::sync::Arc;
+
 use shared::resources::{Device, GatewayConfig};
 use shared::{Code, DeviceName, DeviceRef, NumId};
 use shared::{DeviceId, RegistryName};
@@ -31,7 +33,11 @@ impl Bridge {
             .delegate(protocol, gateway, device, device_token, now)
             .await
         {
-            Ok(delegated) => Ok(DeviceSession::new(self.clone(), delegated, protocol)),
+            Ok(delegated) => Ok(DeviceSession::new(
+                self.clone(),
+                Arc::new(delegated),
+                protocol,
+            )),
             Err(refusal) => {
                 self.inner.metrics.refused(refusal.reason, protocol.label());
                 self.note_error(&gateway.registry, &gateway.id, &refusal);
@@ -55,10 +61,10 @@ impl Bridge {
     ) -> Result<DeviceSession, Refusal> {
         match self.check_gateway_of(device, gateway).await {
             Ok(gateway_id) => {
-                let through = AuthenticatedDevice {
+                let through = Arc::new(AuthenticatedDevice {
                     via_gateway: gateway_id,
                     ..device.clone()
-                };
+                });
                 Ok(DeviceSession::new(self.clone(), through, protocol))
             }
             Err(refusal) => {

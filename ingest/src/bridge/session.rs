@@ -2,6 +2,8 @@
 //! device (one HTTP request, or a whole MQTT connection). Everything the device does goes through
 //! it, so counting, bookkeeping and last errors happen in one place whatever the protocol.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use shared::Code;
 use shared::resources::DeviceConfig;
@@ -14,12 +16,18 @@ use crate::registry::{Activity, QueuedCommand};
 #[derive(Debug, Clone)]
 pub struct DeviceSession {
     bridge: Bridge,
-    device: AuthenticatedDevice,
+    /// Shared with the token cache: cloning the device's names for every request cost four
+    /// allocations.
+    device: Arc<AuthenticatedDevice>,
     protocol: Protocol,
 }
 
 impl DeviceSession {
-    pub(super) fn new(bridge: Bridge, device: AuthenticatedDevice, protocol: Protocol) -> Self {
+    pub(super) fn new(
+        bridge: Bridge,
+        device: Arc<AuthenticatedDevice>,
+        protocol: Protocol,
+    ) -> Self {
         Self {
             bridge,
             device,
