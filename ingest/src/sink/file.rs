@@ -74,6 +74,10 @@ struct Batch {
 #[derive(Debug, Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// The `publishTime` of every line in the batch: when its first line came. Pub/Sub too gives
+    /// the messages of one publish call one time; reading the clock and formatting a time for
+    /// each line cost more than the rest of the line.
+    publish_time: String,
     waiting: Vec<Done>,
     /// Someone asked for an fsync once these lines are written.
     sync: bool,
@@ -90,25 +94,24 @@ struct BatchWrite {
 /// "messageId", "publishTime", "data", "attributes"}`. Written by [`Line::encode`] straight into
 /// the pending batch: the fields that never need escaping (the id, the time, base64) are written
 /// as they are, not through serde's `collect_str`, which ran every formatted piece through the
-/// JSON escaper (a tenth of a publish's instructions under callgrind; BENCHMARKS.md).
+/// JSON escaper (a tenth of a publish's instructions under callgrind; BENCHMARKS.md); strings
+/// go through serde's escaper only when they hold something to escape.
 struct Line<'a> {
     topic: &'a TopicName,
     message_id: MessageId,
-    publish_time: jiff::Timestamp,
     data: &'a [u8],
     attributes: &'a BTreeMap<String, String>,
 }
 
 impl Line<'_> {
-    /// Appends the line (without its newline) to `out`.
-    fn encode(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
-        out.extend_from_slice(b"{\"topic\":");
-        serde_json::to_writer(&mut *out, self.topic)?;
+    /// Appends the line (without its newline) to `out`, stamped `publish_time` (RFC 3339).
+    fn encode(&self, publish_time: &str, out: &mut Vec<u8>) -> std::io::Result<()> {
+        // A topic name's characters never need escaping (`TopicName` checks them).
+        let (project, topic) = (self.topic.project().as_str(), self.topic.topic());
         let MessageId { prefix, sequence } = self.message_id;
         write!(
             out,
-            ",\"messageId\":\"{prefix}-{sequence}\",\"publishTime\":\"{}\",\"data\":\"",
-            self.publish_time
+            "{{\"topic\":\"projects/{project}/topics/{topic}\",\"messageId\":\"{prefix}-{sequence}\",\"publishTime\":\"{publish_time}\",\"data\":\""
         )?;
         let start = out.len();
         let len = base64::encoded_len(self.data.len(), true)
@@ -117,11 +120,31 @@ impl Line<'_> {
         STANDARD
             .encode_slice(self.data, &mut out[start..])
             .map_err(std::io::Error::other)?;
-        out.extend_from_slice(b"\",\"attributes\":");
-        serde_json::to_writer(&mut *out, self.attributes)?;
-        out.push(b'}');
+        out.extend_from_slice(b"\",\"attributes\":{");
+        for (i, (key, value)) in self.attributes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_string(out, key)?;
+            out.push(b':');
+            json_string(out, value)?;
+        }
+        out.extend_from_slice(b"}}");
         Ok(())
     }
+}
+
+/// Appends `text` as a JSON string: as it is when nothing in it needs escaping (ids and names
+/// never do), else through serde's escaper.
+fn json_string(out: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
+    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
+    if text.as_bytes().iter().all(plain) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
+    Ok(serde_json::to_writer(out, text)?)
 }
 
 /// `{open time in µs}-{sequence}`.
@@ -191,7 +214,6 @@ impl FileSink {
                 prefix: self.id_prefix,
                 sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
             },
-            publish_time: jiff::Timestamp::now(),
             data: &message.data,
             attributes: &message.attributes,
         }
@@ -205,7 +227,15 @@ impl FileSink {
             let mut pending = self.batch.pending.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(line) = line {
                 let start = pending.bytes.len();
-                if let Err(err) = line.encode(&mut pending.bytes) {
+                if pending.publish_time.is_empty() {
+                    pending.publish_time = jiff::Timestamp::now().to_string();
+                }
+                let Pending {
+                    bytes,
+                    publish_time,
+                    ..
+                } = &mut *pending;
+                if let Err(err) = line.encode(publish_time, bytes) {
                     pending.bytes.truncate(start);
                     return Err(std::io::Error::other(format!(
                         "could not encode the message: {err}"
@@ -281,18 +311,15 @@ async fn commit_batches(batch: Arc<Batch>, mut writer: Writer) {
         batch.started.notified().await;
         // The publishers woken with this one add their lines before the batch is taken.
         tokio::task::yield_now().await;
-        let Pending {
-            bytes,
-            waiting,
-            sync,
-        } = {
+        let (bytes, waiting, sync) = {
             let mut pending = batch.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let bytes = std::mem::replace(&mut pending.bytes, std::mem::take(&mut spare));
-            Pending {
-                bytes,
-                waiting: std::mem::take(&mut pending.waiting),
-                sync: std::mem::take(&mut pending.sync),
-            }
+            // The next batch gets its own publish time.
+            pending.publish_time.clear();
+            (
+                std::mem::replace(&mut pending.bytes, std::mem::take(&mut spare)),
+                std::mem::take(&mut pending.waiting),
+                std::mem::take(&mut pending.sync),
+            )
         };
         if waiting.is_empty() {
             spare = bytes;
@@ -507,7 +534,7 @@ mod tests {
     fn a_line_is_compact_json_in_the_order_of_a_pull_with_its_strings_escaped() {
         let mut sent = message(&[0, 1, 0xfb, 0xff, b'\n'], "dev-1");
         sent.attributes
-            .insert("subFolder".into(), "a\"b\\c\n".into());
+            .insert("subFolder".into(), "a\"b\\c\n\u{1}".into());
         let time: jiff::Timestamp = "2026-12-05T00:01:02.345678Z".parse().unwrap();
         let topic = topic();
         let line = Line {
@@ -516,19 +543,19 @@ mod tests {
                 prefix: 17,
                 sequence: 4,
             },
-            publish_time: time,
             data: &sent.data,
             attributes: &sent.attributes,
         };
         let mut out = b"before".to_vec();
-        line.encode(&mut out).unwrap();
+        line.encode(&time.to_string(), &mut out).unwrap();
         let text = std::str::from_utf8(&out[6..]).unwrap();
         assert!(text.starts_with(
             "{\"topic\":\"projects/my-project/topics/events\",\"messageId\":\"17-4\",\
              \"publishTime\":\"2026-12-05T00:01:02.345678Z\",\"data\":\"AAH7/wo=\",\"attributes\":{"
         ));
         let value: serde_json::Value = serde_json::from_str(text).unwrap();
-        assert_eq!(value["attributes"]["subFolder"], "a\"b\\c\n");
+        assert_eq!(value["attributes"]["subFolder"], "a\"b\\c\n\u{1}");
+        assert_eq!(value["attributes"]["deviceId"], "dev-1");
         assert_eq!(value["attributes"].as_object().unwrap().len(), 6);
         // The time reads back exactly as serde writes a timestamp.
         assert_eq!(value["publishTime"], serde_json::to_value(time).unwrap());
