@@ -278,6 +278,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use shared::NumId;
+    use std::sync::OnceLock;
 
     use super::*;
 
@@ -294,6 +295,7 @@ mod tests {
             num_id: NumId(num),
             token_exp: NOW + 3600,
             via_gateway: None,
+            attributes: OnceLock::new(),
         })
     }
 

@@ -15,7 +15,7 @@ pub mod jws;
 pub mod jwt;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use shared::{Code, DeviceId, DeviceName, DeviceRef, NumId, RegistryName};
 
@@ -37,6 +37,9 @@ pub struct AuthenticatedDevice {
     /// The gateway speaking for the device, when one is: its bookkeeping then records that
     /// gateway as `lastAccessedGatewayId`.
     pub via_gateway: Option<DeviceId>,
+    /// The attributes of the device's messages, built by the bridge on first use and shared by
+    /// every message sent with this token while it is cached.
+    pub attributes: OnceLock<Arc<BTreeMap<String, String>>>,
 }
 
 impl AuthenticatedDevice {
@@ -222,6 +225,7 @@ impl Authenticator {
                 .ok_or_else(|| incomplete("numId"))?,
             token_exp: verified.exp,
             via_gateway: None,
+            attributes: OnceLock::new(),
         });
         let by_token = cache::valid_until(&verified);
         let valid_until = match self.freshness_secs {

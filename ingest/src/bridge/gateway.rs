@@ -6,7 +6,7 @@
 //! recorded as its `lastAccessedGatewayId`. The checks read the store, not the token cache: they
 //! happen once per MQTT attach, and a binding just removed must count at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use shared::resources::{Device, GatewayConfig};
 use shared::{Code, DeviceName, DeviceRef, NumId};
@@ -222,6 +222,7 @@ impl Bridge {
             num_id,
             token_exp,
             via_gateway: Some(gateway.id.clone()),
+            attributes: OnceLock::new(),
         };
         self.check_admission(protocol, &delegated)
             .await

@@ -3,12 +3,14 @@
 //! existing Pub/Sub pipelines read them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use shared::TopicName;
 use shared::attributes;
 use shared::resources::DeviceRegistry;
 
 use crate::auth::AuthenticatedDevice;
+use crate::sink::Attributes;
 
 /// The longest subfolder: Pub/Sub refuses attribute values above 1024 bytes.
 pub const MAX_SUBFOLDER_BYTES: usize = 1024;
@@ -31,13 +33,19 @@ pub fn event_topic<'a>(
 }
 
 /// `deviceId`, `deviceNumId`, `deviceRegistryId`, `deviceRegistryLocation`, `projectId`, and
-/// `subFolder` only when there is a non-empty one.
-pub fn message_attributes(
-    device: &AuthenticatedDevice,
-    subfolder: Option<&str>,
-) -> BTreeMap<String, String> {
+/// `subFolder` only when there is a non-empty one. The device's five are built once per
+/// authenticated device and shared.
+pub fn message_attributes(device: &AuthenticatedDevice, subfolder: Option<&str>) -> Attributes {
+    let shared = device
+        .attributes
+        .get_or_init(|| Arc::new(device_attributes(device)));
+    let subfolder = subfolder.filter(|s| !s.is_empty()).map(str::to_owned);
+    Attributes::new(Arc::clone(shared), subfolder)
+}
+
+fn device_attributes(device: &AuthenticatedDevice) -> BTreeMap<String, String> {
     let registry = &device.registry;
-    let mut out = BTreeMap::from([
+    BTreeMap::from([
         (attributes::DEVICE_ID.to_owned(), device.id.to_string()),
         (
             attributes::DEVICE_NUM_ID.to_owned(),
@@ -55,11 +63,7 @@ pub fn message_attributes(
             attributes::PROJECT_ID.to_owned(),
             registry.project.to_string(),
         ),
-    ]);
-    if let Some(subfolder) = subfolder.filter(|s| !s.is_empty()) {
-        out.insert(attributes::SUB_FOLDER.to_owned(), subfolder.to_owned());
-    }
-    out
+    ])
 }
 
 #[cfg(test)]
@@ -112,8 +116,9 @@ mod tests {
             num_id: NumId(42),
             token_exp: 0,
             via_gateway: None,
+            attributes: Default::default(),
         };
-        let attrs = message_attributes(&device, Some("a/b"));
+        let attrs = message_attributes(&device, Some("a/b")).to_map();
         let expected = [
             ("deviceId", "dev-1"),
             ("deviceNumId", "42"),
@@ -129,7 +134,21 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>()
         );
-        assert!(!message_attributes(&device, Some("")).contains_key("subFolder"));
-        assert!(!message_attributes(&device, None).contains_key("subFolder"));
+        assert!(
+            !message_attributes(&device, Some(""))
+                .to_map()
+                .contains_key("subFolder")
+        );
+        assert!(
+            !message_attributes(&device, None)
+                .to_map()
+                .contains_key("subFolder")
+        );
+        // Built once, then shared by every message of the device.
+        let (a, b) = (
+            message_attributes(&device, None),
+            message_attributes(&device, None),
+        );
+        assert!(std::ptr::eq(a.device_map(), b.device_map()));
     }
 }

@@ -22,7 +22,6 @@
 //! longer than [`SLOW_WRITE`] sends the writes of the next [`SLOW_BACK_OFF`] to the writer thread,
 //! where only the publishers wait; so does every fsync (shutdown's flush).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,7 +35,7 @@ use base64::engine::general_purpose::STANDARD;
 use shared::TopicName;
 use tokio::sync::{Notify, oneshot};
 
-use super::{Message, Sink, SinkError};
+use super::{Attributes, Message, Sink, SinkError};
 
 type Done = oneshot::Sender<std::io::Result<()>>;
 
@@ -100,7 +99,7 @@ struct Line<'a> {
     topic: &'a TopicName,
     message_id: MessageId,
     data: &'a [u8],
-    attributes: &'a BTreeMap<String, String>,
+    attributes: &'a Attributes,
 }
 
 impl Line<'_> {
@@ -451,20 +450,23 @@ mod tests {
     }
 
     fn message(data: &[u8], device: &str) -> Message {
-        let attributes = [
+        message_in(data, device, "a/b")
+    }
+
+    fn message_in(data: &[u8], device: &str, sub_folder: &str) -> Message {
+        let shared = [
             ("deviceId", device),
             ("deviceNumId", "2820037566240817"),
             ("deviceRegistryId", "reg"),
             ("deviceRegistryLocation", "europe-west1"),
             ("projectId", "my-project"),
-            ("subFolder", "a/b"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         Message {
             data: data.to_vec(),
-            attributes,
+            attributes: Attributes::new(Arc::new(shared), Some(sub_folder.to_owned())),
         }
     }
 
@@ -525,16 +527,15 @@ mod tests {
         assert!(jiff::Timestamp::now().duration_since(time).as_secs() < 60);
         let data = shared::proto3::decode_base64(line["data"].as_str().unwrap()).unwrap();
         assert_eq!(data, sent.data);
-        let attributes: BTreeMap<String, String> =
+        let attributes: std::collections::BTreeMap<String, String> =
             serde_json::from_value(line["attributes"].clone()).unwrap();
-        assert_eq!(attributes, sent.attributes);
+        assert_eq!(attributes, sent.attributes.to_map());
+        assert_eq!(attributes["subFolder"], "a/b");
     }
 
     #[test]
     fn a_line_is_compact_json_in_the_order_of_a_pull_with_its_strings_escaped() {
-        let mut sent = message(&[0, 1, 0xfb, 0xff, b'\n'], "dev-1");
-        sent.attributes
-            .insert("subFolder".into(), "a\"b\\c\n\u{1}".into());
+        let sent = message_in(&[0, 1, 0xfb, 0xff, b'\n'], "dev-1", "a\"b\\c\n\u{1}");
         let time: jiff::Timestamp = "2026-12-05T00:01:02.345678Z".parse().unwrap();
         let topic = topic();
         let line = Line {

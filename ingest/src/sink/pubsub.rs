@@ -143,7 +143,7 @@ fn emulator_endpoint(host: &str) -> String {
 fn to_pubsub(message: Message) -> google_cloud_pubsub::model::Message {
     google_cloud_pubsub::model::Message::new()
         .set_data(message.data)
-        .set_attributes(message.attributes)
+        .set_attributes(message.attributes.iter())
 }
 
 /// Sorts a failed publish into what the device should be told.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ingest::sink::pubsub::{PubSubSettings, PubSubSink};
-use ingest::sink::{Message, Sink, SinkError};
+use ingest::sink::{Attributes, Message, Sink, SinkError};
 use shared::TopicName;
 use testkit::emulators::{PrivatePubSub, pubsub_host};
 use testkit::pubsub::{PubSubRest, Pulled};
@@ -33,14 +33,13 @@ fn device_message(data: &[u8], device: &str) -> Message {
         ("deviceRegistryId", "my-registry"),
         ("deviceRegistryLocation", "europe-west1"),
         ("projectId", PROJECT),
-        ("subFolder", "sensors/temp"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     Message {
         data: data.to_vec(),
-        attributes,
+        attributes: Attributes::new(Arc::new(attributes), Some("sensors/temp".into())),
     }
 }
 
@@ -68,7 +67,7 @@ async fn a_published_message_arrives_with_its_data_and_every_attribute() {
         pulled,
         vec![Pulled {
             data: sent.data,
-            attributes: sent.attributes,
+            attributes: sent.attributes.to_map(),
         }]
     );
 }
@@ -89,7 +88,7 @@ async fn two_hundred_concurrent_publishes_all_arrive_exactly_as_sent() {
             let message = device_message(format!("reading {i}").as_bytes(), &format!("dev-{i}"));
             Pulled {
                 data: message.data,
-                attributes: message.attributes,
+                attributes: message.attributes.to_map(),
             }
         })
         .collect();
@@ -99,7 +98,7 @@ async fn two_hundred_concurrent_publishes_all_arrive_exactly_as_sent() {
             let (sink, topic) = (Arc::clone(&sink), topic.clone());
             let message = Message {
                 data: m.data.clone(),
-                attributes: m.attributes.clone(),
+                attributes: m.attributes.clone().into(),
             };
             tokio::spawn(async move { sink.publish(&topic, message).await })
         })
