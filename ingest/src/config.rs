@@ -145,6 +145,19 @@ pub struct ServeArgs {
     )]
     pub publish_timeout_secs: u64,
 
+    /// How long the Pub/Sub publisher holds a message to send it with others to the same topic
+    /// (0: at once). Longer means fewer publish calls and less CPU per event, but every device
+    /// waits that much longer for its answer, and over one connection sends that much slower
+    /// (BENCHMARKS.md has the measured curve).
+    #[arg(
+        long,
+        env = "PUBSUB_BATCH_DELAY_MS",
+        default_value_t = 10,
+        value_name = "MILLISECONDS",
+        value_parser = clap::value_parser!(u64).range(0..=1000)
+    )]
+    pub pubsub_batch_delay_ms: u64,
+
     /// Telemetry events a device may publish per minute over HTTP.
     #[arg(
         long,
@@ -627,6 +640,17 @@ mod tests {
         assert_eq!("pubsub".parse::<SinkUrl>(), Ok(SinkUrl::PubSub));
         assert!("kafka".parse::<SinkUrl>().is_err());
         assert!("file:".parse::<SinkUrl>().is_err());
+    }
+
+    #[test]
+    fn the_pubsub_batch_delay_is_bounded_to_a_second() {
+        assert_eq!(parse(&[]).pubsub_batch_delay_ms, 10);
+        assert_eq!(
+            parse(&["--pubsub-batch-delay-ms", "0"]).pubsub_batch_delay_ms,
+            0
+        );
+        let too_long = ["ingest", "--pubsub-batch-delay-ms", "1001"];
+        assert!(Cli::try_parse_from(too_long).is_err());
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub async fn open_sink(args: &ServeArgs) -> anyhow::Result<Arc<dyn Sink>> {
             let settings = PubSubSettings {
                 emulator_host: args.pubsub_emulator_host.clone(),
                 publish_timeout: Duration::from_secs(args.publish_timeout_secs),
+                batch_delay: Duration::from_millis(args.pubsub_batch_delay_ms),
                 ..PubSubSettings::default()
             };
             match &settings.emulator_host {
