@@ -133,9 +133,8 @@ pub async fn run(
             fleet.delivery().config_waiters(),
             Duration::from_secs(args.request_timeout_secs),
         );
-        let app = device::router(bridge, long_poll)
-            .merge(websocket::router(mqtt.clone()))
-            .merge(health_routes(registry.clone()));
+        let others = websocket::router(mqtt.clone()).merge(health_routes(registry.clone()));
+        let app = device::service(bridge, long_poll, others);
         // MQTT first: the device bridge's line then tells a reader every device listener is up.
         spawn_mqtt_listeners(&args, &mqtt, &mut servers).await?;
         let listener = bind(args.device_addr(), "device bridge", "http").await?;

@@ -54,10 +54,15 @@ pub use long_poll::LongPoll;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use hyper::body::Incoming;
 use shared::device_api::{CommandsResponse, ConfigResponse, PublishEventRequest, SetStateRequest};
 use shared::{Code, DeviceName};
 
@@ -83,6 +88,49 @@ pub fn router(bridge: Bridge, long_poll: LongPoll) -> Router {
     Router::new()
         .fallback(dispatch)
         .with_state(DeviceApi { bridge, long_poll })
+}
+
+/// The device listener: [`router`] merged with `others` (`/mqtt`, `/healthz` …), except that
+/// device calls (`/v1/…`) go straight to the device API. axum's routing of every request (a
+/// lookup, a boxed service cloned, two boxed futures) cost several percent of a publish.
+pub fn service(bridge: Bridge, long_poll: LongPoll, others: Router) -> DeviceService {
+    let api = DeviceApi { bridge, long_poll };
+    let router = Router::new()
+        .fallback(dispatch)
+        .with_state(api.clone())
+        .merge(others);
+    DeviceService { api, router }
+}
+
+/// See [`service`].
+#[derive(Clone)]
+pub struct DeviceService {
+    api: DeviceApi,
+    router: Router,
+}
+
+impl std::fmt::Debug for DeviceService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceService").finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Request<Incoming>> for DeviceService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        if request.uri().path().starts_with("/v1/") {
+            let api = self.api.clone();
+            return Box::pin(async move { Ok(dispatch(State(api), request.map(Body::new)).await) });
+        }
+        Box::pin(self.router.call(request))
+    }
 }
 
 /// Sends a request to its call: `POST …{device}:method`, `GET …/config`, `GET …/commands`.

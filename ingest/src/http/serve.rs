@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::response::{IntoResponse, Response};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -26,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
-use tower::Service as _;
+use tower::Service;
 
 use crate::http::error::ApiError;
 use crate::per_address::{AddressSlot, PerAddress};
@@ -70,17 +69,22 @@ impl Default for ServeOptions {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and lets in-flight
+/// Serves `app` (an axum `Router`, or a service that routes its hottest paths itself) on
+/// `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for at most `options.drain_timeout`.
 ///
 /// Requests still running when the drain ends are abandoned: their connections are already
 /// closing and end by the request deadline at the latest, or when the runtime stops.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
     let limit = options.request_timeout;
     let cap = options.max_connections.max(1);
     let (shed, shedding) = watch::channel(0u64);
@@ -166,11 +170,14 @@ async fn until_done<S>(
 
 /// Routes `request` through `app`, answering `504 DEADLINE_EXCEEDED` when the handler outlives
 /// `limit`; dropping its future cancels it.
-async fn within(
+async fn within<S>(
     limit: Duration,
-    mut app: Router,
+    mut app: S,
     request: Request<Incoming>,
-) -> Result<Response, Infallible> {
+) -> Result<Response, Infallible>
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
     // Cheap copies (an enum, a reference count) kept for the warning.
     let (method, uri) = (request.method().clone(), request.uri().clone());
     match tokio::time::timeout(limit, app.call(request)).await {

@@ -135,7 +135,21 @@ impl DeviceApp {
         }))
         .await;
         let long_poll = LongPoll::new(fleet.delivery().config_waiters(), Duration::from_secs(30));
-        let device_base = serve(ingest::http::device::router(bridge.clone(), long_poll)).await;
+        // The device listener as `ingest serve` runs it, but idle connections are kept for as
+        // long as a test may pause between calls (its own head deadline is 10 s).
+        let app = ingest::http::device::service(bridge.clone(), long_poll, axum::Router::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let device_base = base_url(listener.local_addr().unwrap());
+        let options = ingest::http::serve::ServeOptions {
+            head_timeout: Duration::from_secs(300),
+            ..Default::default()
+        };
+        tokio::spawn(ingest::http::serve::serve(
+            listener,
+            app,
+            options,
+            std::future::pending(),
+        ));
         let admin = TestApp {
             base: admin_base,
             client: reqwest::Client::new(),
@@ -267,6 +281,10 @@ async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    base_url(addr)
+}
+
+fn base_url(addr: std::net::SocketAddr) -> String {
     format!("http://{addr}/v1/projects/{PROJECT}/locations/{REGION}")
 }
 
