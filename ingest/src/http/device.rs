@@ -81,18 +81,11 @@ struct DeviceApi {
     long_poll: LongPoll,
 }
 
-/// The device API, read by [`DeviceRoute`] rather than by axum's router: it is the router's
-/// fallback, so the routes merged with it (`/mqtt`, `/healthz`) keep their paths and every
-/// other path comes here.
-pub fn router(bridge: Bridge, long_poll: LongPoll) -> Router {
-    Router::new()
-        .fallback(dispatch)
-        .with_state(DeviceApi { bridge, long_poll })
-}
-
-/// The device listener: [`router`] merged with `others` (`/mqtt`, `/healthz` …), except that
-/// device calls (`/v1/…`) go straight to the device API. axum's routing of every request (a
-/// lookup, a boxed service cloned, two boxed futures) cost several percent of a publish.
+/// The device listener: the device API, whose paths [`DeviceRoute`] reads, beside `others`
+/// (`/mqtt`, `/healthz` …). Device calls (`/v1/…`) go straight to the device API, past axum's
+/// router, whose routing of every request (a lookup, a boxed service cloned, two boxed futures)
+/// cost several percent of a publish; anything else goes to `others`, and what they do not
+/// serve to the device API's `404`.
 pub fn service(bridge: Bridge, long_poll: LongPoll, others: Router) -> DeviceService {
     let api = DeviceApi { bridge, long_poll };
     let router = Router::new()
