@@ -317,7 +317,8 @@ mod tests {
         let cache = TokenCache::new(10);
         assert!(put(&cache, "t1", device("reg-1", "dev-1", 7), NOW + 100));
         let hit = cache.get(&TokenKey::of("t1"), NOW).unwrap();
-        assert_eq!(hit, device("reg-1", "dev-1", 7));
+        let proved = (hit.registry.registry.as_str(), hit.id.as_str(), hit.num_id);
+        assert_eq!(proved, ("reg-1", "dev-1", NumId(7)));
         assert!(!has(&cache, "t2", NOW));
     }
 

@@ -23,8 +23,9 @@ use self::cache::{TokenCache, TokenKey};
 use self::jwt::TokenError;
 use crate::registry::{RegistryStore, StoreError};
 
-/// The device a token proved, as the bridges need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The device a token proved, as the bridges need it. Not `PartialEq`: `attributes` is built
+/// lazily, and two proofs of one device must not compare by whether it was built yet.
+#[derive(Debug, Clone)]
 pub struct AuthenticatedDevice {
     /// The registry holding the device.
     pub registry: RegistryName,

@@ -325,8 +325,8 @@ fn device_name(
     device: &str,
 ) -> Result<DeviceName, DeviceApiError> {
     let bad_path = |message: String| HttpRefusal::invalid("bad_path", message).note(bridge, None);
-    let mut parts = [registry[0], registry[1], registry[2], device].map(route::decoded);
-    let [Some(project), Some(location), Some(registry), Some(device)] = &mut parts else {
+    let parts = [registry[0], registry[1], registry[2], device].map(route::decoded);
+    let [Some(project), Some(location), Some(registry), Some(device)] = &parts else {
         return Err(bad_path(
             "the request path cannot be read: a percent-encoded segment is not UTF-8".into(),
         ));

@@ -323,7 +323,10 @@ async fn a_cached_token_is_served_without_reading_the_registry_until_the_device_
         .authenticate(&name, &case.token, case.now)
         .await
         .unwrap();
-    assert_eq!(again, first);
+    assert!(
+        std::sync::Arc::ptr_eq(&again, &first),
+        "not the cached device"
+    );
 
     // ... and once the admin API invalidates the device, the change takes effect.
     fixture.auth.invalidate_device(&fixture.registry, &first.id);
@@ -367,7 +370,10 @@ async fn a_device_named_by_numeric_id_is_cached_under_that_name() {
         .authenticate(&by_num, &case.token, case.now)
         .await
         .unwrap();
-    assert_eq!(cached, via_num);
+    assert!(
+        std::sync::Arc::ptr_eq(&cached, &via_num),
+        "not the cached device"
+    );
     let err = fixture
         .auth
         .authenticate(&by_id, &case.token, case.now)
